@@ -1,0 +1,19 @@
+PY ?= python3
+DEMO ?= demo
+
+.PHONY: setup demo test test-only bench
+
+setup:
+	bash scripts/setup.sh
+
+# The main job on the simulated rig: record -> calibrate -> sync -> build-dataset -> train -> evaluate.
+demo: setup
+	bash scripts/demo.sh $(DEMO)
+
+test: setup test-only
+
+test-only:
+	$(PY) -m pytest
+
+bench:
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

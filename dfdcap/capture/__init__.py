@@ -1,0 +1,1 @@
+"""Devices and recording: sensors, the phone, the recorder and the session folder."""

@@ -1,0 +1,90 @@
+"""The two device interfaces every source implements: an RGB-D sensor and a phone.
+
+Sensors: sim (dfdcap.sim), OpenNI2 (openni.py), RealSense (realsense.py).
+Phones: sim in-process (dfdcap.sim), over ADB (phone.py).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from dfdcap.capture.session import ClockProbe, DeviceInfo, PhoneCamera, SensorIntrinsics, SessionWriter
+from dfdcap.lens import FocusSchedule
+
+
+@dataclass(frozen=True)
+class SensorFrame:
+    """One RGB-D frame.
+
+    rgb: (H, W, 3) uint8 RGB; depth: (H, W) uint16 in the sensor's native unit
+    (SensorIntrinsics.depth_scale_m), registered to the color camera, 0 = invalid.
+    t_device_ns: the sensor's own clock; t_host_ns: host CLOCK_MONOTONIC at arrival.
+    """
+
+    index: int
+    t_device_ns: int
+    t_host_ns: int
+    rgb: np.ndarray
+    depth: np.ndarray
+
+
+class Sensor(abc.ABC):
+    """An RGB-D source. Use with `with`; `frames()` ends (StopIteration) at the end of a
+    recording and raises DeviceError when a live device stops delivering."""
+
+    info: DeviceInfo
+    intrinsics: SensorIntrinsics
+
+    @abc.abstractmethod
+    def frames(self) -> Iterator[SensorFrame]: ...
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Phone(abc.ABC):
+    """A phone running the companion protocol (docs/phone-protocol.md)."""
+
+    info: DeviceInfo
+
+    @abc.abstractmethod
+    def hello(self) -> PhoneCamera:
+        """Camera characteristics for the recording size."""
+
+    @abc.abstractmethod
+    def probe(self) -> ClockProbe:
+        """One round-trip clock probe: host send time, phone sensor-clock time, host receive time."""
+
+    @abc.abstractmethod
+    def start(self, schedule: FocusSchedule, fps: float) -> None:
+        """Start a focus sweep; returns at once."""
+
+    @abc.abstractmethod
+    def is_done(self) -> bool:
+        """True once every frame of the schedule was captured."""
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def fetch(self, writer: SessionWriter) -> int:
+        """Copy the recorded frames and their metadata into the session; returns the count."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,412 @@
+"""The session folder of DESIGN.md: a crash-safe writer and a reader.
+
+Every frame is its own file, written under a temporary name and renamed; index lines are
+appended and flushed after their file exists; `session.json` says how the session ended.
+The reader loads complete and interrupted sessions alike (a torn last index line is skipped).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from dfdcap import __version__
+from dfdcap.cameras import CameraModel
+from dfdcap.errors import SessionError
+from dfdcap.fileio import atomic_write_bytes, atomic_write_json, encode_image, read_image, read_json
+from dfdcap.lens import ThinLens
+
+SCHEMA = 1
+SENSOR_COLUMNS = ["index", "t_host_ns", "t_device_ns", "rgb", "depth"]
+PHONE_COLUMNS = [
+    "index", "t_phone_ns", "focus_diopters_requested", "focus_diopters", "exposure_ns",
+    "iso", "lens_state", "ramp", "step", "file",
+]
+PROBE_COLUMNS = ["t_host_send_ns", "t_phone_ns", "t_host_recv_ns"]
+STATUSES = ("recording", "complete", "interrupted")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    kind: str
+    model: str
+    serial: str
+
+
+@dataclass(frozen=True)
+class SensorIntrinsics:
+    """Both sensor streams' cameras; depth in native units times depth_scale_m is metres."""
+
+    color: CameraModel
+    depth: CameraModel
+    depth_scale_m: float
+    depth_registered_to_color: bool
+    T_color_from_depth: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+    def to_dict(self) -> dict:
+        return {
+            "color": self.color.to_dict(),
+            "depth": self.depth.to_dict(),
+            "depth_scale_m": self.depth_scale_m,
+            "depth_registered_to_color": self.depth_registered_to_color,
+            "T_color_from_depth": np.asarray(self.T_color_from_depth).tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SensorIntrinsics":
+        return cls(
+            CameraModel.from_dict(d["color"]),
+            CameraModel.from_dict(d["depth"]),
+            float(d["depth_scale_m"]),
+            bool(d["depth_registered_to_color"]),
+            np.asarray(d.get("T_color_from_depth", np.eye(4)), dtype=np.float64),
+        )
+
+
+@dataclass(frozen=True)
+class PhoneCamera:
+    """What the phone's camera reports (Camera2 characteristics) for the chosen image size."""
+
+    focal_length_m: float
+    f_number: float
+    sensor_size_m: tuple[float, float]
+    image_size: tuple[int, int]
+    min_focus_diopters: float
+    focus_calibration: str = "CALIBRATED"  # CALIBRATED | APPROXIMATE | UNCALIBRATED
+    timestamp_source: str = "REALTIME"  # REALTIME | UNKNOWN
+
+    @property
+    def pixel_pitch_m(self) -> float:
+        return self.sensor_size_m[0] / self.image_size[0]
+
+    @property
+    def lens(self) -> ThinLens:
+        return ThinLens(self.focal_length_m, self.f_number)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sensor_size_m"] = list(self.sensor_size_m)
+        d["image_size"] = list(self.image_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PhoneCamera":
+        return cls(
+            float(d["focal_length_m"]), float(d["f_number"]), tuple(d["sensor_size_m"]),
+            tuple(int(v) for v in d["image_size"]), float(d["min_focus_diopters"]),
+            d.get("focus_calibration", "CALIBRATED"), d.get("timestamp_source", "UNKNOWN"),
+        )
+
+
+@dataclass(frozen=True)
+class SensorFrameRecord:
+    index: int
+    t_host_ns: int
+    t_device_ns: int
+    rgb: str  # relative to sensor/
+    depth: str  # relative to sensor/
+
+
+@dataclass(frozen=True)
+class PhoneFrameRecord:
+    index: int
+    t_phone_ns: int
+    focus_diopters_requested: float
+    focus_diopters: float
+    exposure_ns: int
+    iso: int
+    lens_state: str
+    ramp: int
+    step: int
+    file: str  # relative to phone/
+
+    @property
+    def focus_m(self) -> float:
+        return 1.0 / self.focus_diopters if self.focus_diopters > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class ClockProbe:
+    t_host_send_ns: int
+    t_phone_ns: int
+    t_host_recv_ns: int
+
+
+class _IndexFile:
+    """An append-only CSV/text index: each line is written and flushed at once, under a lock."""
+
+    def __init__(self, path: Path, header: str | None):
+        new = not path.exists() or path.stat().st_size == 0
+        self._f = open(path, "a", encoding="utf-8", newline="")
+        self._lock = threading.Lock()
+        if new and header:
+            self.append(header)
+
+    def append(self, line: str) -> None:
+        with self._lock:
+            self._f.write(line + "\n")
+            self._f.flush()
+            os.fsync(self._f.fileno()) if os.environ.get("DFDCAP_FSYNC") else None
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _csv_line(values) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(values)
+    return buf.getvalue()
+
+
+class SessionWriter:
+    """Writes one session folder as frames arrive. Thread-safe for frame files and index lines.
+
+    Use as a context manager: leaving the block normally marks the session complete, leaving
+    it by an exception (KeyboardInterrupt, DeviceError, ...) marks it interrupted.
+    """
+
+    def __init__(self, path: Path, meta: dict):
+        self.path = path
+        self.meta = meta
+        self._indexes: dict[str, _IndexFile] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(
+        cls,
+        out_dir: str | os.PathLike,
+        name: str,
+        sensor: DeviceInfo,
+        phone: DeviceInfo,
+        focus_schedule: dict | None = None,
+        extra: dict | None = None,
+    ) -> "SessionWriter":
+        out_dir = Path(out_dir)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SessionError(f"{out_dir}: cannot create output folder ({e.strerror})") from None
+        if not os.access(out_dir, os.W_OK):
+            raise SessionError(f"{out_dir}: output folder is not writable")
+        now = datetime.now(timezone.utc)
+        stamp = now.strftime("%Y%m%dT%H%M%S_%fZ")
+        path = out_dir / f"{stamp}_{name}"
+        try:
+            path.mkdir()
+            for sub in ("sensor/rgb", "sensor/depth", "phone/frames", "clock"):
+                (path / sub).mkdir(parents=True)
+        except OSError as e:
+            raise SessionError(f"{path}: cannot create session folder ({e.strerror})") from None
+        meta = {
+            "schema": SCHEMA,
+            "status": "recording",
+            "created_utc": now.isoformat(),
+            "name": name,
+            "rig": {"sensor": asdict(sensor), "phone": asdict(phone)},
+            "focus_schedule": focus_schedule or {},
+            "host_clock": "CLOCK_MONOTONIC",
+            "dfdcap_version": __version__,
+        }
+        meta.update(extra or {})
+        w = cls(path, meta)
+        atomic_write_json(path / "session.json", meta)
+        return w
+
+    def _index(self, rel: str, header: str | None) -> _IndexFile:
+        with self._lock:
+            if rel not in self._indexes:
+                self._indexes[rel] = _IndexFile(self.path / rel, header)
+            return self._indexes[rel]
+
+    # sensor ---------------------------------------------------------------------------
+    def write_sensor_intrinsics(self, intrinsics: SensorIntrinsics) -> None:
+        atomic_write_json(self.path / "sensor" / "intrinsics.json", intrinsics.to_dict())
+
+    def save_sensor_frame(self, index: int, t_host_ns: int, t_device_ns: int, rgb: np.ndarray, depth: np.ndarray) -> SensorFrameRecord:
+        """Encode and write one frame's two PNGs (safe to call from worker threads).
+
+        rgb: (H, W, 3) uint8 RGB; depth: (H, W) uint16 in the sensor's native unit, 0 = invalid.
+        """
+        if depth.dtype != np.uint16 or depth.ndim != 2:
+            raise SessionError(f"sensor frame {index}: depth must be (H, W) uint16, got {depth.shape} {depth.dtype}")
+        rec = SensorFrameRecord(index, int(t_host_ns), int(t_device_ns), f"rgb/{t_host_ns}.png", f"depth/{t_host_ns}.png")
+        atomic_write_bytes(self.path / "sensor" / rec.rgb, encode_image(rgb))
+        atomic_write_bytes(self.path / "sensor" / rec.depth, encode_image(depth))
+        return rec
+
+    def append_sensor_record(self, rec: SensorFrameRecord) -> None:
+        """Index a frame whose files exist (call in frame order to keep rgb.txt sorted)."""
+        t_s = f"{rec.t_host_ns / 1e9:.6f}"
+        self._index("sensor/frames.csv", ",".join(SENSOR_COLUMNS)).append(
+            _csv_line([rec.index, rec.t_host_ns, rec.t_device_ns, rec.rgb, rec.depth])
+        )
+        self._index("sensor/rgb.txt", "# color images\n# timestamp filename").append(f"{t_s} {rec.rgb}")
+        self._index("sensor/depth.txt", "# depth maps\n# timestamp filename").append(f"{t_s} {rec.depth}")
+
+    def write_sensor_frame(self, index: int, t_host_ns: int, t_device_ns: int, rgb: np.ndarray, depth: np.ndarray) -> SensorFrameRecord:
+        rec = self.save_sensor_frame(index, t_host_ns, t_device_ns, rgb, depth)
+        self.append_sensor_record(rec)
+        return rec
+
+    # phone ----------------------------------------------------------------------------
+    def write_phone_camera(self, camera: PhoneCamera) -> None:
+        atomic_write_json(self.path / "phone" / "camera.json", camera.to_dict())
+
+    def save_phone_frame_bytes(self, rel_file: str, data: bytes) -> None:
+        """Write an already-encoded phone frame (e.g. a JPEG pulled from the phone)."""
+        atomic_write_bytes(self.path / "phone" / rel_file, data)
+
+    def append_phone_record(self, rec: PhoneFrameRecord) -> None:
+        self._index("phone/frames.csv", ",".join(PHONE_COLUMNS)).append(
+            _csv_line([getattr(rec, c) for c in PHONE_COLUMNS])
+        )
+
+    def write_phone_frame(self, rec: PhoneFrameRecord, image: np.ndarray) -> None:
+        """Write one phone frame (RGB uint8) under rec.file and index it."""
+        self.save_phone_frame_bytes(rec.file, encode_image(image, Path(rec.file).suffix))
+        self.append_phone_record(rec)
+
+    # clock ----------------------------------------------------------------------------
+    def append_probe(self, probe: ClockProbe) -> None:
+        self._index("clock/phone_probes.csv", ",".join(PROBE_COLUMNS)).append(
+            f"{probe.t_host_send_ns},{probe.t_phone_ns},{probe.t_host_recv_ns}"
+        )
+
+    # truth (simulator only) -----------------------------------------------------------
+    def write_truth_rig(self, rig: dict) -> None:
+        (self.path / "truth" / "phone_depth").mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / "truth" / "rig.json", rig)
+
+    def write_truth_phone_depth(self, index: int, depth_m: np.ndarray) -> None:
+        (self.path / "truth" / "phone_depth").mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, depth_m=depth_m.astype(np.float32))
+        atomic_write_bytes(self.path / "truth" / "phone_depth" / f"{index}.npz", buf.getvalue())
+
+    # end ------------------------------------------------------------------------------
+    def finish(self, status: str, message: str | None = None) -> None:
+        if status not in STATUSES:
+            raise SessionError(f"unknown session status {status!r}")
+        for f in self._indexes.values():
+            f.close()
+        self._indexes.clear()
+        self.meta["status"] = status
+        if message:
+            self.meta["message"] = message
+        self.meta["finished_utc"] = datetime.now(timezone.utc).isoformat()
+        atomic_write_json(self.path / "session.json", self.meta)
+
+    def __enter__(self) -> "SessionWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish("complete")
+        else:
+            self.finish("interrupted", f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__)
+
+
+def _read_csv(path: Path, columns: list[str], types: dict) -> list[dict]:
+    """Rows of an index CSV; a torn last line (crash mid-write) is skipped, a torn middle line is an error."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        return []
+    if lines[0].split(",") != columns:
+        raise SessionError(f"{path}: header is {lines[0]!r}, expected {','.join(columns)}")
+    rows = []
+    body = lines[1:]
+    for n, row in enumerate(csv.reader(body), start=2):
+        try:
+            if len(row) != len(columns):
+                raise ValueError(f"{len(row)} fields")
+            rows.append({c: types.get(c, str)(v) for c, v in zip(columns, row)})
+        except ValueError as e:
+            if n == len(body) + 1:
+                break  # torn last line of an interrupted session
+            raise SessionError(f"{path}:{n}: malformed line ({e})") from None
+    return rows
+
+
+_SENSOR_TYPES = {"index": int, "t_host_ns": int, "t_device_ns": int}
+_PHONE_TYPES = {
+    "index": int, "t_phone_ns": int, "focus_diopters_requested": float, "focus_diopters": float,
+    "exposure_ns": int, "iso": int, "ramp": int, "step": int,
+}
+
+
+class Session:
+    """A session folder loaded back: metadata, frame indexes, cameras, probes, truth."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not (self.path / "session.json").is_file():
+            raise SessionError(f"{self.path}: not a session folder (no session.json)")
+        self.meta = read_json(self.path / "session.json")
+        if self.meta.get("schema") != SCHEMA:
+            raise SessionError(f"{self.path}/session.json: schema {self.meta.get('schema')!r}, this dfdcap reads {SCHEMA}")
+        self.sensor_frames = [
+            SensorFrameRecord(**r)
+            for r in _read_csv(self.path / "sensor" / "frames.csv", SENSOR_COLUMNS, _SENSOR_TYPES)
+        ]
+        self.sensor_frames.sort(key=lambda r: r.index)
+        self.phone_frames = [
+            PhoneFrameRecord(**r)
+            for r in _read_csv(self.path / "phone" / "frames.csv", PHONE_COLUMNS, _PHONE_TYPES)
+        ]
+        self.phone_frames.sort(key=lambda r: r.index)
+
+    @property
+    def status(self) -> str:
+        return self.meta["status"]
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", self.path.name)
+
+    @property
+    def sensor_intrinsics(self) -> SensorIntrinsics:
+        return SensorIntrinsics.from_dict(read_json(self.path / "sensor" / "intrinsics.json"))
+
+    @property
+    def phone_camera(self) -> PhoneCamera:
+        return PhoneCamera.from_dict(read_json(self.path / "phone" / "camera.json"))
+
+    def probes(self) -> np.ndarray:
+        """(N, 3) int64: t_host_send_ns, t_phone_ns, t_host_recv_ns."""
+        rows = _read_csv(self.path / "clock" / "phone_probes.csv", PROBE_COLUMNS, {c: int for c in PROBE_COLUMNS})
+        return np.array([[r[c] for c in PROBE_COLUMNS] for r in rows], dtype=np.int64).reshape(-1, 3)
+
+    def read_sensor_rgb(self, rec: SensorFrameRecord) -> np.ndarray:
+        return read_image(self.path / "sensor" / rec.rgb)
+
+    def read_sensor_depth_raw(self, rec: SensorFrameRecord) -> np.ndarray:
+        """(H, W) uint16 in native units, 0 = invalid."""
+        return read_image(self.path / "sensor" / rec.depth, unchanged=True)
+
+    def read_sensor_depth_m(self, rec: SensorFrameRecord, depth_scale_m: float | None = None) -> np.ndarray:
+        """(H, W) float32 metres, 0 = invalid."""
+        scale = self.sensor_intrinsics.depth_scale_m if depth_scale_m is None else depth_scale_m
+        return self.read_sensor_depth_raw(rec).astype(np.float32) * np.float32(scale)
+
+    def read_phone_frame(self, rec: PhoneFrameRecord) -> np.ndarray:
+        return read_image(self.path / "phone" / rec.file)
+
+    @property
+    def has_truth(self) -> bool:
+        return (self.path / "truth" / "rig.json").is_file()
+
+    def truth_rig(self) -> dict:
+        return read_json(self.path / "truth" / "rig.json")
+
+    def read_truth_phone_depth(self, index: int) -> np.ndarray:
+        with np.load(self.path / "truth" / "phone_depth" / f"{index}.npz") as z:
+            return z["depth_m"]

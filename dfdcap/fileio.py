@@ -1,0 +1,93 @@
+"""Crash-safe file writing: everything goes to a temporary name in the same folder, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from dfdcap.errors import DfdcapError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DfdcapError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise DfdcapError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def encode_image(image: np.ndarray, ext: str = ".png") -> bytes:
+    """Encode an RGB uint8 (H, W, 3), a gray (H, W) or a uint16 (H, W) image with OpenCV."""
+    import cv2
+
+    img = image[..., ::-1] if image.ndim == 3 else image
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(img))
+    if not ok:
+        raise DfdcapError(f"could not encode a {image.shape} {image.dtype} image as {ext}")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an image atomically; RGB in memory, BGR on disk (OpenCV)."""
+    atomic_write_bytes(path, encode_image(image, Path(path).suffix or ".png"))
+
+
+def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
+    """Read an image as RGB uint8 (or as stored, e.g. uint16 depth, with unchanged=True)."""
+    import cv2
+
+    flag = cv2.IMREAD_UNCHANGED if unchanged else cv2.IMREAD_COLOR
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        raise DfdcapError(f"{path}: cannot read image (missing or not an image)")
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = img[..., ::-1].copy()
+    return img

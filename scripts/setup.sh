@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install dfdcap and everything it needs on a Debian machine (run as root or with sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+pkgs="libopenni2-0 libopenni2-dev libusb-1.0-0 adb"
+if ! dpkg -s $pkgs >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $pkgs >/dev/null
+fi
+PY=${PYTHON:-python3}
+# torch first and pinned: the CPU build; a looser requirement may pull a multi-GB CUDA build.
+$PY -m pip install -q torch==2.13.0
+$PY -m pip install -q -e '.[dev]'
