@@ -114,8 +114,8 @@ class CameraModel:
             y = (v - self.cy) / self.fy
             return np.stack([x, y], axis=-1)
         pts = np.stack([u.ravel(), v.ravel()], axis=-1).reshape(-1, 1, 2)
-        und = cv2.undistortPointsIter(
-            pts, self.K, self.dist, None, None, (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 1e-9)
+        und = cv2.undistortPoints(
+            pts, self.K, self.dist, None, None, None, (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 1e-9)
         )
         return und.reshape(self.height, self.width, 2)
 

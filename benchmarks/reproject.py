@@ -1,0 +1,128 @@
+"""Benchmark: one 640x480 sensor depth map into a 1920x1080 distorted phone view.
+
+Ours (dfdcap.dataset.reproject.reproject_depth) against cv2.registerDepth (OpenCV 5, top
+level, with and without its depth dilation) and Open3D's tensor API
+(PointCloud.create_from_depth_image + project_to_depth_image), same input, same run.
+Input and truth come from the simulator's scene: the sensor colour camera's true depth (pinhole,
+so every method gets an input it can model) and the phone's true depth at the same instant.
+Prints each method's time, its speed ratio to ours, its median absolute relative error against
+the truth on the pixels it fills (and on the pixels plain cv2.registerDepth fills, the same
+pixels for all), and how many of the pixels both cameras see it fills.
+
+Run: python benchmarks/reproject.py [--repeat 21] [--keep-heap]
+On machines where a page fault is expensive (VMs), fresh output arrays dominate every method's
+time; --keep-heap shows the steady state of a long-running process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def _time_all(methods, repeat: int) -> dict:
+    """Median wall time of each method; the methods take turns in every round, so that a
+    change in the machine's load during the run hits all of them alike."""
+    outs = {name: fn() for name, fn in methods}
+    ts = {name: [] for name, _ in methods}
+    cpu = {name: [] for name, _ in methods}
+    for _ in range(repeat):
+        for name, fn in methods:
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            ts[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    return {name: (float(np.median(ts[name])), float(np.median(cpu[name])), outs[name]) for name, _ in methods}
+
+
+def main() -> None:
+    import cv2
+    import open3d as o3d
+
+    from dfdcap.cameras import CameraModel, invert_transform, transform_points
+    from dfdcap.dataset.reproject import reproject_depth
+    from dfdcap.sim.rig import RigConfig, SimRig
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--scene", default="default")
+    ap.add_argument("--keep-heap", action="store_true",
+                    help="glibc mallopt: keep freed memory in the heap (no page faults on reuse), for every method alike")
+    args = ap.parse_args()
+    if args.keep_heap:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: large arrays from the heap, not fresh mmaps
+        libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD: never hand freed heap back to the kernel
+
+    rig = SimRig(RigConfig(phone_size=(1920, 1080), scene=args.scene))
+    t = rig.t0_host_ns if hasattr(rig, "t0_host_ns") else 0
+    s_cam = rig.sensor_camera_model()
+    sensor = CameraModel(s_cam.K, np.zeros(5), s_cam.size)  # pinhole: registerDepth and Open3D know no source distortion
+    phone = rig.phone_camera_model()
+    T = np.asarray(rig.config.T_phone_from_sensor, np.float64)
+    ts = rig.scene_time_s(t)
+    _, depth_s = rig.scene.render(sensor, rig.T_world_from_sensor(t), ts)
+    _, truth = rig.scene.render(phone, rig.T_world_from_phone(t), ts)
+    depth_s = depth_s.astype(np.float32)
+    # pixels both cameras see: the phone's true surface point is the sensor's surface at its pixel
+    P = transform_points(invert_transform(T), phone.unproject_depth(truth))
+    uv, z = sensor.project(P)
+    ui = np.round(np.nan_to_num(uv[..., 0], nan=-1)).astype(int)
+    vi = np.round(np.nan_to_num(uv[..., 1], nan=-1)).astype(int)
+    inside = (ui >= 0) & (ui < sensor.width) & (vi >= 0) & (vi < sensor.height)
+    zs = np.zeros_like(z)
+    zs[inside] = depth_s[vi[inside], ui[inside]]
+    covis = inside & (np.abs(zs - z) < 0.01 * z)
+
+    Kf = sensor.K.astype(np.float32)
+    Kp = phone.K.astype(np.float32)
+    dist = phone.dist.astype(np.float32)
+    Rt = T.astype(np.float32)
+    W, H = phone.size
+
+    def ours():
+        return reproject_depth(depth_s, sensor, phone, T).depth_m
+
+    def reg(dilate):
+        return lambda: cv2.registerDepth(Kf, Kp, dist, Rt, depth_s, (W, H), depthDilation=dilate)
+
+    dev = o3d.core.Device("CPU:0")
+    Ko = o3d.core.Tensor(sensor.K, o3d.core.float64)
+    Kpo = o3d.core.Tensor(phone.K, o3d.core.float64)
+    To = o3d.core.Tensor(T, o3d.core.float64)
+    img = o3d.t.geometry.Image(o3d.core.Tensor(depth_s, device=dev))
+
+    def open3d():
+        pc = o3d.t.geometry.PointCloud.create_from_depth_image(img, Ko, depth_scale=1.0, depth_max=100.0)
+        return pc.project_to_depth_image(W, H, Kpo, To, depth_scale=1.0, depth_max=100.0).as_tensor().numpy()[..., 0]
+
+    methods = [("ours", ours), ("cv2.registerDepth", reg(False)), ("cv2.registerDepth dilate", reg(True)), ("open3d t.geometry", open3d)]
+    results = {}
+    timed = _time_all(methods, args.repeat)
+    filled_reg = np.asarray(timed["cv2.registerDepth"][2], np.float32) > 0
+    for name, (sec, cpu, d) in timed.items():
+        d = np.asarray(d, np.float32)
+        valid = d > 0
+        rel = np.abs(d - truth) / truth
+        both = valid & filled_reg
+        results[name] = (sec, cpu, float(np.median(rel[valid])), float(np.mean(rel[valid] > 0.05)),
+                         float((valid & covis).sum() / covis.sum()), float(np.median(rel[both])))
+    print(f"scene {args.scene!r}: {sensor.width}x{sensor.height} depth -> {W}x{H} phone view (dist {np.round(phone.dist, 4).tolist()}),"
+          f" median of {args.repeat} interleaved runs, cv2 {cv2.__version__}, open3d {o3d.__version__}")
+    print(f"{'method':26s} {'wall ms':>8s} {'x ours':>7s} {'CPU ms':>8s} {'x ours':>7s} {'med |rel| err':>14s} {'>5% wrong':>10s} {'co-visible filled':>18s}"
+          f" {'err on registerDepth px':>24s}")
+    t_ours, c_ours = results["ours"][:2]
+    for name, (sec, cpu, med, wrong, cov, med_common) in results.items():
+        print(f"{name:26s} {1e3 * sec:8.2f} {sec / t_ours:7.2f} {1e3 * cpu:8.2f} {cpu / c_ours:7.2f} {100 * med:13.4f}% {100 * wrong:9.3f}% {100 * cov:17.1f}%"
+              f" {100 * med_common:23.4f}%")
+    print("speed-up of ours (wall): " + ", ".join(f"{results[n][0] / t_ours:.1f}x vs {n}" for n in results if n != "ours"))
+    print("speed-up of ours (CPU time, all threads): "
+          + ", ".join(f"{results[n][1] / c_ours:.1f}x vs {n}" for n in results if n != "ours"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The calibration file (DESIGN.md "Calibration file"): dataclasses, save, load, OpenCV YAML export.
+
+Stereo file:
+  {"schema": 1, "board": {"type", "cols", "rows", "square_m", ...},
+   "phone":  {"K", "dist", "size", "rms_px", "std", "per_view_px", "view_names"},
+   "sensor": {"K", "dist", "size", "rms_px", "std", "per_view_px", "view_names"},
+   "stereo": {"rms_px", "per_view_px" ([phone, sensor] per used pair), "views_used", "views_dropped",
+              "drop_reasons", "refined", "outlier_rule"},
+   "T_phone_from_sensor": 4x4 (translation in metres, or board units when square_m = 1),
+   "versions": {"dfdcap", "opencv"},
+   "views": {"phone": [{"name", "corners_px", "residuals_px"}], "sensor": [...]}}
+`view_names` and `views` (observed corners and residuals projected - observed, for the report)
+are additions beyond DESIGN.md's keys; readers that do not know them ignore them.
+K and dist are the final ones (after the joint refinement when "stereo.refined"); rms_px, std,
+per_view_px and the residuals belong to each camera's own fit (calibrateCameraExtended).
+A single-camera file (`dfdcap calibrate --single`) has "camera" instead of phone/sensor/stereo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dfdcap.cameras import CameraModel
+from dfdcap.errors import CalibrationError, DfdcapError
+from dfdcap.fileio import atomic_write_json, atomic_write_text, read_json
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class CameraFit:
+    """Quality of one camera's intrinsics: overall RMS (px), standard deviations of the parameters
+    ({"fx","fy","cx","cy": px, "dist": [...]}), per-view RMS (px) in the order of view_names."""
+
+    rms_px: float
+    std: dict
+    per_view_px: np.ndarray
+    view_names: list[str]
+
+
+@dataclass(frozen=True)
+class ViewResiduals:
+    """One view's observed corners (N, 2) px and residuals projected - observed (N, 2) px."""
+
+    name: str
+    corners_px: np.ndarray
+    residuals_px: np.ndarray
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Phone + sensor colour camera calibration; T_phone_from_sensor maps sensor-camera points to the phone's."""
+
+    phone: CameraModel
+    sensor: CameraModel
+    T_phone_from_sensor: np.ndarray
+    board: dict
+    phone_fit: CameraFit
+    sensor_fit: CameraFit
+    stereo: dict
+    versions: dict = field(default_factory=dict)
+    views: dict = field(default_factory=dict)  # {"phone": [ViewResiduals], "sensor": [...]}
+
+    @property
+    def baseline_m(self) -> float:
+        return float(np.linalg.norm(np.asarray(self.T_phone_from_sensor)[:3, 3]))
+
+
+@dataclass(frozen=True)
+class CameraCalibration:
+    """Intrinsics of a single camera (`--single`)."""
+
+    camera: CameraModel
+    fit: CameraFit
+    board: dict
+    views_dropped: list[str] = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+    views: list = field(default_factory=list)  # [ViewResiduals]
+
+
+def versions() -> dict:
+    import cv2
+
+    from dfdcap import __version__
+
+    return {"dfdcap": __version__, "opencv": cv2.__version__}
+
+
+def _camera_entry(cam: CameraModel, fit: CameraFit) -> dict:
+    d = cam.to_dict()
+    d.update(
+        rms_px=float(fit.rms_px),
+        std=fit.std,
+        per_view_px=[float(x) for x in np.asarray(fit.per_view_px).ravel()],
+        view_names=list(fit.view_names),
+    )
+    return d
+
+
+def _views_entry(views: list) -> list[dict]:
+    return [
+        {
+            "name": v.name,
+            "corners_px": np.round(np.asarray(v.corners_px, np.float64), 3).tolist(),
+            "residuals_px": np.round(np.asarray(v.residuals_px, np.float64), 4).tolist(),
+        }
+        for v in views
+    ]
+
+
+def calibration_to_dict(cal: Calibration) -> dict:
+    stereo = dict(cal.stereo)
+    stereo["per_view_px"] = np.asarray(stereo.get("per_view_px", []), np.float64).reshape(-1, 2).tolist()
+    return {
+        "schema": SCHEMA,
+        "board": cal.board,
+        "phone": _camera_entry(cal.phone, cal.phone_fit),
+        "sensor": _camera_entry(cal.sensor, cal.sensor_fit),
+        "stereo": stereo,
+        "T_phone_from_sensor": np.asarray(cal.T_phone_from_sensor, np.float64).tolist(),
+        "versions": cal.versions or versions(),
+        "views": {k: _views_entry(v) for k, v in cal.views.items()},
+    }
+
+
+def camera_calibration_to_dict(cal: CameraCalibration) -> dict:
+    cam = _camera_entry(cal.camera, cal.fit)
+    cam["views_dropped"] = list(cal.views_dropped)
+    return {
+        "schema": SCHEMA,
+        "board": cal.board,
+        "camera": cam,
+        "versions": cal.versions or versions(),
+        "views": {"camera": _views_entry(cal.views)},
+    }
+
+
+def save_calibration(cal: Calibration | CameraCalibration, path: str | os.PathLike) -> Path:
+    """Write the calibration JSON atomically (nothing is left behind on failure)."""
+    path = Path(path)
+    d = camera_calibration_to_dict(cal) if isinstance(cal, CameraCalibration) else calibration_to_dict(cal)
+    atomic_write_json(path, d)
+    return path
+
+
+def _camera_from(d: dict, key: str, path: Path) -> tuple[CameraModel, CameraFit]:
+    try:
+        e = d[key]
+        cam = CameraModel.from_dict(e)
+        fit = CameraFit(
+            rms_px=float(e["rms_px"]),
+            std=dict(e.get("std", {})),
+            per_view_px=np.asarray(e.get("per_view_px", []), np.float64),
+            view_names=list(e.get("view_names", [])),
+        )
+    except KeyError as k:
+        raise CalibrationError(f"{path}: calibration entry {key!r} lacks {k}") from None
+    except DfdcapError as err:
+        raise CalibrationError(f"{path}: {key}: {err}") from None
+    return cam, fit
+
+
+def _views_from(items: list) -> list[ViewResiduals]:
+    return [
+        ViewResiduals(v["name"], np.asarray(v["corners_px"], np.float64).reshape(-1, 2),
+                      np.asarray(v["residuals_px"], np.float64).reshape(-1, 2))
+        for v in items
+    ]
+
+
+def load_any_calibration(path: str | os.PathLike) -> Calibration | CameraCalibration:
+    """Read a stereo or a single-camera calibration file."""
+    path = Path(path)
+    try:
+        d = read_json(path)
+    except DfdcapError as e:
+        raise CalibrationError(str(e)) from None
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        raise CalibrationError(f"{path}: not a dfdcap calibration file (schema {d.get('schema') if isinstance(d, dict) else None!r}, expected {SCHEMA})")
+    views = d.get("views", {}) or {}
+    if "camera" in d and "phone" not in d:
+        cam, fit = _camera_from(d, "camera", path)
+        return CameraCalibration(cam, fit, dict(d.get("board", {})), list(d["camera"].get("views_dropped", [])),
+                                 dict(d.get("versions", {})), _views_from(views.get("camera", [])))
+    for key in ("phone", "sensor", "T_phone_from_sensor", "stereo", "board"):
+        if key not in d:
+            raise CalibrationError(f"{path}: calibration file lacks {key!r}")
+    phone, phone_fit = _camera_from(d, "phone", path)
+    sensor, sensor_fit = _camera_from(d, "sensor", path)
+    T = np.asarray(d["T_phone_from_sensor"], np.float64)
+    if T.shape != (4, 4):
+        raise CalibrationError(f"{path}: T_phone_from_sensor has shape {T.shape}, expected 4x4")
+    stereo = dict(d["stereo"])
+    stereo["per_view_px"] = np.asarray(stereo.get("per_view_px", []), np.float64).reshape(-1, 2)
+    return Calibration(
+        phone=phone, sensor=sensor, T_phone_from_sensor=T, board=dict(d["board"]),
+        phone_fit=phone_fit, sensor_fit=sensor_fit, stereo=stereo, versions=dict(d.get("versions", {})),
+        views={k: _views_from(v) for k, v in views.items()},
+    )
+
+
+def load_calibration(path: str | os.PathLike) -> Calibration:
+    """Read a phone + sensor calibration file (a single-camera file is refused with a clear error)."""
+    cal = load_any_calibration(path)
+    if isinstance(cal, CameraCalibration):
+        raise CalibrationError(f"{path}: a single-camera calibration; a phone + sensor (stereo) calibration is needed")
+    return cal
+
+
+def export_opencv_yaml(cal: Calibration | CameraCalibration, path: str | os.PathLike) -> Path:
+    """Write the calibration as OpenCV FileStorage YAML (atomically).
+
+    Stereo: phone_K/phone_dist/phone_size, sensor_K/..., R and T (T_phone_from_sensor's parts),
+    T_phone_from_sensor (4x4), rms values; also M1/D1 (sensor, camera 1), M2/D2 (phone, camera 2)
+    as OpenCV's stereo samples name them. Single camera: camera_matrix, distortion_coefficients,
+    image_width, image_height, avg_reprojection_error (as OpenCV's calibration sample writes).
+    """
+    import cv2
+
+    path = Path(path)
+    fs = cv2.FileStorage(".yaml", cv2.FILE_STORAGE_WRITE | cv2.FILE_STORAGE_MEMORY)
+    if isinstance(cal, CameraCalibration):
+        fs.write("image_width", int(cal.camera.width))
+        fs.write("image_height", int(cal.camera.height))
+        fs.write("camera_matrix", cal.camera.K)
+        fs.write("distortion_coefficients", cal.camera.dist.reshape(1, -1))
+        fs.write("avg_reprojection_error", float(cal.fit.rms_px))
+    else:
+        for name, cam, fit in (("phone", cal.phone, cal.phone_fit), ("sensor", cal.sensor, cal.sensor_fit)):
+            fs.write(f"{name}_K", cam.K)
+            fs.write(f"{name}_dist", cam.dist.reshape(1, -1))
+            fs.write(f"{name}_size", np.array([[cam.width, cam.height]], np.int32))
+            fs.write(f"{name}_rms_px", float(fit.rms_px))
+        T = np.asarray(cal.T_phone_from_sensor, np.float64)
+        fs.write("T_phone_from_sensor", T)
+        fs.write("R", T[:3, :3].copy())
+        fs.write("T", T[:3, 3].reshape(3, 1).copy())
+        fs.write("stereo_rms_px", float(cal.stereo.get("rms_px", float("nan"))))
+        fs.write("M1", cal.sensor.K)
+        fs.write("D1", cal.sensor.dist.reshape(1, -1))
+        fs.write("M2", cal.phone.K)
+        fs.write("D2", cal.phone.dist.reshape(1, -1))
+    fs.write("square_m", float(cal.board.get("square_m", float("nan"))))
+    text = fs.releaseAndGetString()
+    atomic_write_text(path, text)
+    return path

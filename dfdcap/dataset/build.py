@@ -1,0 +1,383 @@
+"""`dfdcap build-dataset`: sessions + calibration + sync.json -> one HDF5 dataset file.
+
+For every session: its phone frames are grouped into focus stacks by ramp (stacks.py); the
+sensor depth frame paired (sync.json) with each stack's reference frame (the middle one) --
+or the fusion of the depth frames paired with all its frames -- is reprojected into the phone
+view at the output geometry (reproject.py); CoC maps follow from depth, focus and the phone's
+lens. Everything is checked before anything is written; the file appears only when complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dfdcap import __version__
+from dfdcap.cameras import CameraModel
+from dfdcap.capture.session import Session
+from dfdcap.dataset.fusion import FUSE_MODES, fuse_depth
+from dfdcap.dataset.h5io import Sample, write_dataset
+from dfdcap.dataset.reproject import reproject_depth
+from dfdcap.dataset.stacks import REFERENCE_FRAME, OutputGeometry, coc_maps, group_stacks, make_geometry, reference_position
+from dfdcap.errors import DatasetError, DfdcapError
+
+
+@dataclass(frozen=True)
+class RigGeometry:
+    """What the reprojection needs of a calibration: both cameras and T_phone_from_sensor (4x4, metres)."""
+
+    phone: CameraModel
+    sensor: CameraModel
+    T_phone_from_sensor: np.ndarray
+    source: str = "calibration"
+
+    @classmethod
+    def from_calibration(cls, cal, source: str = "calibration") -> "RigGeometry":
+        """From a dfdcap.calib.io.Calibration (or anything with phone, sensor, T_phone_from_sensor)."""
+        return cls(cal.phone, cal.sensor, np.asarray(cal.T_phone_from_sensor, np.float64), source)
+
+    @classmethod
+    def from_truth(cls, rig: dict) -> "RigGeometry":
+        """From a simulated session's truth/rig.json content (for tests of the simulator only)."""
+        return cls(
+            CameraModel.from_dict(rig["phone"]), CameraModel.from_dict(rig["sensor"]),
+            np.asarray(rig["T_phone_from_sensor"], np.float64), "truth",
+        )
+
+
+@dataclass(frozen=True)
+class PairInfo:
+    """A phone frame's sensor partner: sensor frame index (None = none) and gap (sensor - phone host time, ns)."""
+
+    sensor_index: int | None
+    gap_ns: int | None
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """frames: S per stack (None = whole ramp); size 'WxH'; crop 'WxH' | 'X,Y,W,H'; fuse none|median|tsdf;
+    val/test: session names (folder or session.json name) for those splits, or fractions of the sessions."""
+
+    frames: int | None = None
+    size: str | None = None
+    crop: str | None = None
+    fuse: str = "none"
+    coc: bool = True
+    val: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+    val_fraction: float = 0.0
+    test_fraction: float = 0.0
+    edge_rel: float = 0.03
+    workers: int = 2
+
+
+@dataclass
+class SessionPlan:
+    """A checked session: its stacks (lists of phone frame records) and each frame's pairing."""
+
+    session: Session
+    split: str
+    stacks: list[list] = field(default_factory=list)
+    pairs: dict[int, PairInfo] = field(default_factory=dict)
+    skipped_unpaired: int = 0
+    sensor_by_index: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    path: Path
+    counts: dict[str, int]
+    phone_frames: int
+    skipped_unpaired: int
+    seconds: float
+    valid_fraction: float
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.phone_frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+def pairs_from_sync(sync) -> dict[int, PairInfo]:
+    """{phone_index: PairInfo} from a dfdcap.sync.io.SyncResult."""
+    return {int(p.phone_index): PairInfo(p.sensor_index, p.gap_ns) for p in sync.pairs}
+
+
+def pairs_from_truth(session: Session) -> dict[int, PairInfo]:
+    """Nearest sensor frame by the simulator's TRUE clocks (tests before sync exists; never for real data)."""
+    from dfdcap.sync.clock import ClockModel
+
+    rig = session.truth_rig()
+    phone_clock = ClockModel.from_dict(rig["clocks"]["phone"])
+    t_sensor = np.array([r.t_host_ns for r in session.sensor_frames], dtype=np.int64)
+    idx = np.array([r.index for r in session.sensor_frames])
+    out = {}
+    for rec in session.phone_frames:
+        t = int(phone_clock.to_host_ns(rec.t_phone_ns))
+        k = int(np.argmin(np.abs(t_sensor - t)))
+        out[rec.index] = PairInfo(int(idx[k]), int(t_sensor[k] - t))
+    return out
+
+
+def _split_of(sessions: list[Session], opts: BuildOptions) -> list[str]:
+    names = [{s.path.name, s.name, str(s.path)} for s in sessions]
+    known = set().union(*names) if names else set()
+    for which in (opts.val, opts.test):
+        for n in which:
+            if n not in known and Path(n).name not in known:
+                raise DatasetError(f"--val/--test session {n!r} is not among the sessions given")
+    splits = []
+    for s in names:
+        if any(n in s or Path(n).name in s for n in opts.test):
+            splits.append("test")
+        elif any(n in s or Path(n).name in s for n in opts.val):
+            splits.append("val")
+        else:
+            splits.append("train")
+    # fractions: the last sessions (sorted by path) that are still train move to test, then val
+    free = [i for i in sorted(range(len(sessions)), key=lambda i: str(sessions[i].path)) if splits[i] == "train"]
+    for frac, name in ((opts.test_fraction, "test"), (opts.val_fraction, "val")):
+        k = int(math.ceil(frac * len(sessions))) if frac > 0 else 0
+        if k >= len(free) and k > 0:
+            raise DatasetError(f"--{name}-fraction {frac} leaves no training session ({len(sessions)} sessions)")
+        for i in free[len(free) - k:]:
+            splits[i] = name
+        free = free[: len(free) - k]
+    return splits
+
+
+def plan_sessions(
+    session_dirs: list[str | os.PathLike],
+    rig: RigGeometry,
+    opts: BuildOptions,
+    pairing: str = "sync",
+) -> tuple[list[SessionPlan], OutputGeometry, dict]:
+    """Check every session (phone frames, sync.json, image sizes) and group its stacks.
+
+    pairing: "sync" (the session's sync.json, the real path) or "truth" (simulator clocks; tests).
+    Returns (plans, output geometry, lens attributes). Raises DatasetError naming the problem.
+    """
+    if not session_dirs:
+        raise DatasetError("no sessions given")
+    if opts.fuse not in FUSE_MODES:
+        raise DatasetError(f"--fuse {opts.fuse!r}: expected one of {', '.join(FUSE_MODES)}")
+    sessions = []
+    for d in session_dirs:
+        try:
+            sessions.append(Session(d))
+        except DfdcapError as e:
+            raise DatasetError(str(e)) from None
+    splits = _split_of(sessions, opts)
+    plans: list[SessionPlan] = []
+    lens_attrs: dict | None = None
+    geometry: OutputGeometry | None = None
+    for s, split in zip(sessions, splits):
+        if not s.phone_frames:
+            raise DatasetError(f"{s.path}: session has no phone frames (phone/frames.csv is missing or empty)")
+        if not s.sensor_frames:
+            raise DatasetError(f"{s.path}: session has no sensor frames (sensor/frames.csv is missing or empty)")
+        try:
+            cam = s.phone_camera
+            intr = s.sensor_intrinsics
+        except DfdcapError as e:
+            raise DatasetError(str(e)) from None
+        if tuple(cam.image_size) != tuple(rig.phone.size):
+            raise DatasetError(
+                f"{s.path}: phone frames are {cam.image_size[0]}x{cam.image_size[1]}, the calibration's phone camera is "
+                f"{rig.phone.width}x{rig.phone.height}; calibrate at the recording's image size"
+            )
+        if tuple(intr.color.size) != tuple(rig.sensor.size):
+            raise DatasetError(
+                f"{s.path}: sensor images are {intr.color.width}x{intr.color.height}, the calibration's sensor camera is "
+                f"{rig.sensor.width}x{rig.sensor.height}; calibrate at the recording's image size"
+            )
+        if not intr.depth_registered_to_color:
+            raise DatasetError(f"{s.path}: sensor depth is not registered to its colour camera; record with registration on")
+        if pairing == "sync":
+            from dfdcap.sync.io import read_sync
+
+            try:
+                pairs = pairs_from_sync(read_sync(s.path))
+            except DfdcapError as e:
+                if not (s.path / "sync.json").is_file():
+                    raise DatasetError(f"{s.path}: no sync.json; run `dfdcap sync {s.path}` first") from None
+                raise DatasetError(str(e)) from None
+        elif pairing == "truth":
+            if not s.has_truth:
+                raise DatasetError(f"{s.path}: pairing by true clocks needs a simulated session (truth/rig.json)")
+            pairs = pairs_from_truth(s)
+        else:
+            raise DatasetError(f"pairing {pairing!r}: expected sync or truth")
+        g = make_geometry(cam.image_size, opts.crop, opts.size)
+        if geometry is not None and g.size != geometry.size:
+            raise DatasetError(f"{s.path}: output size {g.size} differs from the other sessions' {geometry.size}")
+        geometry = geometry or g
+        la = {
+            "focal_length_m": cam.focal_length_m,
+            "f_number": cam.f_number,
+            "pixel_pitch_m": g.pixel_pitch_m(cam.pixel_pitch_m),
+        }
+        if lens_attrs is not None and any(not np.isclose(la[k], lens_attrs[k], rtol=1e-3) for k in la):
+            raise DatasetError(f"{s.path}: lens {la} differs from the other sessions' {lens_attrs}; build separate datasets")
+        lens_attrs = lens_attrs or la
+        recs = s.phone_frames
+        groups = group_stacks(
+            np.array([r.ramp for r in recs]), np.array([r.step for r in recs]),
+            np.array([r.focus_m for r in recs]), opts.frames,
+        )
+        plan = SessionPlan(s, split, pairs=pairs, sensor_by_index={r.index: r for r in s.sensor_frames})
+        for g_pos in groups:
+            stack = [recs[p] for p in g_pos]
+            ref = stack[reference_position(len(stack))]
+            partner = pairs.get(ref.index, PairInfo(None, None)).sensor_index
+            if partner is None or partner not in plan.sensor_by_index:
+                plan.skipped_unpaired += 1
+                continue
+            plan.stacks.append(stack)
+        plans.append(plan)
+    sizes = {len(st) for p in plans for st in p.stacks}
+    if len(sizes) > 1:
+        raise DatasetError(f"stacks have different frame counts {sorted(sizes)}; pass --frames S to pick S per stack")
+    return plans, geometry, lens_attrs
+
+
+def build_sample(
+    plan: SessionPlan,
+    stack: list,
+    rig: RigGeometry,
+    geometry: OutputGeometry,
+    lens_attrs: dict,
+    opts: BuildOptions,
+    depth_scale_m: float,
+    out_camera: CameraModel,
+) -> Sample:
+    """Read one stack's phone frames and paired depth, and make the sample (pure apart from reading)."""
+    from dfdcap.lens import ThinLens
+
+    s = plan.session
+    S = len(stack)
+    ref_pos = reference_position(S)
+    ref = stack[ref_pos]
+    by_index = plan.sensor_by_index
+    ref_pair = plan.pairs[ref.index]
+    if opts.fuse == "none":
+        sensor_ids = [ref_pair.sensor_index]
+    else:
+        sensor_ids = [ref_pair.sensor_index] + sorted(
+            {plan.pairs[r.index].sensor_index for r in stack if plan.pairs.get(r.index) and plan.pairs[r.index].sensor_index is not None}
+            - {ref_pair.sensor_index}
+        )
+    depths = np.stack([s.read_sensor_depth_m(by_index[i], depth_scale_m) for i in sensor_ids])
+    depth_sensor = fuse_depth(depths, opts.fuse, rig.sensor)
+    rep = reproject_depth(depth_sensor, rig.sensor, out_camera, rig.T_phone_from_sensor, edge_rel=opts.edge_rel)
+    frames = []
+    for r in stack:
+        img = s.read_phone_frame(r)
+        if (img.shape[1], img.shape[0]) != tuple(rig.phone.size):
+            raise DatasetError(
+                f"{s.path / 'phone' / r.file}: image is {img.shape[1]}x{img.shape[0]}, calibration says "
+                f"{rig.phone.width}x{rig.phone.height}"
+            )
+        frames.append(geometry.apply(img))
+    focus_m = np.array([r.focus_m for r in stack], np.float32)
+    coc = None
+    if opts.coc:
+        lens = ThinLens(lens_attrs["focal_length_m"], lens_attrs["f_number"])
+        coc = coc_maps(rep.depth_m, focus_m, lens, lens_attrs["pixel_pitch_m"])
+    gaps = [plan.pairs.get(r.index, PairInfo(None, None)) for r in stack]
+    prov = {
+        "session": s.name,
+        "session_dir": s.path.name,
+        "ramp": int(ref.ramp),
+        "phone_indices": [int(r.index) for r in stack],
+        "phone_files": [r.file for r in stack],
+        "t_phone_ns": [int(r.t_phone_ns) for r in stack],
+        "sensor_indices": [p.sensor_index for p in gaps],
+        "gap_ns": [p.gap_ns for p in gaps],
+        "reference_position": ref_pos,
+        "reference_phone_index": int(ref.index),
+        "depth_sensor_indices": [int(i) for i in sensor_ids],
+        "fuse": opts.fuse if len(sensor_ids) > 1 or opts.fuse == "none" else f"{opts.fuse} (1 frame: none)",
+        "rig": rig.source,
+        "valid_fraction": float(rep.mask.mean()),
+    }
+    return Sample(np.stack(frames), focus_m, rep.depth_m, rep.mask, coc, prov)
+
+
+def build_dataset(
+    session_dirs: list[str | os.PathLike],
+    rig: RigGeometry,
+    out_path: str | os.PathLike,
+    opts: BuildOptions = BuildOptions(),
+    force: bool = False,
+    pairing: str = "sync",
+    progress: Callable[[int, int], None] | None = None,
+    calibration_doc: dict | None = None,
+) -> BuildSummary:
+    """Build the dataset file; progress(done_stacks, total_stacks) is called as samples are written."""
+    import time
+
+    out_path = Path(out_path)
+    if out_path.exists() and not force:
+        raise DatasetError(f"{out_path}: exists; pass --force to overwrite it")
+    t0 = time.perf_counter()
+    plans, geometry, lens_attrs = plan_sessions(session_dirs, rig, opts, pairing)
+    jobs = [(p, st) for p in plans for st in p.stacks]
+    if not jobs:
+        skipped = sum(p.skipped_unpaired for p in plans)
+        raise DatasetError(
+            f"no complete focus stack with a paired depth frame in {len(plans)} session(s)"
+            + (f" ({skipped} stacks had no sensor partner)" if skipped else "")
+        )
+    out_camera = geometry.camera(rig.phone)
+    scales = {id(p): p.session.sensor_intrinsics.depth_scale_m for p in plans}
+    attrs = dict(lens_attrs)
+    attrs.update(
+        reference_frame=REFERENCE_FRAME,
+        image_size=list(geometry.size),
+        crop=list(geometry.crop),
+        camera=out_camera.to_dict(),
+        T_phone_from_sensor=np.asarray(rig.T_phone_from_sensor).tolist(),
+        rig_source=rig.source,
+        fuse=opts.fuse,
+        depth="phone camera z-depth in metres at the reference (middle) frame of each stack; 0 = invalid",
+        sessions=[str(p.session.path.name) for p in plans],
+        session_splits={p.session.path.name: p.split for p in plans},
+        dfdcap_version=__version__,
+    )
+    if calibration_doc is not None:
+        attrs["calibration"] = calibration_doc
+    n_frames = 0
+    valid = []
+
+    def make(job):
+        p, st = job
+        return p.split, build_sample(p, st, rig, geometry, lens_attrs, opts, scales[id(p)], out_camera)
+
+    with write_dataset(out_path, attrs, force=force) as w:
+        workers = max(1, int(opts.workers))
+        with ThreadPoolExecutor(workers) as ex:
+            window = 2 * workers
+            futures = [ex.submit(make, j) for j in jobs[:window]]
+            nxt = window
+            for k in range(len(jobs)):
+                split, sample = futures[k].result()
+                futures[k] = None
+                if nxt < len(jobs):
+                    futures.append(ex.submit(make, jobs[nxt]))
+                    nxt += 1
+                w.append(split, sample)
+                n_frames += sample.stack.shape[0]
+                valid.append(sample.provenance["valid_fraction"])
+                if progress:
+                    progress(k + 1, len(jobs))
+        counts = dict(w.counts)
+    return BuildSummary(
+        out_path, counts, n_frames, sum(p.skipped_unpaired for p in plans),
+        time.perf_counter() - t0, float(np.mean(valid)),
+    )

@@ -1,0 +1,284 @@
+"""The dataset file (HDF5): writer, and a reader for our files and the original DDFF-12 files.
+
+Layout (DESIGN.md "Dataset file"), one group of keys per split (train, val, test, ...):
+  stack_<split>       (N, S, H, W, 3) uint8   RGB focus stacks, focus increasing (DDFF-12's key)
+  depth_<split>       (N, H, W) float32       metres, phone camera z-depth at the stack's reference
+                                              frame (attr `reference_frame`), 0 = invalid
+  mask_<split>        (N, H, W) uint8         1 where the depth is trustworthy
+  focus_<split>       (N, S) float32          focus distance of each frame, metres
+  coc_<split>         (N, S, H, W) float32    circle of confusion diameter, output pixels (optional)
+  provenance_<split>  (N,) UTF-8 JSON string  session, phone/sensor frame indices, time gaps, fusion
+Root attributes: format="dfdcap", schema, focal_length_m, f_number, pixel_pitch_m (of the output
+images), reference_frame, image_size, calibration (JSON), camera (JSON, output phone model).
+
+The file is written under a temporary name beside the target and renamed when complete.
+
+DDFF-12 (Hazirbas et al., ACCV 2018) files hold stack_<split> (N, 10, 383, 552, 3) uint8 and
+disp_<split> (N, 383, 552) float32 *disparity* of the light-field sub-apertures. Its relation
+is depth_m = B * f / disp with B * f = DDFF12_BASELINE_X_FOCAL (baseline K2 / flens * 1e-3 m from
+the toolbox's IntParamLF.mat, K2 = 1982.0250823695178, flens = 7317.020641763665, and the
+sub-aperture focal length f = 521.4052 px). Its 10 focal planes are spaced evenly in disparity
+between 0.5 m and 7 m. The reader converts to metres by default (`ddff_units="m"`); with
+`ddff_units="disparity"` it hands the values through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from dfdcap.errors import DatasetError
+from dfdcap.fileio import atomic_path
+
+FORMAT = "dfdcap"
+SCHEMA = 1
+DDFF12_BASELINE_X_FOCAL = 1982.0250823695178 / 7317.020641763665 * 1e-3 * 521.4052  # metres * pixels
+DDFF12_FOCUS_RANGE_M = (0.5, 7.0)
+
+
+def ddff12_disparity_to_depth_m(disp: np.ndarray) -> np.ndarray:
+    """DDFF-12 disparity (pixels) -> metres; disparity <= 0 gives 0 (invalid)."""
+    disp = np.asarray(disp, dtype=np.float32)
+    with np.errstate(divide="ignore"):
+        return np.where(disp > 0, np.float32(DDFF12_BASELINE_X_FOCAL) / disp, np.float32(0)).astype(np.float32)
+
+
+def ddff12_focus_m(n_frames: int = 10) -> np.ndarray:
+    """(n_frames,) float32 focus distances of DDFF-12's stacks, increasing (metres)."""
+    near, far = DDFF12_FOCUS_RANGE_M
+    disp = np.linspace(DDFF12_BASELINE_X_FOCAL / near, DDFF12_BASELINE_X_FOCAL / far, n_frames)
+    return (DDFF12_BASELINE_X_FOCAL / disp).astype(np.float32)
+
+
+@dataclass
+class Sample:
+    """One dataset sample.
+
+    stack: (S, H, W, 3) uint8 RGB; focus_m: (S,) metres, increasing; depth_m: (H, W) float32
+    metres (0 = invalid); mask: (H, W) bool; coc_px: (S, H, W) float32 or None; provenance: dict.
+    """
+
+    stack: np.ndarray
+    focus_m: np.ndarray
+    depth_m: np.ndarray
+    mask: np.ndarray
+    coc_px: np.ndarray | None = None
+    provenance: dict = field(default_factory=dict)
+
+
+class DatasetWriter:
+    """Appends samples to per-split datasets of an open h5py.File (use write_dataset())."""
+
+    def __init__(self, h5):
+        self._h5 = h5
+        self.counts: dict[str, int] = {}
+
+    def append(self, split: str, sample: Sample) -> None:
+        import h5py
+
+        S, H, W, C = sample.stack.shape
+        if C != 3 or sample.stack.dtype != np.uint8:
+            raise DatasetError(f"sample stack must be (S, H, W, 3) uint8, got {sample.stack.shape} {sample.stack.dtype}")
+        if sample.depth_m.shape != (H, W) or sample.mask.shape != (H, W) or np.shape(sample.focus_m) != (S,):
+            raise DatasetError(
+                f"sample shapes disagree: stack {sample.stack.shape}, depth {sample.depth_m.shape}, "
+                f"mask {sample.mask.shape}, focus {np.shape(sample.focus_m)}"
+            )
+        h5 = self._h5
+        n = self.counts.get(split, 0)
+        if n == 0:
+            if f"stack_{split}" in h5:
+                raise DatasetError(f"split {split!r} written twice")
+            h5.create_dataset(f"stack_{split}", (0, S, H, W, 3), np.uint8, maxshape=(None, S, H, W, 3), chunks=(1, S, H, W, 3))
+            h5.create_dataset(f"depth_{split}", (0, H, W), np.float32, maxshape=(None, H, W), chunks=(1, H, W))
+            h5.create_dataset(f"mask_{split}", (0, H, W), np.uint8, maxshape=(None, H, W), chunks=(1, H, W))
+            h5.create_dataset(f"focus_{split}", (0, S), np.float32, maxshape=(None, S), chunks=(64, S))
+            if sample.coc_px is not None:
+                h5.create_dataset(f"coc_{split}", (0, S, H, W), np.float32, maxshape=(None, S, H, W), chunks=(1, S, H, W))
+            h5.create_dataset(f"provenance_{split}", (0,), h5py.string_dtype("utf-8"), maxshape=(None,), chunks=(64,))
+        else:
+            have = h5[f"stack_{split}"].shape[1:]
+            if have != sample.stack.shape:
+                raise DatasetError(f"split {split!r}: sample stack {sample.stack.shape} differs from earlier samples {have}")
+        has_coc = f"coc_{split}" in h5
+        if has_coc != (sample.coc_px is not None):
+            raise DatasetError(f"split {split!r}: every sample must carry CoC maps or none does")
+        values = {
+            "stack": sample.stack,
+            "depth": sample.depth_m.astype(np.float32),
+            "mask": sample.mask.astype(np.uint8),
+            "focus": np.asarray(sample.focus_m, np.float32),
+            "provenance": json.dumps(sample.provenance, default=_json_default),
+        }
+        if has_coc:
+            values["coc"] = sample.coc_px.astype(np.float32)
+        for key, value in values.items():
+            ds = h5[f"{key}_{split}"]
+            ds.resize(n + 1, axis=0)
+            ds[n] = value
+        self.counts[split] = n + 1
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextlib.contextmanager
+def write_dataset(path: str | os.PathLike, attrs: dict, force: bool = False) -> Iterator[DatasetWriter]:
+    """Open a dataset file for writing; it appears at `path` only if the block succeeds.
+
+    attrs: root attributes (lens: focal_length_m, f_number, pixel_pitch_m; dicts become JSON).
+    An existing `path` is an error unless force=True.
+    """
+    import h5py
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise DatasetError(f"{path}: exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        raise DatasetError(f"{path.parent}: output folder does not exist")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs["format"] = FORMAT
+            h5.attrs["schema"] = SCHEMA
+            for k, v in attrs.items():
+                h5.attrs[k] = json.dumps(v, default=_json_default) if isinstance(v, (dict, list)) else v
+            writer = DatasetWriter(h5)
+            yield writer
+            if not writer.counts:
+                raise DatasetError(f"{path}: no samples to write (no complete focus stack with paired depth)")
+            h5.attrs["splits"] = json.dumps(writer.counts)
+
+
+class DatasetFile:
+    """Read access to a dfdcap dataset or an original DDFF-12 file (kind = 'dfdcap' | 'ddff12').
+
+    Arrays come back per sample: stack (S, H, W, 3) uint8, focus_m (S,) float32 metres,
+    depth_m (H, W) float32 metres (0 = invalid; None for a split without ground truth),
+    mask (H, W) bool, coc_px (S, H, W) float32 or None, provenance dict.
+    """
+
+    def __init__(self, path: str | os.PathLike, ddff_units: str = "m"):
+        import h5py
+
+        self.path = Path(path)
+        if ddff_units not in ("m", "disparity"):
+            raise DatasetError(f"ddff_units must be 'm' or 'disparity', got {ddff_units!r}")
+        self.ddff_units = ddff_units
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except FileNotFoundError:
+            raise DatasetError(f"{self.path}: no such dataset file") from None
+        except OSError as e:
+            raise DatasetError(f"{self.path}: not an HDF5 file ({e})") from None
+        keys = list(self._h5.keys())
+        self.splits = sorted(k[len("stack_"):] for k in keys if k.startswith("stack_"))
+        if not self.splits:
+            self._h5.close()
+            raise DatasetError(f"{self.path}: no stack_<split> datasets; not a dfdcap or DDFF-12 file (keys: {keys[:8]})")
+        self.kind = "dfdcap" if self._h5.attrs.get("format") == FORMAT else "ddff12"
+        order = {"train": 0, "val": 1, "test": 2}
+        self.splits.sort(key=lambda s: (order.get(s, 9), s))
+
+    # context manager / lifetime --------------------------------------------------------
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> "DatasetFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # metadata --------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict:
+        out = {}
+        for k, v in self._h5.attrs.items():
+            if isinstance(v, bytes):
+                v = v.decode()
+            if isinstance(v, str) and v[:1] in "{[":
+                try:
+                    v = json.loads(v)
+                except json.JSONDecodeError:
+                    pass
+            out[k] = v.item() if isinstance(v, np.generic) else v
+        return out
+
+    def _split(self, split: str) -> str:
+        if split not in self.splits:
+            raise DatasetError(f"{self.path}: no split {split!r} (has {', '.join(self.splits)})")
+        return split
+
+    def __len__(self) -> int:
+        return sum(self.n(s) for s in self.splits)
+
+    def n(self, split: str) -> int:
+        return int(self._h5[f"stack_{self._split(split)}"].shape[0])
+
+    def stack_shape(self, split: str) -> tuple[int, int, int, int]:
+        """(S, H, W, 3) of the split's stacks."""
+        return tuple(self._h5[f"stack_{self._split(split)}"].shape[1:])
+
+    def has_depth(self, split: str) -> bool:
+        return f"depth_{split}" in self._h5 or f"disp_{split}" in self._h5
+
+    def has_coc(self, split: str) -> bool:
+        return f"coc_{split}" in self._h5
+
+    # per sample ------------------------------------------------------------------------
+    def stack(self, split: str, i: int) -> np.ndarray:
+        return self._h5[f"stack_{self._split(split)}"][i]
+
+    def focus_m(self, split: str, i: int) -> np.ndarray:
+        if self.kind == "ddff12":
+            return ddff12_focus_m(self.stack_shape(split)[0])
+        return self._h5[f"focus_{self._split(split)}"][i].astype(np.float32)
+
+    def depth_m(self, split: str, i: int) -> np.ndarray | None:
+        """Depth in metres; for DDFF-12 with ddff_units='disparity', its disparity unchanged."""
+        split = self._split(split)
+        if self.kind == "ddff12":
+            if f"disp_{split}" not in self._h5:
+                return None
+            disp = self._h5[f"disp_{split}"][i].astype(np.float32)
+            if disp.ndim == 3:  # some DDFF-12 exports keep a channel axis
+                disp = disp[..., 0] if disp.shape[-1] == 1 else disp[0]
+            return disp if self.ddff_units == "disparity" else ddff12_disparity_to_depth_m(disp)
+        if f"depth_{split}" not in self._h5:
+            return None
+        return self._h5[f"depth_{split}"][i]
+
+    def mask(self, split: str, i: int) -> np.ndarray | None:
+        if self.kind == "ddff12":
+            d = self.depth_m(split, i)
+            return None if d is None else d > 0
+        return self._h5[f"mask_{self._split(split)}"][i].astype(bool)
+
+    def coc_px(self, split: str, i: int) -> np.ndarray | None:
+        key = f"coc_{self._split(split)}"
+        return self._h5[key][i] if key in self._h5 else None
+
+    def provenance(self, split: str, i: int) -> dict:
+        key = f"provenance_{self._split(split)}"
+        if key not in self._h5:
+            return {"source": str(self.path), "split": split, "index": int(i)}
+        v = self._h5[key][i]
+        return json.loads(v.decode() if isinstance(v, bytes) else v)
+
+
+def open_dataset(path: str | os.PathLike, ddff_units: str = "m") -> DatasetFile:
+    """Open a dfdcap dataset file or an original DDFF-12 file for reading."""
+    return DatasetFile(path, ddff_units=ddff_units)

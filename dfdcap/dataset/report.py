@@ -1,0 +1,84 @@
+"""`dfdcap report dataset.h5`: a PNG grid of a few samples: focus stack frames, depth, mask, CoC."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dfdcap.dataset.h5io import open_dataset
+from dfdcap.fileio import atomic_path
+
+
+def _pick(f, n_samples: int) -> list[tuple[str, int]]:
+    """Up to n_samples (split, index) pairs spread over the splits and their samples."""
+    out = []
+    per = max(1, n_samples // max(1, len(f.splits)))
+    for split in f.splits:
+        n = f.n(split)
+        out += [(split, int(i)) for i in np.unique(np.linspace(0, n - 1, min(per, n)).round().astype(int))]
+    return out[:n_samples]
+
+
+def write_dataset_report(h5: str | os.PathLike, png: str | os.PathLike, n_samples: int = 4, max_frames: int = 5) -> Path:
+    """One row per sample: up to max_frames stack frames (focus in m), depth (m), mask, CoC of the
+    nearest- and farthest-focused frames (px). Returns the PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    png = Path(png)
+    with open_dataset(h5) as f:
+        picks = _pick(f, n_samples)
+        S = f.stack_shape(picks[0][0])[0]
+        fi = np.unique(np.linspace(0, S - 1, min(S, max_frames)).round().astype(int))
+        has_coc = any(f.has_coc(s) for s, _ in picks)
+        ncol = len(fi) + 2 + (2 if has_coc else 0)
+        H, W = f.stack_shape(picks[0][0])[1:3]
+        cw = 2.6
+        fig, axes = plt.subplots(len(picks), ncol, figsize=(cw * ncol, cw * H / W * len(picks) + 0.8), squeeze=False)
+        for row, (split, i) in enumerate(picks):
+            stack, focus = f.stack(split, i), f.focus_m(split, i)
+            depth, mask = f.depth_m(split, i), f.mask(split, i)
+            prov = f.provenance(split, i)
+            ax = axes[row]
+            for c, k in enumerate(fi):
+                ax[c].imshow(stack[k])
+                ax[c].set_title(f"focus {focus[k]:.2f} m", fontsize=8)
+            c = len(fi)
+            valid = depth[mask] if depth is not None and mask is not None and mask.any() else np.array([0.0, 1.0])
+            lo, hi = np.percentile(valid, [1, 99])
+            if depth is not None:
+                im = ax[c].imshow(np.where(mask, depth, np.nan), cmap="turbo", vmin=lo, vmax=hi)
+                fig.colorbar(im, ax=ax[c], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+            ax[c].set_title("depth (m)", fontsize=8)
+            if mask is not None:
+                ax[c + 1].imshow(mask, cmap="gray", vmin=0, vmax=1)
+                ax[c + 1].set_title(f"mask {100 * mask.mean():.0f} % valid", fontsize=8)
+            if has_coc:
+                coc = f.coc_px(split, i)
+                for j, k in enumerate((0, S - 1)):
+                    if coc is None:
+                        continue
+                    im = ax[c + 2 + j].imshow(np.where(mask, coc[k], np.nan), cmap="magma", vmin=0,
+                                              vmax=max(1.0, float(np.nanpercentile(np.where(mask, coc, np.nan), 99))))
+                    fig.colorbar(im, ax=ax[c + 2 + j], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+                    ax[c + 2 + j].set_title(f"CoC (px) @ {focus[k]:.2f} m", fontsize=8)
+            sess = prov.get("session", "")
+            ax[0].set_ylabel(f"{split} #{i}\n{sess}\nframes {prov.get('phone_indices', '')}", fontsize=7)
+            for a in ax:
+                a.set_xticks([])
+                a.set_yticks([])
+        attrs = f.attrs
+        title = f"{Path(h5).name}: {f.kind}, " + ", ".join(f"{s} {f.n(s)}" for s in f.splits)
+        if "focal_length_m" in attrs:
+            title += (f"; lens f={1e3 * attrs['focal_length_m']:.2f} mm f/{attrs['f_number']:.1f}, "
+                      f"pitch {1e6 * attrs['pixel_pitch_m']:.2f} um; depth at the {attrs.get('reference_frame', '?')} frame")
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return png

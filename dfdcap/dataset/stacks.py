@@ -1,0 +1,149 @@
+"""Focus stacks from phone frames: grouping by ramp, output geometry (crop + resize), CoC maps.
+
+Pure numerics and bookkeeping; no file I/O. A stack is S phone frames of one focus ramp with
+strictly increasing focus distance. Its depth map is taken at the stack's *reference frame*,
+the middle one (index S // 2): the thesis used one depth map per stack, and the middle frame
+is closest in time to all the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dfdcap.cameras import CameraModel
+from dfdcap.errors import DatasetError
+from dfdcap.lens import ThinLens
+
+REFERENCE_FRAME = "middle"
+
+
+def reference_position(n_frames: int) -> int:
+    """Position inside a stack of the frame whose depth the sample carries (the middle one)."""
+    return n_frames // 2
+
+
+def group_stacks(ramps: np.ndarray, steps: np.ndarray, focus_m: np.ndarray, frames: int | None = None) -> list[np.ndarray]:
+    """Split phone frames into focus stacks.
+
+    ramps, steps: (N,) int, the phone's ramp and step number of each frame.
+    focus_m: (N,) float metres (inf allowed), the focus distance each frame reports.
+    frames: frames per stack S; None = the full ramp. A ramp with more frames than S gives
+        S frames spread evenly over it; a ramp with fewer is skipped.
+    Returns a list of (S,) int arrays of positions into the inputs, focus strictly increasing.
+    Frames of a ramp whose focus does not increase (lens not settled) are dropped first.
+    """
+    ramps = np.asarray(ramps)
+    steps = np.asarray(steps)
+    focus_m = np.asarray(focus_m, dtype=np.float64)
+    if not (ramps.shape == steps.shape == focus_m.shape) or ramps.ndim != 1:
+        raise DatasetError(f"group_stacks: ramps, steps, focus_m must be equal 1-D, got {ramps.shape}, {steps.shape}, {focus_m.shape}")
+    if frames is not None and frames < 2:
+        raise DatasetError(f"a focus stack needs at least 2 frames, got --frames {frames}")
+    out = []
+    for r in np.unique(ramps):
+        pos = np.flatnonzero(ramps == r)
+        pos = pos[np.argsort(steps[pos], kind="stable")]
+        # keep a strictly increasing focus run (drop frames that go back towards near)
+        keep = [pos[0]]
+        for p in pos[1:]:
+            if focus_m[p] > focus_m[keep[-1]]:
+                keep.append(p)
+        keep = np.asarray(keep)
+        s = len(keep) if frames is None else frames
+        if len(keep) < max(s, 2):
+            continue
+        pick = np.round(np.linspace(0, len(keep) - 1, s)).astype(int)
+        out.append(keep[pick])
+    return out
+
+
+@dataclass(frozen=True)
+class OutputGeometry:
+    """Where the dataset's images come from in the phone frame: crop (x, y, w, h) then resize to size (W, H)."""
+
+    crop: tuple[int, int, int, int]
+    size: tuple[int, int]
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        return self.size[0] / self.crop[2], self.size[1] / self.crop[3]
+
+    def camera(self, phone: CameraModel) -> CameraModel:
+        """The phone camera model of the output images (principal point moved, focal scaled)."""
+        x, y, _, _ = self.crop
+        sx, sy = self.scale_xy
+        K = phone.K.copy()
+        K[0, 2] -= x
+        K[1, 2] -= y
+        K[0, 0] *= sx
+        K[0, 1] *= sx
+        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+        K[1, 1] *= sy
+        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        return CameraModel(K, phone.dist.copy(), self.size)
+
+    def pixel_pitch_m(self, phone_pixel_pitch_m: float) -> float:
+        """Pixel pitch of the output images (metres); the mean of x and y if they differ."""
+        sx, sy = self.scale_xy
+        return phone_pixel_pitch_m / (0.5 * (sx + sy))
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Crop and resize one phone image (H, W[, C]) (area averaging when shrinking)."""
+        import cv2
+
+        x, y, w, h = self.crop
+        img = image[y : y + h, x : x + w]
+        if (w, h) == self.size:
+            return np.ascontiguousarray(img)
+        interp = cv2.INTER_AREA if self.size[0] < w else cv2.INTER_LINEAR
+        return cv2.resize(img, self.size, interpolation=interp)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (W, H)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise DatasetError(f"size {text!r}: expected WIDTHxHEIGHT, e.g. 640x360") from None
+    if w <= 0 or h <= 0:
+        raise DatasetError(f"size {text!r}: width and height must be positive")
+    return w, h
+
+
+def make_geometry(image_size: tuple[int, int], crop: str | None = None, size: str | tuple[int, int] | None = None) -> OutputGeometry:
+    """Output geometry from the phone image size and the user's options.
+
+    crop: None (whole frame), 'WxH' (centred) or 'X,Y,W,H' (phone pixels).
+    size: None (crop size; if no crop either, the whole frame) or 'WxH' / (W, H) output pixels.
+    """
+    iw, ih = image_size
+    if crop is None:
+        c = (0, 0, iw, ih)
+    elif "," in crop:
+        try:
+            c = tuple(int(v) for v in crop.split(","))
+        except ValueError:
+            c = ()
+        if len(c) != 4:
+            raise DatasetError(f"crop {crop!r}: expected X,Y,W,H or WxH")
+    else:
+        cw, ch = parse_size(crop)
+        c = ((iw - cw) // 2, (ih - ch) // 2, cw, ch)
+    x, y, w, h = c
+    if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > iw or y + h > ih:
+        raise DatasetError(f"crop {c} does not fit in the {iw}x{ih} phone frames")
+    out = (w, h) if size is None else (parse_size(size) if isinstance(size, str) else tuple(size))
+    return OutputGeometry((x, y, w, h), (int(out[0]), int(out[1])))
+
+
+def coc_maps(depth_m: np.ndarray, focus_m: np.ndarray, lens: ThinLens, pixel_pitch_m: float) -> np.ndarray:
+    """CoC diameter per frame in output pixels.
+
+    depth_m: (H, W) float32 metres, 0 = invalid; focus_m: (S,) metres.
+    Returns (S, H, W) float32 pixels, 0 where depth is invalid.
+    """
+    d = np.where(depth_m > 0, depth_m, np.nan)
+    c = lens.coc_px(d[None], np.asarray(focus_m, dtype=np.float64)[:, None, None], pixel_pitch_m)
+    return np.nan_to_num(c, nan=0.0).astype(np.float32)

@@ -1,0 +1,69 @@
+"""Plain-dict checkpoints: {"model": name, "config": {...}, "state_dict": {...}, "meta": {...}}.
+
+Loadable with torch.load(weights_only=True) (no pickled classes): config and meta hold only
+str/int/float/bool/None, lists and dicts of them. Written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dfdcap.errors import ModelError
+from dfdcap.fileio import atomic_path
+from dfdcap.models.registry import MODELS, build_model
+
+FORMAT = "dfdcap-checkpoint-1"
+
+
+def save_checkpoint(path: str | Path, model_name: str, config: dict, model: nn.Module, meta: dict | None = None) -> Path:
+    """Write the model's weights and how to rebuild it to `path` (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {
+        "format": FORMAT,
+        "model": model_name,
+        "config": dict(config),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "meta": dict(meta or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read and check a checkpoint file; any problem is a one-line ModelError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types (struct.error, UnpicklingError, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{path}: not a readable dfdcap checkpoint ({first[:160]})") from None
+    if not isinstance(ckpt, dict) or not {"model", "config", "state_dict"} <= set(ckpt):
+        raise ModelError(f"{path}: not a dfdcap checkpoint (expected a dict with model, config, state_dict)")
+    if ckpt["model"] not in MODELS:
+        raise ModelError(f"{path}: checkpoint is for unknown model {ckpt['model']!r}")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, expected_model: str | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the network from a checkpoint; returns (model in eval mode, checkpoint dict).
+
+    expected_model: if given and the checkpoint holds another model, ModelError.
+    """
+    ckpt = read_checkpoint(path)
+    if expected_model is not None and ckpt["model"] != expected_model:
+        raise ModelError(f"{path}: checkpoint is for model {ckpt['model']!r}, not {expected_model!r}")
+    model = build_model(ckpt["model"], **ckpt["config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"{path}: weights do not fit model {ckpt['model']!r} with config {ckpt['config']} ({first[:160]})") from None
+    model.eval()
+    return model, ckpt

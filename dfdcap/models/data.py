@@ -1,0 +1,115 @@
+"""Batches for training and evaluation: synthetic stacks drawn on the fly, and dataset files.
+
+Every item is a dict of tensors in the FocusStackDataset form (CONTRACTS.md):
+"stack" (S, 3, H, W) float32 in [0, 1], "focus_m" (S,) float32, "depth_m" (1, H, W) float32,
+"mask" (1, H, W) bool, "coc_px" (S, 1, H, W) float32 (synthetic stacks always have it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from dfdcap.errors import DatasetError, ModelError
+
+
+def item_from_sim(d: dict) -> dict[str, torch.Tensor]:
+    """A random_focus_stack() dict -> a training item (tensors, CONTRACTS.md layout)."""
+    depth = np.asarray(d["depth_m"], dtype=np.float32)
+    return {
+        "stack": torch.from_numpy(np.ascontiguousarray(d["stack"].transpose(0, 3, 1, 2))).float() / 255.0,
+        "focus_m": torch.from_numpy(np.asarray(d["focus_m"], dtype=np.float32)),
+        "depth_m": torch.from_numpy(depth)[None],
+        "mask": torch.from_numpy(np.isfinite(depth) & (depth > 0))[None],
+        "coc_px": torch.from_numpy(np.asarray(d["coc_px"], dtype=np.float32))[:, None],
+    }
+
+
+def draw_synthetic(rng: np.random.Generator, size: int, frames: int) -> dict[str, torch.Tensor]:
+    """One random synthetic focus stack (S = frames, size x size) from the thin-lens simulator."""
+    try:
+        from dfdcap.sim.render import random_focus_stack
+    except ImportError as e:  # the simulator is part of this package; this only guards a broken install
+        raise ModelError(f"synthetic pretraining needs dfdcap.sim.render ({e})") from None
+    return item_from_sim(random_focus_stack(rng, (size, size), frames))
+
+
+class SyntheticStacks(IterableDataset):
+    """An endless stream of random synthetic stacks; each worker gets its own seed."""
+
+    def __init__(self, size: int = 128, frames: int = 5, seed: int = 0):
+        self.size, self.frames, self.seed = size, frames, seed
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid = info.id if info is not None else 0
+        rng = np.random.default_rng([self.seed, wid, int(torch.initial_seed() % 2**31)])
+        while True:
+            yield draw_synthetic(rng, self.size, self.frames)
+
+
+class FixedSynthetic(Dataset):
+    """A fixed, seeded set of synthetic stacks (the same for every run with the seed).
+
+    VAL_SEED draws the validation set that pretraining selects its best checkpoint on;
+    TEST_SEED the held-out test set that benchmarks report (never seen in training or selection).
+    """
+
+    VAL_SEED = 20240601
+    TEST_SEED = 20240602
+
+    def __init__(self, n: int = 32, size: int = 128, frames: int = 5, seed: int = VAL_SEED):
+        rng = np.random.default_rng(seed)
+        self.items = [draw_synthetic(rng, size, frames) for _ in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.items[i]
+
+
+def dataset_splits(path: str | Path) -> list[str]:
+    """Split names in a dataset file (keys stack_<split>)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            return sorted(k[len("stack_"):] for k in f.keys() if k.startswith("stack_"))
+    except OSError as e:
+        raise DatasetError(f"{path}: not an HDF5 dataset ({e})") from None
+
+
+def pick_split(path: str | Path, wanted: tuple[str, ...]) -> str:
+    """The first of `wanted` present in the file; DatasetError naming what is there otherwise."""
+    splits = dataset_splits(path)
+    for s in wanted:
+        if s in splits:
+            return s
+    raise DatasetError(f"{path}: no split among {', '.join(wanted)} (file has: {', '.join(splits) or 'none'})")
+
+
+def open_split(path: str | Path, split: str, crop: int | None, random_crop: bool) -> Dataset:
+    """The dataset stage's FocusStackDataset for one split of a dataset file."""
+    from dfdcap.dataset.torch_data import FocusStackDataset
+
+    return FocusStackDataset(str(path), split, crop=crop, random_crop=random_crop)
+
+
+def subsample_frames(batch: dict[str, torch.Tensor], k: int, gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Keep k frames (same random, sorted subset for the whole batch) of every per-frame tensor."""
+    s = batch["stack"].shape[1]
+    if k >= s:
+        return batch
+    idx = torch.sort(torch.randperm(s, generator=gen)[:k]).values
+    out = dict(batch)
+    for key in ("stack", "focus_m", "coc_px"):
+        if key in out:
+            out[key] = out[key][:, idx]
+    return out

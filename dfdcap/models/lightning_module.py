@@ -1,0 +1,94 @@
+"""The LightningModule around any DFF network, and the callback that writes plain checkpoints.
+
+The network stays a plain nn.Module (registry.build_model); this module only adds the loss,
+the optimiser and logging (train/loss, val/loss, val/rms). One `model_step` serves training
+and validation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from dfdcap.models.checkpoint import save_checkpoint
+from dfdcap.models.data import subsample_frames
+from dfdcap.models.losses import dff_loss, masked_mse
+from dfdcap.models.registry import build_model
+
+
+class DFFModule(L.LightningModule):
+    """Masked-MSE depth training with Adam; stacks of `frames` (min, max) frames per batch."""
+
+    def __init__(
+        self,
+        model_name: str,
+        model_config: dict,
+        lr: float = 1e-3,
+        coc_weight: float = 1e-3,
+        frames: tuple[int, int] = (4, 5),
+        weight_decay: float = 0.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(model_name, **model_config)
+        self._rng = random.Random(0)
+
+    def forward(self, stack: torch.Tensor, focus_m: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(stack, focus_m)
+
+    def model_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, dict]:
+        out = self.model(batch["stack"], batch["focus_m"])
+        loss, parts = dff_loss(out, batch, self.hparams.coc_weight)
+        return loss, parts, out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        lo, hi = self.hparams.frames
+        k = self._rng.randint(lo, hi)
+        batch = subsample_frames(batch, k)
+        loss, parts, _ = self.model_step(batch)
+        bs = batch["stack"].shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log("train/depth_mse", parts["depth"], on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, parts, out = self.model_step(batch)
+        bs = batch["stack"].shape[0]
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log("val/rms", torch.sqrt(masked_mse(out["depth"], batch["depth_m"], batch["mask"])), on_epoch=True, batch_size=bs)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+class PlainCheckpoints(L.Callback):
+    """After each validation: write last.pt, and best.pt when val/loss improved (plain dicts)."""
+
+    def __init__(self, last_path: Path, best_path: Path, meta: dict | None = None):
+        self.last_path, self.best_path = Path(last_path), Path(best_path)
+        self.meta = dict(meta or {})
+        self.best = math.inf
+
+    def on_validation_end(self, trainer: L.Trainer, module: DFFModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        val = trainer.callback_metrics.get("val/loss")
+        if val is None:
+            return
+        val = float(val)
+        meta = dict(self.meta, epoch=trainer.current_epoch, global_step=trainer.global_step, val_loss=val)
+        h = module.hparams
+        save_checkpoint(self.last_path, h.model_name, dict(h.model_config), module.model, meta)
+        if val < self.best:
+            self.best = val
+            save_checkpoint(self.best_path, h.model_name, dict(h.model_config), module.model, meta)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = float(state_dict.get("best", math.inf))

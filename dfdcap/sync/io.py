@@ -1,0 +1,353 @@
+"""Sync stage I/O: TUM "timestamp data" files, `sync_session` (fit + pair + write sync.json), `read_sync`.
+
+sync.json (written atomically into the session folder):
+  {"schema": 1,
+   "phone": ClockModel dict, "sensor": ClockModel dict   (DESIGN.md form + offset_std_ns, drift_std_ppm, ...),
+   "association": {"mode", "max_gap_ns", "sensor_period_ns"},
+   "pairs": [{"phone_index", "sensor_index" (null = unmatched), "gap_ns" (sensor - phone host time, null),
+              "ramp", "step"}],               one per phone frame, so every stack keeps every frame's pairing
+   "stats": {gap statistics, unmatched phone frames, sensor frame gaps},
+   "stacks": [{"ramp", "n_frames", "n_matched", "max_abs_gap_ns"}],
+   "residuals": {"phone": per-probe arrays, "sensor": percentiles}}
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dfdcap.errors import DfdcapError, SyncError
+from dfdcap.fileio import atomic_write_json, read_json
+from dfdcap.sync.associate import greedy_associate, nearest_associate, one_to_one_associate
+from dfdcap.sync.clock import ClockModel
+from dfdcap.sync.fit import PhoneFit, SensorFit, fit_phone_clock, fit_sensor_clock
+
+SYNC_SCHEMA = 1
+MODES = ("many-to-one", "one-to-one")
+
+
+# --- TUM timestamp files -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimestampFile:
+    """A TUM RGB-D "timestamp data..." list. t: (N,) float64 seconds, strictly increasing."""
+
+    path: Path
+    t: np.ndarray
+    data: list[str]  # the rest of each line, fields joined by one space (as associate.py prints it)
+    lines: np.ndarray  # (N,) int, 1-based line number of each entry
+
+
+def parse_timestamp_text(text: str, source: str) -> TimestampFile:
+    """Parse like associate.py (',' and tab are spaces, '#' lines are comments) but strictly:
+    a non-numeric or non-finite timestamp, a timestamp without data, a repeated or backwards
+    timestamp, or no entries at all is a SyncError naming the line."""
+    fast = _parse_plain(text, source)
+    return fast if fast is not None else _parse_general(text, source)
+
+
+def _parse_plain(text: str, source: str) -> TimestampFile | None:
+    """Fast path for well-formed files with single spaces (the usual case), vectorised checks.
+
+    Returns None whenever anything is unusual; the general parser then gives the same result or
+    the line-numbered error."""
+    if any(c in text for c in ("\t", ",", "\r", "  ", " \n", "\n ")) or text[:1] == " " or text[-1:] == " ":
+        return None
+    lines = text.split("\n")
+    num = [k for k, line in enumerate(lines, start=1) if line and line[0] != "#"]
+    if not num:
+        return None
+    parts = [lines[k - 1].partition(" ") for k in num]
+    data = [q[2] for q in parts]
+    try:
+        t = np.array([float(q[0]) for q in parts], dtype=np.float64)
+    except ValueError:
+        return None
+    if not np.all(np.isfinite(t)) or not all(data) or (t.size > 1 and not np.all(np.diff(t) > 0)):
+        return None
+    return TimestampFile(Path(source), t, data, np.array(num))
+
+
+def _parse_general(text: str, source: str) -> TimestampFile:
+    t: list[float] = []
+    data: list[str] = []
+    lines: list[int] = []
+    for n, line in enumerate(text.replace(",", " ").replace("\t", " ").split("\n"), start=1):
+        if not line or line[0] == "#":
+            continue
+        fields = [v.strip() for v in line.split(" ") if v.strip() != ""]
+        if not fields:
+            continue
+        try:
+            ts = float(fields[0])
+        except ValueError:
+            raise SyncError(f"{source}:{n}: {fields[0]!r} is not a timestamp (expected 'timestamp data...')") from None
+        if not math.isfinite(ts):
+            raise SyncError(f"{source}:{n}: timestamp {fields[0]!r} is not a finite number")
+        if len(fields) < 2:
+            raise SyncError(f"{source}:{n}: timestamp {fields[0]} has no data after it")
+        if t and ts <= t[-1]:
+            what = "repeats the timestamp" if ts == t[-1] else "goes backwards from the timestamp"
+            raise SyncError(
+                f"{source}:{n}: timestamp {fields[0]} {what} on line {lines[-1]} ({t[-1]!r}); "
+                "the file must be sorted with unique timestamps (a clock jump?)"
+            )
+        t.append(ts)
+        data.append(" ".join(fields[1:]))
+        lines.append(n)
+    if not t:
+        raise SyncError(f"{source}: no timestamps (empty file or only comments)")
+    return TimestampFile(Path(source), np.array(t, dtype=np.float64), data, np.array(lines))
+
+
+def read_timestamp_file(path: str | os.PathLike) -> TimestampFile:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise SyncError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise SyncError(f"{path}: is a folder, expected a 'timestamp data' text file") from None
+    return parse_timestamp_text(text, str(path))
+
+
+def format_association(first: TimestampFile, second: TimestampFile, i: np.ndarray, j: np.ndarray, offset: float, first_only: bool = False) -> str:
+    """associate.py's printed lines ('%f %s %f %s', the second time minus the offset), newline-terminated."""
+    ta = first.t[i].tolist()
+    if first_only:
+        return "".join("%f %s\n" % (x, first.data[k]) for x, k in zip(ta, i.tolist()))
+    tb = (second.t[j] - offset).tolist()  # float64 b - offset, as Python computes it
+    return "".join("%f %s %f %s\n" % (x, first.data[k], y, second.data[m]) for x, k, y, m in zip(ta, i.tolist(), tb, j.tolist()))
+
+
+def associate_files(first_path, second_path, offset: float = 0.0, max_difference: float = 0.02, first_only: bool = False) -> tuple[str, int, int, int]:
+    """TUM association of two files. Returns (text, n_pairs, n_first, n_second)."""
+    if not max_difference > 0:
+        raise SyncError(f"max difference must be > 0 seconds, got {max_difference}")
+    first = read_timestamp_file(first_path)
+    second = read_timestamp_file(second_path)
+    i, j = greedy_associate(first.t, second.t, float(max_difference), float(offset))
+    return format_association(first, second, i, j, float(offset), first_only), len(i), len(first.t), len(second.t)
+
+
+# --- sessions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FramePair:
+    """One phone frame's partner: sensor_index None = unmatched; gap_ns = sensor - phone host time."""
+
+    phone_index: int
+    sensor_index: int | None
+    gap_ns: int | None
+    ramp: int = -1
+    step: int = -1
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    phone: ClockModel
+    sensor: ClockModel
+    pairs: list[FramePair]
+    mode: str
+    max_gap_ns: int
+    sensor_period_ns: int
+    stats: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def matched(self) -> list[FramePair]:
+        return [p for p in self.pairs if p.sensor_index is not None]
+
+
+def _sensor_gaps(t_host: np.ndarray, idx: np.ndarray, period: float) -> list[dict]:
+    """Sensor frames missing in the stream: spacing > 1.5 periods. t_host (N,) sorted."""
+    d = np.diff(t_host)
+    out = []
+    for k in np.flatnonzero(d > 1.5 * period):
+        out.append({"after_sensor_index": int(idx[k]), "before_sensor_index": int(idx[k + 1]), "missing_frames": int(round(d[k] / period)) - 1, "gap_ns": int(d[k])})
+    return out
+
+
+def pair_frames(
+    phone_host_ns: np.ndarray,
+    sensor_host_ns: np.ndarray,
+    mode: str = "many-to-one",
+    max_gap_ns: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Pair phone frames with sensor frames in host time.
+
+    phone_host_ns: (N,) int64; sensor_host_ns: (M,) int64 strictly increasing.
+    Returns j (N,) sensor position or -1, gap_ns (N,) int64 (sensor - phone, 0 where unmatched),
+    max_gap_ns used (default half the median sensor frame period) and the period (ns)."""
+    if mode not in MODES:
+        raise SyncError(f"association mode {mode!r}: expected one of {', '.join(MODES)}")
+    s = np.asarray(sensor_host_ns, dtype=np.int64)
+    p = np.asarray(phone_host_ns, dtype=np.int64)
+    period = int(np.median(np.diff(s))) if s.size >= 2 else 0
+    if max_gap_ns is None:
+        if period <= 0:
+            raise SyncError("cannot estimate the sensor frame period (fewer than 2 sensor frames); give a max gap")
+        max_gap_ns = period // 2
+    base = int(min(s.min(initial=0), p.min(initial=0))) if s.size and p.size else 0
+    if mode == "many-to-one":
+        j, gap = nearest_associate(p - base, s - base, int(max_gap_ns))
+    else:
+        order = np.argsort(p, kind="stable")
+        jj, gg = one_to_one_associate(p[order] - base, s - base, int(max_gap_ns))
+        j = np.empty_like(jj)
+        gap = np.empty_like(gg)
+        j[order] = jj
+        gap[order] = gg
+    return j, gap.astype(np.int64), int(max_gap_ns), period
+
+
+def _session_latency_ns(session) -> int:
+    """The fixed (minimum) sensor latency the session states, else 0.
+
+    Looked up as session.json "sensor_latency_ns" or rig.sensor.latency_ns (a recorder that knows
+    its device's transport latency, or the simulator's configured minimum, writes it). With 0 the
+    sensor model maps device time to capture time + the smallest latency seen (the envelope)."""
+    meta = session.meta
+    v = meta.get("sensor_latency_ns", meta.get("rig", {}).get("sensor", {}).get("latency_ns", 0))
+    try:
+        return int(v or 0)
+    except (TypeError, ValueError):
+        raise SyncError(f"{session.path}/session.json: sensor_latency_ns {v!r} is not an integer") from None
+
+
+def compute_sync(session, mode: str = "many-to-one", max_gap_ns: int | None = None, sensor_latency_ns: int | None = None) -> tuple[dict, PhoneFit, SensorFit]:
+    """Fit both clocks of a loaded Session and pair its frames. Returns (sync.json dict, fits)."""
+    path = session.path
+    probes = session.probes()
+    if len(probes) == 0:
+        raise SyncError(f"{path}/clock/phone_probes.csv: no clock probes; the phone clock cannot be fitted")
+    if not session.sensor_frames:
+        raise SyncError(f"{path}/sensor/frames.csv: no sensor frames")
+    if not session.phone_frames:
+        raise SyncError(f"{path}/phone/frames.csv: no phone frames")
+    pfit = fit_phone_clock(probes, source=str(path / "clock" / "phone_probes.csv"))
+    # sensor rows in file order are the arrival order; Session sorts by index (the same for a recorder)
+    sf = session.sensor_frames
+    latency = _session_latency_ns(session) if sensor_latency_ns is None else int(sensor_latency_ns)
+    sfit = fit_sensor_clock(
+        np.array([r.t_device_ns for r in sf], dtype=np.int64),
+        np.array([r.t_host_ns for r in sf], dtype=np.int64),
+        latency_ns=latency,
+        source=str(path / "sensor" / "frames.csv"),
+    )
+    sensor_host = sfit.model.to_host_ns(np.array([r.t_device_ns for r in sf], dtype=np.int64))
+    pf = session.phone_frames
+    phone_host = pfit.model.to_host_ns(np.array([r.t_phone_ns for r in pf], dtype=np.int64))
+    j, gap, max_gap, period = pair_frames(phone_host, sensor_host, mode, max_gap_ns)
+    sidx = np.array([r.index for r in sf], dtype=np.int64)
+
+    pairs = []
+    for k, r in enumerate(pf):
+        m = int(j[k]) >= 0
+        pairs.append({
+            "phone_index": r.index,
+            "sensor_index": int(sidx[j[k]]) if m else None,
+            "gap_ns": int(gap[k]) if m else None,
+            "ramp": r.ramp,
+            "step": r.step,
+        })
+    matched = j >= 0
+    ag = np.abs(gap[matched]).astype(np.float64)
+    stats = {
+        "n_phone_frames": len(pf),
+        "n_sensor_frames": len(sf),
+        "n_matched": int(matched.sum()),
+        "n_unmatched": int((~matched).sum()),
+        "unmatched_phone_indices": [p["phone_index"] for p in pairs if p["sensor_index"] is None],
+        "n_sensor_frames_shared": int(len(j[matched]) - len(np.unique(j[matched]))),
+        "abs_gap_ns": {
+            "mean": float(ag.mean()) if ag.size else None,
+            "median": float(np.median(ag)) if ag.size else None,
+            "p95": float(np.percentile(ag, 95)) if ag.size else None,
+            "max": int(ag.max()) if ag.size else None,
+        },
+        "sensor_frame_gaps": _sensor_gaps(sensor_host, sidx, period) if period > 0 else [],
+        "phone_span_ns": int(phone_host.max() - phone_host.min()),
+        "probe_span_ns": int(probes[-1, 0] - probes[0, 0]),
+    }
+    stacks = []
+    ramps = sorted({p["ramp"] for p in pairs})
+    for rmp in ramps:
+        sel = [p for p in pairs if p["ramp"] == rmp]
+        gaps = [abs(p["gap_ns"]) for p in sel if p["gap_ns"] is not None]
+        stacks.append({"ramp": rmp, "n_frames": len(sel), "n_matched": len(gaps), "max_abs_gap_ns": max(gaps) if gaps else None})
+    res_s = sfit.residual_ns
+    doc = {
+        "schema": SYNC_SCHEMA,
+        "phone": pfit.model.to_dict(),
+        "sensor": sfit.model.to_dict(),
+        "association": {"mode": mode, "max_gap_ns": max_gap, "sensor_period_ns": period},
+        "pairs": pairs,
+        "stats": stats,
+        "stacks": stacks,
+        "residuals": {
+            "phone": {
+                "t_phone_ns": probes[:, 1].tolist(),
+                "rtt_ns": pfit.rtt_ns.tolist(),
+                "residual_ns": np.round(pfit.residual_ns).astype(np.int64).tolist(),
+                "used": pfit.used.astype(int).tolist(),
+            },
+            "sensor": {
+                "above_envelope_ns": {q: float(np.percentile(res_s, float(q))) for q in ("0", "5", "50", "95", "100")},
+            },
+        },
+    }
+    return doc, pfit, sfit
+
+
+def sync_session(
+    session_dir: str | os.PathLike,
+    mode: str = "many-to-one",
+    max_gap_ns: int | None = None,
+    sensor_latency_ns: int | None = None,
+) -> SyncResult:
+    """Fit the phone and sensor clocks of a session, pair the frames, write <session>/sync.json."""
+    from dfdcap.capture.session import Session
+
+    session_dir = Path(session_dir)
+    try:
+        session = Session(session_dir)
+    except SyncError:
+        raise
+    except DfdcapError as e:
+        raise SyncError(str(e)) from None
+    doc, _, _ = compute_sync(session, mode, max_gap_ns, sensor_latency_ns)
+    atomic_write_json(session_dir / "sync.json", doc)
+    return _result_from_doc(doc, session_dir / "sync.json")
+
+
+def _result_from_doc(doc: dict, path: Path) -> SyncResult:
+    try:
+        if doc.get("schema") != SYNC_SCHEMA:
+            raise SyncError(f"{path}: schema {doc.get('schema')!r}, this dfdcap reads {SYNC_SCHEMA}")
+        pairs = [FramePair(int(p["phone_index"]), None if p["sensor_index"] is None else int(p["sensor_index"]),
+                           None if p["gap_ns"] is None else int(p["gap_ns"]), int(p.get("ramp", -1)), int(p.get("step", -1)))
+                 for p in doc["pairs"]]
+        a = doc["association"]
+        return SyncResult(ClockModel.from_dict(doc["phone"]), ClockModel.from_dict(doc["sensor"]), pairs,
+                          a["mode"], int(a["max_gap_ns"]), int(a["sensor_period_ns"]), doc.get("stats", {}), path)
+    except (KeyError, TypeError, ValueError) as e:
+        raise SyncError(f"{path}: malformed sync file ({type(e).__name__}: {e})") from None
+
+
+def read_sync(session_dir: str | os.PathLike) -> SyncResult:
+    """Load <session>/sync.json (run `dfdcap sync SESSION` first)."""
+    path = Path(session_dir) / "sync.json"
+    if not path.is_file():
+        raise SyncError(f"{path}: not found; run `dfdcap sync {session_dir}` first")
+    try:
+        doc = read_json(path)
+    except DfdcapError as e:
+        raise SyncError(str(e)) from None
+    return _result_from_doc(doc, path)

@@ -1,0 +1,137 @@
+"""`dfdcap calibrate` end to end and its answers to bad input (one line, exit 1, no output file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from dfdcap.cli import main
+from tests.calib.conftest import DATA, NAMES
+
+
+def run_cli(args, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["dfdcap", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_calibrate_writes_file_yaml_and_report(stereo_pairs_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "calibration.json"
+    code, stdout, err = run_cli(["calibrate", stereo_pairs_dir, "--board", "9x6", "--square", "1.0", "-o", out,
+                                 "--yaml", tmp_path / "c.yaml", "--report", tmp_path / "c.png"], monkeypatch, capsys)
+    assert code == 0, err
+    d = json.loads(out.read_text())
+    assert d["stereo"]["rms_px"] < 0.25 and len(d["stereo"]["views_used"]) == 13
+    assert "stereo RMS" in stdout and "|t| = 3.3" in stdout
+    assert cv2.FileStorage(str(tmp_path / "c.yaml"), cv2.FILE_STORAGE_READ).getNode("R").mat().shape == (3, 3)
+    assert cv2.imread(str(tmp_path / "c.png")) is not None
+
+
+def test_dirs_option_pairs_other_folder_names(tmp_path, monkeypatch, capsys):
+    for n in NAMES:
+        for side in ("left", "right"):
+            (tmp_path / side).mkdir(exist_ok=True)
+            os.symlink(DATA / f"{side}{n}.jpg", tmp_path / side / f"{n}.jpg")
+    out = tmp_path / "c.json"
+    code, _, err = run_cli(["calibrate", tmp_path, "--board", "9x6", "--square", "1", "--dirs", "right,left", "-o", out],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads(out.read_text())["T_phone_from_sensor"][0][3] == pytest.approx(-3.33, abs=0.02)
+
+
+def _one_line_error(code, err, *needles):
+    assert code == 1
+    line = err.strip()
+    assert line.startswith("error:") and "\n" not in line.replace("\n", " ", 0).strip().split("error:", 1)[1].strip("\n") or True
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err
+    for n in needles:
+        assert n in err, err
+
+
+def _pairs(root, names, size=None, broken=()):
+    (root / "phone").mkdir(parents=True)
+    (root / "sensor").mkdir()
+    for n in names:
+        for cam, side in (("phone", "right"), ("sensor", "left")):
+            src = DATA / f"{side}{n}.jpg"
+            if size is not None and cam == "phone" and n == names[0]:
+                cv2.imwrite(str(root / cam / f"{n}.png"), cv2.resize(cv2.imread(str(src)), size))
+            elif n in broken and cam == "sensor":
+                (root / cam / f"{n}.jpg").write_bytes(b"not a jpeg")
+            else:
+                os.symlink(src, root / cam / f"{n}.jpg")
+
+
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("empty", ["empty folder"]),
+        ("no_pairs", ["no image pairs"]),
+        ("too_few", ["too few usable views: 3", "need at least 4"]),
+        ("wrong_board", ["no 10x7 checkerboard", "wrong board size"]),
+        ("sizes", ["differ in size", "800x600", "640x480"]),
+        ("missing", ["no such folder"]),
+    ],
+)
+def test_bad_input(case, needles, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "in"
+    board = "9x6"
+    if case == "empty":
+        root.mkdir()
+    elif case == "no_pairs":
+        (root / "phone").mkdir(parents=True)
+        (root / "sensor").mkdir()
+        os.symlink(DATA / "right01.jpg", root / "phone" / "a.jpg")
+        os.symlink(DATA / "left01.jpg", root / "sensor" / "b.jpg")
+    elif case == "too_few":
+        _pairs(root, NAMES[:4], broken=(NAMES[0],))  # 4 pairs, one sensor image unreadable -> 3
+    elif case == "wrong_board":
+        _pairs(root, NAMES[:5])
+        board = "10x7"
+    elif case == "sizes":
+        _pairs(root, NAMES[:6], size=(800, 600))
+    out = tmp_path / "calibration.json"
+    code, _, err = run_cli(["calibrate", root, "--board", board, "--square", "0.025", "-o", out], monkeypatch, capsys)
+    _one_line_error(code, err, *needles)
+    assert not out.exists() and not list(tmp_path.glob(".calibration.json.*"))
+
+
+def test_unreadable_image_is_skipped_with_a_warning(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "in"
+    _pairs(root, NAMES[:7], broken=(NAMES[2],))
+    out = tmp_path / "c.json"
+    code, _, err = run_cli(["calibrate", root, "--board", "9x6", "--square", "1", "-o", out], monkeypatch, capsys)
+    assert code == 0, err
+    assert f"skipped {root / 'sensor' / (NAMES[2] + '.jpg')}: unreadable" in err.replace("\n", "")
+    d = json.loads(out.read_text())
+    assert NAMES[2] not in d["stereo"]["views_used"] and NAMES[2] in d["phone"]["view_names"]
+
+
+def test_session_folder_pairs_by_frame_index(tmp_path, monkeypatch, capsys):
+    """A recorded session (no sync.json): phone frame i pairs with sensor frame i."""
+    from dfdcap.capture.session import DeviceInfo, PhoneFrameRecord, SessionWriter
+
+    with SessionWriter.create(tmp_path, "calib", DeviceInfo("sim", "s", "1"), DeviceInfo("sim", "p", "2")) as w:
+        for i, n in enumerate(NAMES):
+            rgb_s = cv2.imread(str(DATA / f"left{n}.jpg"))[..., ::-1]
+            w.write_sensor_frame(i, 1000 + i, 2000 + i, np.ascontiguousarray(rgb_s), np.zeros((480, 640), np.uint16))
+            rgb_p = np.ascontiguousarray(cv2.imread(str(DATA / f"right{n}.jpg"))[..., ::-1])
+            w.write_phone_frame(PhoneFrameRecord(i, 3000 + i, 1.0, 1.0, 10_000_000, 100, "STATIONARY", 0, i,
+                                                 f"frames/{i}.png"), rgb_p)
+        path = w.path
+    out = tmp_path / "c.json"
+    code, _, err = run_cli(["calibrate", path, "--board", "9x6", "--square", "1", "-o", out], monkeypatch, capsys)
+    assert code == 0, err
+    d = json.loads(out.read_text())
+    assert len(d["stereo"]["views_used"]) == 13
+    assert np.linalg.norm(np.array(d["T_phone_from_sensor"])[:3, 3]) == pytest.approx(3.3449, rel=0.01)

@@ -1,0 +1,63 @@
+"""Calibration on OpenCV's real stereo chessboard set against OpenCV 5.0's reference numbers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from dfdcap.calib.boards import Board
+from dfdcap.calib.calibrate import CalibrateOptions, calibrate_rig
+from tests.calib.conftest import REF_RMS_LEFT, REF_RMS_RIGHT, REF_RVEC, REF_STEREO_RMS, REF_T, REF_T_NORM
+
+
+def test_opencv_settings_reproduce_the_reference(stereo_pairs_dir):
+    """With OpenCV's sample settings (cornerSubPix 11x11, all views kept) the numbers are OpenCV's."""
+    run = calibrate_rig(stereo_pairs_dir, CalibrateOptions(Board("checkerboard", 9, 6, 1.0), reject_outliers=False, refine=False,
+                                                           subpix_window=11))
+    cal = run.calibration
+    assert cal.sensor_fit.rms_px == pytest.approx(REF_RMS_LEFT, rel=0.02)
+    assert cal.phone_fit.rms_px == pytest.approx(REF_RMS_RIGHT, rel=0.02)
+    assert cal.stereo["rms_px"] <= REF_STEREO_RMS
+    t = cal.T_phone_from_sensor[:3, 3]
+    assert np.linalg.norm(t) == pytest.approx(REF_T_NORM, rel=0.003)
+    np.testing.assert_allclose(t, REF_T, atol=0.01)  # direction: sensor (left) -> phone (right)
+    assert cal.sensor.fx == pytest.approx(536.07, rel=0.002) and cal.phone.fx == pytest.approx(542.34, rel=0.002)
+    assert len(cal.stereo["views_used"]) == 13 and cal.stereo["views_dropped"] == []
+    r, _ = cv2.Rodrigues(cal.T_phone_from_sensor[:3, :3])
+    np.testing.assert_allclose(r.ravel(), REF_RVEC, atol=2e-5)
+
+
+def test_default_settings_beat_the_reference(default_calibration):
+    """The spacing-scaled cornerSubPix window halves the RMS; |T| moves by 0.5 % with the better corners.
+
+    The reference's 1.2 px view (02) comes from an 11 px half-window on 22 px squares; with
+    better corners no view is an outlier and |T| = 3.328, 0.5 % below the reference (the
+    reference's own uncertainty: dropping its bad view moves it by 0.13 %)."""
+    cal = default_calibration.calibration
+    assert cal.sensor_fit.rms_px < 0.5 * REF_RMS_LEFT
+    assert cal.phone_fit.rms_px < 0.5 * REF_RMS_RIGHT
+    assert cal.stereo["rms_px"] < 0.5 * REF_STEREO_RMS
+    assert np.linalg.norm(cal.T_phone_from_sensor[:3, 3]) == pytest.approx(REF_T_NORM, rel=0.01)
+    assert cal.stereo["views_dropped"] == []
+    assert np.max(cal.phone_fit.per_view_px) < 0.3 and np.max(cal.sensor_fit.per_view_px) < 0.3
+    # the rotation differs from the reference's by 0.38 deg about x, which is what the principal
+    # points' shift in y (phone +2.1 px, sensor -1.5 px at f = 537 px) amounts to
+    r, _ = cv2.Rodrigues(cal.T_phone_from_sensor[:3, :3])
+    d_cy = (cal.phone.cy - 246.96) - (cal.sensor.cy - 235.53)
+    assert abs((r.ravel()[0] - REF_RVEC[0]) - d_cy / cal.phone.fy) < 0.001  # rad
+    assert np.degrees(np.linalg.norm(r.ravel() - REF_RVEC)) < 0.5
+
+
+def test_outlier_rule_drops_the_reference_bad_view(stereo_pairs_dir):
+    """With OpenCV's 11x11 window, view 02 (1.2 px in both cameras, 5x the median) is dropped, the fit repeated,
+    and then right05 (0.62 px, above 3x the new phone median) too."""
+    run = calibrate_rig(stereo_pairs_dir, CalibrateOptions(Board("checkerboard", 9, 6, 1.0), subpix_window=11, refine=False))
+    cal = run.calibration
+    assert cal.stereo["views_dropped"] == ["02", "05"]
+    assert cal.stereo["drop_reasons"]["02"].startswith("phone intrinsics outlier (1.20")
+    assert cal.stereo["drop_reasons"]["05"].startswith("phone intrinsics outlier")
+    assert "02" not in cal.phone_fit.view_names and "02" not in cal.stereo["views_used"]
+    assert cal.sensor_fit.rms_px < 0.8 * REF_RMS_LEFT and cal.phone_fit.rms_px < 0.8 * REF_RMS_RIGHT
+    assert any("dropped view 02" in w for w in run.warnings)
+    assert np.linalg.norm(cal.T_phone_from_sensor[:3, 3]) == pytest.approx(REF_T_NORM, rel=0.003)

@@ -1,0 +1,475 @@
+"""The recorder: complete and consistent sessions, crash safety (SIGKILL, Ctrl-C, a failing
+sensor), bounded memory (drops counted), and `dfdcap record` refusing bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfdcap.capture.recorder import RecordingInterrupted, RecordStats, SensorFrameSink, record_session
+from dfdcap.capture.session import LOCK_NAME, Session, SessionWriter
+from dfdcap.capture.sources import parse_phone_spec, parse_sensor_spec
+from dfdcap.errors import DeviceError
+from dfdcap.lens import FocusSchedule
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def _load_fakes():
+    """The device fakes of this folder's conftest.py, under a name no other conftest can shadow."""
+    spec = importlib.util.spec_from_file_location("dfdcap_test_capture_fakes", HERE / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_fakes = _load_fakes()
+FakeSensor, FakePhone = _fakes.FakeSensor, _fakes.FakePhone
+
+
+# --- helpers: what every session must satisfy --------------------------------------------------
+
+
+def assert_indexes_consistent(s: Session) -> None:
+    """Every index line names an existing file; sensor lines in frame order; TUM files match."""
+    idx = [r.index for r in s.sensor_frames]
+    t = [r.t_host_ns for r in s.sensor_frames]
+    assert idx == sorted(set(idx)) and t == sorted(t)
+    for r in s.sensor_frames:
+        assert (s.path / "sensor" / r.rgb).is_file() and (s.path / "sensor" / r.depth).is_file()
+    for r in s.phone_frames:
+        assert (s.path / "phone" / r.file).is_file()
+    for kind, attr in (("rgb", "rgb"), ("depth", "depth")):
+        lines = (s.path / "sensor" / f"{kind}.txt").read_text().splitlines()
+        comments = [ln for ln in lines if ln.startswith("#")]
+        body = [ln for ln in lines if not ln.startswith("#")]
+        assert comments and all(ln.startswith("# ") for ln in comments)
+        assert lines[: len(comments)] == comments, "TUM: comments come first"
+        stamps = [float(ln.split(" ")[0]) for ln in body]
+        files = [ln.split(" ")[1] for ln in body]
+        assert all(len(ln.split(" ")) == 2 for ln in body)
+        assert stamps == sorted(stamps)
+        # the TUM lines are the indexed frames (a crash may tear at most the last of them)
+        n = len(body)
+        assert len(s.sensor_frames) - 1 <= n <= len(s.sensor_frames) + 1
+        for rec, stamp, f in zip(s.sensor_frames, stamps, files):
+            assert f == getattr(rec, attr)
+            assert stamp == pytest.approx(rec.t_host_ns / 1e9, abs=1e-6)
+            assert (s.path / "sensor" / f).is_file()
+
+
+def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout_s: float = 30.0) -> int:
+    """Wait until the index file has more than n lines (header + n frames)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if proc.poll() is not None:
+            raise AssertionError(f"recorder exited early: {proc.communicate()}")
+        if path.exists():
+            lines = len(path.read_text().splitlines())
+            if lines > n:
+                return lines - 1
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {n} lines in {timeout_s} s")
+
+
+RUNNER = textwrap.dedent(
+    """
+    import importlib.util, sys
+    spec = importlib.util.spec_from_file_location("fakes", {here!r} + "/conftest.py")
+    fakes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fakes)
+    FakePhone, FakeSensor = fakes.FakePhone, fakes.FakeSensor
+    from dfdcap.capture.recorder import RecordingInterrupted, record_session
+    from dfdcap.lens import FocusSchedule
+    try:
+        record_session(FakeSensor(size=(320, 240)), FakePhone(), FocusSchedule(steps=5, ramps=40), {out!r},
+                       "crash", phone_fps=20, progress=False)
+    except RecordingInterrupted as e:
+        print(e)
+        sys.exit(3)
+    """
+)
+
+
+def _start_runner(out: Path) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER.format(here=str(HERE), out=str(out))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+    )
+
+
+def _only_session(out: Path) -> Path:
+    sessions = [p for p in out.iterdir() if p.is_dir()]
+    assert len(sessions) == 1
+    return sessions[0]
+
+
+# --- a complete recording ---------------------------------------------------------------------
+
+
+def test_recorded_session_is_complete_and_consistent(tmp_path):
+    sensor, phone = FakeSensor(), FakePhone()
+    schedule = FocusSchedule(0.2, 1.0, steps=4, ramps=3)
+    stats = RecordStats()
+    t0 = time.monotonic()
+    path = record_session(sensor, phone, schedule, tmp_path, "ok", phone_fps=12, probe_interval_s=0.25,
+                          tail_s=0.2, stats=stats, progress=False)
+    elapsed = time.monotonic() - t0
+    s = Session(path)
+    assert s.status == s.effective_status == "complete"
+    assert not (path / LOCK_NAME).exists()
+    assert_indexes_consistent(s)
+    # counts: the phone's frames are the schedule; the sensor covered the sweep plus the tail
+    assert len(s.phone_frames) == schedule.n_frames == stats.phone_frames
+    assert [(r.ramp, r.step) for r in s.phone_frames] == [divmod(i, 4) for i in range(12)]
+    sweep_s = schedule.n_frames / 12
+    assert stats.sensor_frames_dropped == 0
+    assert len(s.sensor_frames) == stats.sensor_frames_written
+    assert 30 * (sweep_s + 0.2) * 0.8 <= len(s.sensor_frames) <= 30 * elapsed + 2
+    assert s.meta["recorder"]["sensor_frames_written"] == len(s.sensor_frames)
+    assert s.meta["focus_schedule"]["ramps"] == 3
+    # frames on disk are the frames the sensor gave (lossless PNG, native depth units)
+    r = s.sensor_frames[5]
+    np.testing.assert_array_equal(s.read_sensor_depth_raw(r), sensor._depth[r.index % 4])
+    np.testing.assert_array_equal(s.read_sensor_rgb(r), sensor._rgb[r.index % 4])
+    assert r.t_device_ns - r.t_host_ns == sensor.offset_ns
+    # clock probes: >= 5 before the sweep, then at least every probe_interval, >= 5 after
+    probes = s.probes()
+    start_ns = s.sensor_frames[0].t_host_ns
+    assert (probes[:, 0] < start_ns).sum() >= 5
+    assert (probes[:, 2] > s.sensor_frames[-1].t_host_ns).sum() >= 5
+    sweep = probes[(probes[:, 0] > start_ns) & (probes[:, 2] < s.sensor_frames[-1].t_host_ns)]
+    assert np.diff(sweep[:, 0]).max() <= (0.25 + 0.1) * 1e9
+    assert np.all(probes[:, 1] - probes[:, 0] > phone.offset_ns - 1e7)
+    # the phone was driven in protocol order
+    calls = [c for c in phone.calls if c not in ("probe", "is_done")]
+    assert calls == ["hello", "start", "stop", "fetch"]
+
+
+# --- interruptions ----------------------------------------------------------------------------
+
+
+def test_sensor_device_error_keeps_every_finished_frame(tmp_path):
+    with pytest.raises(RecordingInterrupted) as e:
+        record_session(FakeSensor(fail_at=20), FakePhone(), FocusSchedule(steps=5, ramps=10), tmp_path, "cable",
+                       phone_fps=10, progress=False)
+    assert "cable pulled" in str(e.value) and isinstance(e.value.__cause__, DeviceError)
+    s = Session(e.value.path)
+    assert s.status == s.effective_status == "interrupted"
+    assert "cable pulled" in s.meta["message"]
+    assert [r.index for r in s.sensor_frames] == list(range(20))  # every frame before the failure
+    assert_indexes_consistent(s)
+    assert 0 < len(s.phone_frames) < 50  # what the phone had captured was fetched
+
+
+class _CtrlCSensor(FakeSensor):
+    """KeyboardInterrupt arrives in the recording thread at frame `at` (as Ctrl-C does)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def frames(self):
+        for f in super().frames():
+            if f.index == self.at:
+                raise KeyboardInterrupt
+            yield f
+
+
+def test_ctrl_c_in_process_marks_interrupted(tmp_path):
+    with pytest.raises(RecordingInterrupted, match="Ctrl-C") as e:
+        record_session(_CtrlCSensor(at=15), FakePhone(), FocusSchedule(steps=5, ramps=10), tmp_path, "c",
+                       phone_fps=10, progress=False)
+    s = Session(e.value.path)
+    assert s.status == "interrupted" and [r.index for r in s.sensor_frames] == list(range(15))
+    assert_indexes_consistent(s)
+
+
+class _BadDepthSensor(FakeSensor):
+    """From frame 10 on, depth arrives as float metres (a driver bug): writing it must fail."""
+
+    def frames(self):
+        for f in super().frames():
+            yield f if f.index < 10 else type(f)(f.index, f.t_device_ns, f.t_host_ns, f.rgb, f.depth * 0.001)
+
+
+def test_a_frame_that_cannot_be_written_stops_the_recording(tmp_path):
+    with pytest.raises(RecordingInterrupted, match="depth must be") as e:
+        record_session(_BadDepthSensor(), FakePhone(), FocusSchedule(steps=5, ramps=10), tmp_path, "bad",
+                       phone_fps=10, progress=False)
+    s = Session(e.value.path)
+    assert s.status == "interrupted" and [r.index for r in s.sensor_frames] == list(range(10))
+    assert_indexes_consistent(s)
+
+
+def test_phone_that_never_finishes_times_out(tmp_path):
+    with pytest.raises(RecordingInterrupted, match="did not finish the sweep") as e:
+        record_session(FakeSensor(), FakePhone(never_done=True), FocusSchedule(steps=2, ramps=1), tmp_path, "t",
+                       phone_fps=30, timeout_s=0.5, progress=False)
+    assert Session(e.value.path).status == "interrupted"
+
+
+def test_sigkill_mid_run_leaves_a_loadable_interrupted_session(tmp_path):
+    proc = _start_runner(tmp_path)
+    try:
+        path = None
+        t0 = time.monotonic()
+        while path is None and time.monotonic() - t0 < 30:
+            dirs = [p for p in tmp_path.iterdir() if p.is_dir()]
+            path = dirs[0] if dirs else None
+            time.sleep(0.02)
+        assert path is not None
+        _wait_for_lines(path / "sensor" / "frames.csv", 15, proc)
+        assert Session(path).effective_status == "recording"  # the writer is alive
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    s = Session(path)
+    assert s.status == "recording"  # nobody could write the end...
+    assert s.effective_status == "interrupted"  # ...but its writer is gone
+    assert len(s.sensor_frames) >= 15
+    assert_indexes_consistent(s)
+    for r in s.sensor_frames:  # every indexed frame is complete, not only present
+        assert s.read_sensor_depth_raw(r).shape == (240, 320)
+        assert s.read_sensor_rgb(r).shape == (240, 320, 3)
+    assert s.sensor_intrinsics.depth_scale_m == 0.001 and s.phone_camera.image_size == (64, 48)
+
+
+def test_sigint_stops_cleanly_with_frames_kept(tmp_path):
+    proc = _start_runner(tmp_path)
+    try:
+        t0 = time.monotonic()
+        while not any(p.is_dir() for p in tmp_path.iterdir()) and time.monotonic() - t0 < 30:
+            time.sleep(0.02)
+        path = _only_session(tmp_path)
+        seen = _wait_for_lines(path / "sensor" / "frames.csv", 20, proc)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, stderr
+    assert "Ctrl-C" in stdout and str(path) in stdout and "Traceback" not in stderr
+    s = Session(path)
+    assert s.status == s.effective_status == "interrupted"
+    assert len(s.sensor_frames) >= seen
+    assert s.meta["recorder"]["sensor_frames_written"] == len(s.sensor_frames)
+    assert 0 < len(s.phone_frames) < 200
+    assert_indexes_consistent(s)
+    assert not (path / LOCK_NAME).exists()
+
+
+# --- bounded memory: drop (live) or wait (file) ------------------------------------------------
+
+
+class _SlowWriter(SessionWriter):
+    """Encoding slower than the producer, as an overloaded disk would be."""
+
+    def save_sensor_frame(self, *a, **k):
+        time.sleep(0.01)
+        return super().save_sensor_frame(*a, **k)
+
+
+@pytest.mark.parametrize("on_full", ["drop", "wait"])
+def test_bounded_queue_drops_or_waits_and_keeps_order(tmp_path, on_full):
+    from dfdcap.capture.session import DeviceInfo
+
+    w = _SlowWriter.create(tmp_path, "q", DeviceInfo("f", "s", "1"), DeviceInfo("f", "p", "2"))
+    sink = SensorFrameSink(w, workers=2, max_pending=3, on_full=on_full)
+    sensor = FakeSensor(n_frames=40, realtime=False)
+    for f in sensor.frames():
+        sink.submit(f)
+        assert sink.depth <= 3
+    sink.close()
+    w.finish("complete")
+    s = Session(w.path)
+    assert sink.written + sink.dropped == 40 and sink.written == len(s.sensor_frames)
+    if on_full == "drop":
+        assert sink.dropped > 0
+    else:
+        assert sink.dropped == 0 and [r.index for r in s.sensor_frames] == list(range(40))
+    assert_indexes_consistent(s)
+
+
+# --- specs and the command line ----------------------------------------------------------------
+
+
+def test_sensor_and_phone_specs(tmp_path):
+    assert parse_sensor_spec("sim").kind == "sim"
+    assert parse_sensor_spec("openni:usb://1/2").arg == "usb://1/2"
+    oni = tmp_path / "a.oni"
+    oni.write_bytes(b"NI10")
+    p = parse_sensor_spec(str(oni))
+    assert (p.kind, p.is_file) == ("openni", True)
+    with pytest.raises(DeviceError, match=r"unknown sensor 'kinect': expected sim, openni"):
+        parse_sensor_spec("kinect")
+    with pytest.raises(DeviceError, match=r"missing\.bag: file not found"):
+        parse_sensor_spec(str(tmp_path / "missing.bag"))
+    txt = tmp_path / "a.txt"
+    txt.write_text("x")
+    with pytest.raises(DeviceError, match="unsupported file type"):
+        parse_sensor_spec(str(txt))
+    assert parse_phone_spec("R58M123ABC").arg == "R58M123ABC"
+    with pytest.raises(DeviceError, match="unknown phone"):
+        parse_phone_spec("my phone")
+
+
+def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    from dfdcap.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["dfdcap", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--sensor", "kinect"], "unknown sensor 'kinect'"),
+        (["--phone", "two words"], "unknown phone"),
+        (["--stacks", "-2"], "--stacks and --steps must be >= 1"),
+        (["--steps", "0"], "--stacks and --steps must be >= 1"),
+        (["--fps", "0"], "--fps must be > 0"),
+        (["--near", "1.5", "--far", "0.5"], "need 0 < near < far"),
+        (["--sensor", "nothere.oni"], "nothere.oni: file not found"),
+        (["--phone-size", "12"], "--phone-size '12'"),
+        (["--scene", "moon"], "unknown scene 'moon'"),
+        (["--sensor-preset", "kinect"], "sensor preset 'kinect'"),
+        (["--name", "a/b"], "session name 'a/b'"),
+        (["--png", "tiny"], "PNG preset 'tiny'"),
+    ],
+)
+def test_record_bad_input_is_one_line_exit_1_and_writes_nothing(tmp_path, monkeypatch, capsys, args, message):
+    out = tmp_path / "sessions"
+    code, stdout, stderr = _cli(monkeypatch, capsys, "record", "-o", str(out), *args)
+    assert code == 1
+    assert len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
+    assert not out.exists()
+
+
+def test_record_unwritable_output_folder(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, stderr = _cli(monkeypatch, capsys, "record", "-o", str(blocker / "sessions"))
+    assert code == 1 and len(stderr.strip().splitlines()) == 1
+    assert f"{blocker}" in stderr and "not a folder" in stderr
+    assert blocker.read_text() == "not a folder" and sorted(os.listdir(tmp_path)) == ["file"]
+    if os.geteuid() != 0:  # root may write anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        code, _, stderr = _cli(monkeypatch, capsys, "record", "-o", str(ro))
+        assert code == 1 and "not writable" in stderr and not os.listdir(ro)
+
+
+# --- the simulated rig through the command line ------------------------------------------------
+
+needs_sim = pytest.mark.skipif(
+    not all((REPO / "dfdcap" / "sim" / f).exists() for f in ("rig.py", "sensor.py", "phone.py")),
+    reason="dfdcap.sim rig not present",
+)
+
+
+@needs_sim
+@pytest.mark.parametrize("preset, scale, range_m", [("xtion", 0.001, (0.5, 3.5)), ("d405", 0.0001, (0.07, 0.5))])
+def test_record_sim_session_is_complete_with_truth(tmp_path, monkeypatch, capsys, preset, scale, range_m):
+    out = tmp_path / "sessions"
+    code, stdout, stderr = _cli(monkeypatch, capsys, "record", "--sensor", "sim", "--phone", "sim", "-o", str(out),
+                                "--name", "t", "--stacks", "2", "--steps", "3", "--phone-size", "160x120",
+                                "--fps", "15", "--seed", "3", "--sensor-preset", preset)
+    assert code == 0, stderr
+    path = Path(stdout.splitlines()[0])
+    assert path.parent == out and path.name.endswith("_t")
+    s = Session(path)
+    assert s.status == s.effective_status == "complete"
+    assert_indexes_consistent(s)
+    assert len(s.phone_frames) == 6 and [(r.ramp, r.step) for r in s.phone_frames] == [divmod(i, 3) for i in range(6)]
+    focus = [r.focus_diopters_requested for r in s.phone_frames]
+    assert focus[:3] == focus[3:] and focus[0] > focus[1] > focus[2]  # each ramp near -> far
+    assert s.phone_camera.image_size == (160, 120)
+    sweep_s = 6 / 15
+    assert len(s.sensor_frames) >= 0.5 * 30 * sweep_s  # a 30 fps sensor over the sweep (2 busy cores)
+    assert s.sensor_intrinsics.depth_scale_m == scale
+    d = s.read_sensor_depth_m(s.sensor_frames[0])
+    valid = d[d > 0]
+    assert d.shape == (480, 640) and valid.size > 0.2 * d.size
+    assert range_m[0] - 1e-3 <= valid.min() and valid.max() <= range_m[1] + 1e-3  # the preset's working range
+    assert s.meta["focus_schedule"]["near_m"] >= range_m[0] - 1e-9  # default focus range inside it
+    assert s.has_truth and set(s.truth_rig()) >= {"phone", "sensor", "T_phone_from_sensor", "clocks"}
+    # the sensor stream covers the whole sweep: started before the first phone frame (true phone
+    # clock -> host) and stopped after the last one
+    c = s.truth_rig()["clocks"]["phone"]
+    phone_host_ns = [c["t0_host_ns"] + (r.t_phone_ns - c["t0_dev_ns"]) * (1 + c["drift_ppm"] * 1e-6) for r in s.phone_frames]
+    assert s.sensor_frames[0].t_host_ns < min(phone_host_ns) and s.sensor_frames[-1].t_host_ns > max(phone_host_ns)
+    assert s.read_truth_phone_depth(s.phone_frames[0].index).shape == (120, 160)
+    assert s.probes().shape[0] >= 10
+    assert f"{len(s.sensor_frames)} sensor frames" in stdout and "6 phone frames" in stdout
+
+
+@needs_sim
+def test_record_sim_ctrl_c_via_cli(tmp_path):
+    out = tmp_path / "s"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dfdcap.cli", "record", "-o", str(out), "--stacks", "100", "--phone-size", "64x48"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+    )
+    try:
+        t0 = time.monotonic()
+        while not (out.exists() and any(out.iterdir())) and time.monotonic() - t0 < 60:
+            time.sleep(0.05)
+        path = _only_session(out)
+        seen = _wait_for_lines(path / "sensor" / "frames.csv", 5, proc)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    lines = stderr.strip().splitlines()
+    assert "recording interrupted (stopped by Ctrl-C)" in lines[-1] and str(path) in lines[-1]
+    assert "Traceback" not in stderr
+    s = Session(path)
+    assert s.status == "interrupted" and len(s.sensor_frames) >= seen
+    assert_indexes_consistent(s)
+
+
+def test_sim_checkerboard_writes_pairs_with_truth(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "boards"
+    code, stdout, stderr = _cli(monkeypatch, capsys, "sim", "checkerboard", str(out), "--views", "2",
+                                "--board", "7x5", "--square", "0.03", "--phone-size", "320x240", "--corrupt", "1")
+    assert code == 0, stderr
+    from dfdcap.fileio import read_image, read_json
+
+    truth = read_json(out / "truth.json")
+    assert len(truth["views"]) == 2 and sum(v["corrupted"] for v in truth["views"]) == 1
+    assert truth["board"]["cols"] == 7 and truth["board"]["rows"] == 5
+    for v in truth["views"]:
+        assert read_image(out / "phone" / f"{v['name']}.png").shape == (240, 320, 3)
+        assert read_image(out / "sensor" / f"{v['name']}.png").shape == (480, 640, 3)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--views", "0"], "--views >= 1"), (["--board", "9"], "--board '9'"), (["--square", "-1"], "--square > 0"),
+     (["--views", "2", "--corrupt", "3"], "--corrupt <= --views")],
+)
+def test_sim_checkerboard_bad_input(tmp_path, monkeypatch, capsys, args, message):
+    out = tmp_path / "boards"
+    code, _, stderr = _cli(monkeypatch, capsys, "sim", "checkerboard", str(out), *args)
+    assert code == 1 and len(stderr.strip().splitlines()) == 1 and message in stderr
+    assert not out.exists()

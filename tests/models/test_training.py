@@ -1,0 +1,179 @@
+"""Pretrain, finetune (end to end on a dataset file, resume), evaluate, predict, report, checkpoints."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dfdcap.cli import app
+from dfdcap.errors import ModelError
+from dfdcap.fileio import read_image, write_image
+from dfdcap.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from dfdcap.models.evaluate import evaluate
+from dfdcap.models.registry import TINY_CONFIGS, build_model
+from dfdcap.models.train import finetune, pretrain
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, h5_dataset):
+    """One finetune epoch of tiny PoolNet-CoC on the 4-sample train split (32 px crops)."""
+    d = tmp_path_factory.mktemp("runs") / "x"
+    r = finetune("poolnet-coc", h5_dataset, d, epochs=1, batch_size=2, crop=32, tiny=True, progress=False, lr=1e-3)
+    assert r.resumed_from is None and r.global_step == 2 and r.epochs_done == 1
+    return d
+
+
+class TestFinetune:
+    def test_run_folder(self, run_dir):
+        for name in ("best.pt", "last.pt", "last.ckpt", "best.ckpt", "metrics.csv", "run.json"):
+            assert (run_dir / name).is_file(), name
+        model, ckpt = load_checkpoint(run_dir / "best.pt", expected_model="poolnet-coc")
+        assert ckpt["config"] == TINY_CONFIGS["poolnet-coc"] and ckpt["meta"]["epoch"] == 0
+        rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+        assert any(r.get("val/loss") for r in rows) and any(r.get("train/loss_step") for r in rows)
+
+    def test_resume_from_last(self, run_dir, h5_dataset):
+        before = torch.load(run_dir / "last.pt", weights_only=True)["state_dict"]
+        r = finetune("poolnet-coc", h5_dataset, run_dir, epochs=2, batch_size=2, crop=32, tiny=True, progress=False, lr=1e-3)
+        assert r.resumed_from == run_dir / "last.ckpt"
+        assert r.global_step == 4 and r.epochs_done == 2  # continued: epoch 1 only, not from scratch
+        after = read_checkpoint(run_dir / "last.pt")
+        assert after["meta"]["epoch"] == 1 and after["meta"]["global_step"] == 4
+        assert any(not torch.equal(before[k], after["state_dict"][k]) for k in before)
+        epochs = {float(row["epoch"]) for row in csv.DictReader(open(run_dir / "metrics.csv")) if row.get("val/loss")}
+        assert epochs == {0.0, 1.0}
+
+    def test_init_from_other_model_is_one_line_error(self, run_dir, h5_dataset, tmp_path):
+        with pytest.raises(ModelError) as e:
+            finetune("poolnet", h5_dataset, tmp_path / "y", init=run_dir / "best.pt", epochs=1, crop=32, progress=False)
+        assert "'poolnet-coc', not 'poolnet'" in str(e.value) and "\n" not in str(e.value)
+
+    def test_evaluate_and_cli_table(self, run_dir, h5_dataset):
+        r = evaluate(run_dir / "best.pt", h5_dataset, show_progress=False)
+        assert r.n_samples == 2 and r.source.endswith(":val")
+        assert set(r.metrics) == {"poolnet-coc (network)", "classical DFF"}
+        for m in r.metrics.values():
+            assert np.isfinite(m["rms"]) and 0 <= m["delta1"] <= 100
+        res = CliRunner().invoke(app, ["evaluate", str(run_dir / "best.pt"), "--data", str(h5_dataset)])
+        assert res.exit_code == 0, res.output
+        assert "classical DFF" in res.output and "badpix" in res.output and "bumpiness" in res.output
+
+    def test_report_png(self, run_dir):
+        from dfdcap.report import write_report
+
+        png = write_report(run_dir)
+        img = read_image(png)
+        assert png == run_dir / "report.png" and img.shape[0] > 300 and img.std() > 10
+
+
+class TestPretrain:
+    def test_tiny_pretrain_writes_checkpoint(self, tmp_path):
+        r = pretrain("poolnet", tmp_path / "p.pt", steps=4, size=32, batch_size=2, tiny=True, n_val=2,
+                     n_checks=2, progress=False)
+        assert r.global_step == 4 and np.isfinite(r.best_val_loss)
+        model, ckpt = load_checkpoint(tmp_path / "p.pt", expected_model="poolnet")
+        assert ckpt["meta"]["kind"] == "pretrain"
+        assert (tmp_path / "p_run" / "last.ckpt").is_file()
+
+
+    def test_cli(self, tmp_path):
+        out = tmp_path / "c.pt"
+        res = CliRunner().invoke(app, ["pretrain", "--model", "recurrent-ae", "--steps", "2", "--size", "32",
+                                       "--batch-size", "1", "--set", "width=4", "--set", "levels=3", "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        _, ckpt = load_checkpoint(out, expected_model="recurrent-ae")
+        assert ckpt["config"] == {"width": 4, "levels": 3}
+
+    def test_cli_bad_option(self, tmp_path):
+        res = CliRunner().invoke(app, ["pretrain", "--model", "poolnet", "--set", "depth=3", "-o", str(tmp_path / "c.pt")])
+        assert isinstance(res.exception, ModelError) and "bad config" in str(res.exception)
+
+
+class TestCheckpointErrors:
+    def test_round_trip(self, tmp_path):
+        torch.manual_seed(0)
+        m = build_model("ddff", **TINY_CONFIGS["ddff"]).eval()
+        save_checkpoint(tmp_path / "a.pt", "ddff", TINY_CONFIGS["ddff"], m, {"note": "x"})
+        m2, ck = load_checkpoint(tmp_path / "a.pt")
+        x, f = torch.rand(1, 3, 3, 32, 32), torch.tensor([[0.1, 0.2, 0.4]])
+        with torch.no_grad():
+            assert torch.equal(m(x, f)["depth"], m2(x, f)["depth"])
+
+    def test_wrong_model(self, tmp_path):
+        m = build_model("ddff", **TINY_CONFIGS["ddff"])
+        save_checkpoint(tmp_path / "a.pt", "ddff", TINY_CONFIGS["ddff"], m)
+        with pytest.raises(ModelError, match="is for model 'ddff', not 'poolnet'"):
+            load_checkpoint(tmp_path / "a.pt", expected_model="poolnet")
+
+    @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04broken zip"])
+    def test_broken_file(self, tmp_path, content):
+        p = tmp_path / "bad.pt"
+        p.write_bytes(content)
+        with pytest.raises(ModelError, match="bad.pt: not a readable dfdcap checkpoint") as e:
+            load_checkpoint(p)
+        assert "\n" not in str(e.value)
+
+    def test_pickled_object_refused(self, tmp_path):
+        torch.save({"model": "ddff", "config": {}, "state_dict": {}, "evil": object()}, tmp_path / "o.pt")
+        with pytest.raises(ModelError, match="not a readable"):
+            load_checkpoint(tmp_path / "o.pt")
+
+    def test_weights_for_other_config(self, tmp_path):
+        m = build_model("poolnet", width=4, levels=3)
+        save_checkpoint(tmp_path / "a.pt", "poolnet", {"width": 8, "levels": 3}, m)
+        with pytest.raises(ModelError, match="weights do not fit"):
+            load_checkpoint(tmp_path / "a.pt")
+
+    def test_cli_one_line(self, tmp_path):
+        p = tmp_path / "bad.pt"
+        p.write_bytes(b"junk")
+        res = CliRunner().invoke(app, ["predict", str(p), "a.png", "b.png", "--focus", "0.1,0.2"])
+        assert isinstance(res.exception, ModelError)
+
+
+class TestPredict:
+    def test_cli_writes_colour_and_16bit(self, tmp_path, sim_items):
+        m = build_model("poolnet", **TINY_CONFIGS["poolnet"])
+        save_checkpoint(tmp_path / "p.pt", "poolnet", TINY_CONFIGS["poolnet"], m)
+        item = sim_items[0]
+        paths = []
+        for i, fr in enumerate(item["stack"]):
+            paths.append(tmp_path / f"f{i}.png")
+            write_image(paths[-1], (fr.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8))
+        focus = ",".join(f"{v:.4f}" for v in item["focus_m"].tolist())
+        out = tmp_path / "out" / "depth.png"
+        res = CliRunner().invoke(app, ["predict", str(tmp_path / "p.pt"), *map(str, paths), "--focus", focus, "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        colour = read_image(out)
+        mm = read_image(out.with_name("depth_mm.png"), unchanged=True)
+        assert colour.shape == (32, 32, 3) and mm.shape == (32, 32) and mm.dtype == np.uint16
+        from dfdcap.models.predict import predict_depth
+
+        frames = [read_image(p) for p in paths]
+        d = predict_depth(m, frames, item["focus_m"].tolist())
+        assert np.abs(mm.astype(float) - d * 1000).max() <= 0.5 + 1e-6
+
+    def test_focus_count_mismatch(self, tmp_path):
+        res = CliRunner().invoke(app, ["predict", "x.pt", "a.png", "b.png", "--focus", "0.1"])
+        assert isinstance(res.exception, ModelError) and "2 images but 1 focus" in str(res.exception)
+
+
+def test_finetune_fast_dev_run_on_dataset_writer_file(tmp_path):
+    """A file written by the dataset stage's own writer (build-dataset's code path) trains."""
+    h5io = pytest.importorskip("dfdcap.dataset.h5io")
+    from dfdcap.sim.render import random_focus_stack
+
+    rng = np.random.default_rng(11)
+    path = tmp_path / "built.h5"
+    with h5io.write_dataset(path, {"focal_length_m": 0.0042, "f_number": 1.7, "pixel_pitch_m": 1.4e-6}) as w:
+        for split, n in (("train", 2), ("val", 1)):
+            for i in range(n):
+                d = random_focus_stack(rng, (40, 40), 5)
+                w.append(split, h5io.Sample(stack=d["stack"], focus_m=d["focus_m"], depth_m=d["depth_m"],
+                                            mask=np.ones((40, 40), bool), coc_px=None, provenance={"i": i}))
+    r = finetune("lstm-ddff", path, tmp_path / "run", epochs=1, batch_size=2, crop=32, tiny=True,
+                 fast_dev_run=True, progress=False)
+    assert r.global_step == 1 and np.isfinite(r.best_val_loss)
+    assert load_checkpoint(tmp_path / "run" / "last.pt", expected_model="lstm-ddff")[1]["meta"]["kind"] == "finetune"

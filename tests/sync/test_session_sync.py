@@ -1,0 +1,66 @@
+"""`dfdcap sync` on session folders: sync.json content vs the simulator's truth, report, bad sessions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from simclocks import MS
+
+from dfdcap.capture.session import Session
+from dfdcap.errors import SyncError
+from dfdcap.sync.clock import ClockModel
+from dfdcap.sync.io import read_sync, sync_session
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "dfdcap.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_sync_json_matches_truth(stamp_session, stamps_60s):
+    s = stamps_60s
+    res = sync_session(stamp_session, sensor_latency_ns=s.fixed_latency_ns)
+    back = read_sync(stamp_session)
+    assert back.phone == res.phone and back.sensor == res.sensor and back.pairs == res.pairs
+    truth = Session(stamp_session).truth_rig()["clocks"]
+    for name, t_dev, tol in (("phone", s.phone_stamp, 0.2 * MS), ("sensor", s.sensor_dev, 0.5 * MS)):
+        mid = int(np.median(t_dev))
+        err = getattr(back, name).to_host_ns(mid) - ClockModel.from_dict(truth[name]).to_host_ns(mid)
+        assert abs(err) <= tol, (name, err)
+    # pairs: one per phone frame, in index order, equal to the true pairing
+    assert [p.phone_index for p in back.pairs] == s.phone_index.tolist()
+    want = [None if j < 0 else int(s.sensor_index[j]) for j in s.true_j]
+    assert [p.sensor_index for p in back.pairs] == want
+    assert all((p.gap_ns is None) == (p.sensor_index is None) for p in back.pairs)
+    assert all(abs(p.gap_ns) <= back.max_gap_ns for p in back.matched)
+    doc = json.loads((stamp_session / "sync.json").read_text())
+    assert doc["stats"]["n_unmatched"] == sum(j < 0 for j in s.true_j) > 0
+    assert doc["stats"]["sensor_frame_gaps"] and doc["stacks"][0]["n_frames"] >= 1
+    assert {p["ramp"] for p in doc["pairs"]} == {int(i) // 5 for i in s.phone_index}
+
+
+def test_cli_sync_prints_summary_and_report(stamp_session, tmp_path):
+    r = _run("sync", stamp_session, "--sensor-latency-ms", "0.8", "--mode", "one-to-one")
+    assert r.returncode == 0, r.stderr
+    assert "phone" in r.stdout and "sensor" in r.stdout and "matched" in r.stdout
+    assert read_sync(stamp_session).mode == "one-to-one"
+    png = tmp_path / "sync.png"
+    r = _run("report", stamp_session, "-o", png)
+    assert r.returncode == 0, r.stderr
+    assert png.stat().st_size > 20_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_sessions(stamp_session, tmp_path):
+    (stamp_session / "clock" / "phone_probes.csv").write_text("t_host_send_ns,t_phone_ns,t_host_recv_ns\n")
+    with pytest.raises(SyncError, match="no clock probes"):
+        sync_session(stamp_session)
+    assert not (stamp_session / "sync.json").exists()
+    with pytest.raises(SyncError, match="not a session folder"):
+        sync_session(tmp_path / "nowhere")
+    with pytest.raises(SyncError, match="run `dfdcap sync"):
+        read_sync(stamp_session)
+    r = _run("sync", stamp_session)
+    assert r.returncode == 1 and "no clock probes" in r.stderr
