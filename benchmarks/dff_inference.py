@@ -7,6 +7,7 @@ Goal: poolnet <= 50 ms on 2 CPU cores. Run: python benchmarks/dff_inference.py [
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -42,7 +43,9 @@ def main() -> None:
     x = torch.from_numpy(stack_u8.transpose(0, 3, 1, 2).copy()).float()[None] / 255
     f = torch.from_numpy(focus)[None]
     t_base = time_call(lambda: classical_dff(stack_u8, focus), a.repeats)
-    print(f"CPU, {a.threads} threads, stack {a.frames}x{a.size}x{a.size}, median of {a.repeats}")
+    load = os.getloadavg()[0]
+    print(f"CPU, {a.threads} threads, stack {a.frames}x{a.size}x{a.size}, median of {a.repeats}; "
+          f"load average {load:.1f} on {os.cpu_count()} cores (other work inflates the times)")
     print(f"{'model':<16}{'params':>10}{'CPU ms':>10}{'x baseline':>12}{'GPU ms':>10}")
     print(f"{'classical DFF':<16}{'-':>10}{t_base * 1e3:>10.1f}{1.0:>12.2f}{'-':>10}")
     results = {}

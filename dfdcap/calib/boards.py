@@ -375,12 +375,22 @@ def detect_files(
         name, path = item
         return name, path, detect_file(path, name, board, max_detect_px, half_window)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for name, path, res in pool.map(work, items):
-            if isinstance(res, Detection):
-                found[name] = res
-            else:
-                failed[name] = (Path(path), res)
-            if on_done is not None:
-                on_done()
+    import cv2
+
+    # one image per thread; OpenCV's own thread pool on top would oversubscribe the cores
+    # (measured on 2 cores, 12 MP PNGs: 0.50 s/image with it, 0.18 s/image without)
+    cv_threads = cv2.getNumThreads()
+    if workers > 1:
+        cv2.setNumThreads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for name, path, res in pool.map(work, items):
+                if isinstance(res, Detection):
+                    found[name] = res
+                else:
+                    failed[name] = (Path(path), res)
+                if on_done is not None:
+                    on_done()
+    finally:
+        cv2.setNumThreads(cv_threads)
     return found, failed

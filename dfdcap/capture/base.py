@@ -38,6 +38,9 @@ class Sensor(abc.ABC):
 
     info: DeviceInfo
     intrinsics: SensorIntrinsics
+    # The smallest delay from capture to host arrival, where the device documents it (the simulator
+    # knows its own); None = unknown, and clock sync then maps to capture + the smallest latency seen.
+    known_latency_ns: int | None = None
 
     @abc.abstractmethod
     def frames(self) -> Iterator[SensorFrame]: ...

@@ -44,6 +44,12 @@ def png_params(preset: str) -> tuple[int, ...]:
     raise SessionError(f"PNG preset {preset!r}: expected one of {', '.join(PNG_PRESETS)}")
 
 
+def default_workers() -> int:
+    """PNG writer threads: the core count plus 2, at least 4. Encoding releases the GIL and file
+    writes may block on the disk, so a few more threads than cores keep every core busy."""
+    return max(4, (os.cpu_count() or 2) + 2)
+
+
 class RecordingInterrupted(SessionError):
     """The recording stopped early (Ctrl-C, a device error); the session was kept, marked
     interrupted, with every finished frame indexed. `path` is the session folder."""
@@ -206,6 +212,15 @@ def _status(enabled: bool, text: str):
     return Console(stderr=True).status(text) if enabled else contextlib.nullcontext()
 
 
+def _session_extra(sensor: Sensor, phone_fps: float) -> dict:
+    """session.json extras; a sensor that knows its fixed transport latency states it, so that
+    `dfdcap sync` maps device stamps to capture time rather than to the earliest arrival."""
+    extra: dict = {"phone_fps": phone_fps}
+    if sensor.known_latency_ns is not None:
+        extra["sensor_latency_ns"] = int(sensor.known_latency_ns)
+    return extra
+
+
 def record_session(
     sensor: Sensor,
     phone: Phone,
@@ -214,8 +229,8 @@ def record_session(
     name: str,
     *,
     phone_fps: float = 10.0,
-    probe_interval_s: float = 1.0,
-    edge_probes: int = 5,
+    probe_interval_s: float = 0.25,
+    edge_probes: int = 25,
     tail_s: float = 0.2,
     truth_rig: Callable[[], dict] | dict | None = None,
     workers: int | None = None,
@@ -235,7 +250,7 @@ def record_session(
     session.json complete. When encoding falls max_pending frames behind, a live sensor's new
     frames are dropped and counted (on_full="drop", stats and session.json "recorder"); a
     recording file's playback waits instead (on_full="wait"). png: "fast" or "compact"
-    (see png_params). workers: PNG writer threads (default: the core count, at least 2).
+    (see png_params). workers: PNG writer threads (default: default_workers()).
 
     Ctrl-C or a DfdcapError (a sensor that stops delivering, a phone that does not finish within
     timeout_s, default 2x the sweep + 10 s) ends the recording: finished frames are indexed,
@@ -248,12 +263,12 @@ def record_session(
             f"{phone_fps}, {probe_interval_s}, {edge_probes}, {tail_s}"
         )
     params = png_params(png)
-    workers = workers or max(2, os.cpu_count() or 2)
+    workers = workers or default_workers()
     sweep_s = schedule.n_frames / phone_fps
     timeout_s = timeout_s if timeout_s is not None else 2 * sweep_s + 10.0
     stats = stats if stats is not None else RecordStats()
     writer = SessionWriter.create(
-        out_dir, name, sensor.info, phone.info, schedule.to_dict(), extra={"phone_fps": phone_fps}
+        out_dir, name, sensor.info, phone.info, schedule.to_dict(), extra=_session_extra(sensor, phone_fps)
     )
     writer.png_params = params
     t_start = time.monotonic()

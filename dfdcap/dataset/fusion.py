@@ -5,8 +5,8 @@ sees the same scene from the same place: fusing them in the sensor view (before 
 reprojection into the phone view) cuts noise and fills dropouts.
 - "median": per-pixel median of the valid values; a pixel is valid when at least half the
   frames saw it (a surface seen once is more likely a flying pixel than a surface).
-- "tsdf": Open3D's TSDF volume integrates all frames; its surface is ray cast back into the
-  sensor camera (exact rays, distortion included).
+- "tsdf": Open3D's TSDF voxel block grid integrates all frames; its surface is ray cast back
+  into the sensor camera (distortion handled by resampling to and from the pinhole grid).
 """
 
 from __future__ import annotations
@@ -41,44 +41,59 @@ def fuse_tsdf(depths_m: np.ndarray, camera: CameraModel, voxel_m: float | None =
     """Integrate (K, H, W) depth frames of one static view in a TSDF volume, ray cast it back.
 
     camera: the sensor colour camera the depth is registered to. voxel_m: voxel size; default
-    the median depth / 300 (3.3 mm at 1 m). Returns (H, W) float32 metres, 0 where nothing was hit.
+    the median depth / 400 (2.5 mm at 1 m). Open3D's tensor VoxelBlockGrid integrates every
+    frame from the same (identity) pose, then ray casts the surface into the camera; a pixel
+    keeps the surface only where at least half the frames voted for it (TSDF weight) and where
+    the frames support it (_reject_bridges: no ramps across depth edges).
+    Open3D knows no lens distortion: a distorted camera's frames are resampled onto its ideal
+    pinhole grid first and the ray cast is resampled back (nearest, edges stay sharp).
+    Returns (H, W) float32 metres, 0 where nothing was hit.
+    Measured on a simulated Xtion session (5 frames per stack): median error 0.23 % (median
+    fusion 0.22 %, one frame 0.29 %), but 81 % of the co-visible pixels valid (median 98 %) and
+    ~150 pixels per stack off by > 5 % beyond 1 px of depth edges (median: none); prefer median.
     """
     import open3d as o3d
 
     d = np.asarray(depths_m, dtype=np.float32)
     if d.ndim != 3 or d.shape[1:] != (camera.height, camera.width):
         raise DatasetError(f"fuse_tsdf: expected (K, {camera.height}, {camera.width}) depth frames, got {d.shape}")
-    d = np.where(d > 0, d, np.float32(0))
+    d = np.where(d > 0, d, np.float32(0))  # NaN -> 0
     valid = d[d > 0]
     if valid.size == 0:
         return np.zeros(d.shape[1:], np.float32)
     med = float(np.median(valid))
-    voxel = voxel_m or med / 300.0
-    # undistorted pinhole integration: Open3D's TSDF has no distortion model, so the depth is
-    # first resampled to ideal pinhole rays when the camera has distortion
-    pin = o3d.camera.PinholeCameraIntrinsic(camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy)
-    vol = o3d.pipelines.integration.ScalableTSDFVolume(
-        voxel_length=voxel, sdf_trunc=4 * voxel, color_type=o3d.pipelines.integration.TSDFVolumeColorType.NoColor
-    )
-    grey = o3d.geometry.Image(np.zeros(d.shape[1:], np.uint8))
-    for frame in d:
-        img = _undistort_depth(frame, camera) if camera.has_distortion else frame
-        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-            grey, o3d.geometry.Image(np.ascontiguousarray(img)), depth_scale=1.0,
-            depth_trunc=float(valid.max()) * 1.01, convert_rgb_to_intensity=True,
+    voxel = float(voxel_m or med / 400.0)
+    depth_max = float(valid.max()) * 1.05
+    dev = o3d.core.Device("CPU:0")
+    K = o3d.core.Tensor(camera.K, o3d.core.float64)
+    E = o3d.core.Tensor(np.eye(4), o3d.core.float64)
+    level = o3d.utility.get_verbosity_level()
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)  # block re-allocation notes
+    try:
+        grid = o3d.t.geometry.VoxelBlockGrid(
+            attr_names=("tsdf", "weight"), attr_dtypes=(o3d.core.float32, o3d.core.float32),
+            attr_channels=((1), (1)), voxel_size=voxel, block_resolution=8, block_count=50_000, device=dev,
         )
-        vol.integrate(rgbd, pin, np.eye(4))
-    mesh = vol.extract_triangle_mesh()
-    if len(mesh.triangles) == 0:
-        raise DatasetError("TSDF fusion produced no surface from valid depth frames; use --fuse median or none")
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
-    rays_xy = camera.pixel_rays().astype(np.float32)  # exact rays of the distorted camera
-    rays = np.zeros(rays_xy.shape[:2] + (6,), np.float32)
-    rays[..., 3:5] = rays_xy
-    rays[..., 5] = 1.0
-    hit = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()  # direction z = 1, so t = z
-    out = np.where(np.isfinite(hit), hit, 0).astype(np.float32)
+        for frame in d:
+            img = _undistort_depth(frame, camera) if camera.has_distortion else frame
+            depth = o3d.t.geometry.Image(o3d.core.Tensor(np.ascontiguousarray(img), device=dev))
+            blocks = grid.compute_unique_block_coordinates(depth, K, E, 1.0, depth_max, trunc_voxel_multiplier=4.0)
+            grid.integrate(blocks, depth, K, E, 1.0, depth_max, trunc_voxel_multiplier=4.0)
+        keys = grid.hashmap().key_tensor()
+        if keys.shape[0] == 0:
+            raise DatasetError("TSDF fusion: no voxel was touched by the depth frames; use --fuse median or none")
+        cast = grid.ray_cast(
+            block_coords=keys, intrinsic=K, extrinsic=E, width=camera.width, height=camera.height,
+            render_attributes=["depth"], depth_scale=1.0, depth_min=float(valid.min()) * 0.9, depth_max=depth_max,
+            weight_threshold=max(1.0, 0.5 * d.shape[0]), trunc_voxel_multiplier=4.0,
+        )
+        out = cast["depth"].numpy()[..., 0].astype(np.float32)
+    finally:
+        o3d.utility.set_verbosity_level(level)
+    out = np.where(np.isfinite(out) & (out > 0), out, np.float32(0))
+    if camera.has_distortion:
+        out = _redistort_depth(out, camera)
+    out = _reject_bridges(out, d)
     if not (out > 0).any():
         raise DatasetError("TSDF fusion: ray casting hit no surface; use --fuse median or none")
     return out
@@ -90,6 +105,33 @@ def _undistort_depth(depth_m: np.ndarray, camera: CameraModel) -> np.ndarray:
 
     m1, m2 = cv2.initUndistortRectifyMap(camera.K, camera.dist, None, camera.K, camera.size, cv2.CV_32FC1)
     return cv2.remap(depth_m, m1, m2, cv2.INTER_NEAREST, borderValue=0)
+
+
+def _reject_bridges(fused: np.ndarray, frames: np.ndarray, rel: float = 0.02) -> np.ndarray:
+    """Drop fused depth that no frame supports: a TSDF's zero crossing bridges a depth edge with
+    a ramp between the two surfaces, which would later pass for a surface. A pixel keeps its
+    fused depth where it lies within `rel` of the frames' median there, or (a hole in every
+    frame) where its 3x3 neighbourhood of medians is one surface that the fused depth lies on."""
+    import cv2
+
+    med = fuse_median(frames, min_fraction=0.0)
+    k = np.ones((3, 3), np.uint8)
+    lo = cv2.erode(np.where(med > 0, med, np.float32(np.inf)), k, borderType=cv2.BORDER_REPLICATE)
+    hi = cv2.dilate(med, k, borderType=cv2.BORDER_REPLICATE)
+    r = np.float32(rel)
+    own = (med > 0) & (np.abs(fused - med) <= r * med)
+    hole = (med == 0) & (hi > 0) & (hi - lo <= 2 * r * lo) & (fused >= lo * (1 - r)) & (fused <= hi * (1 + r))
+    return np.where(own | hole, fused, np.float32(0)).astype(np.float32)
+
+
+def _redistort_depth(pinhole_depth_m: np.ndarray, camera: CameraModel) -> np.ndarray:
+    """Inverse of _undistort_depth: a depth map on the ideal pinhole grid -> the distorted camera's pixels (nearest)."""
+    import cv2
+
+    rays = camera.pixel_rays().astype(np.float32)  # each distorted pixel's ray, as pinhole coordinates
+    mx = rays[..., 0] * np.float32(camera.fx) + np.float32(camera.cx)
+    my = rays[..., 1] * np.float32(camera.fy) + np.float32(camera.cy)
+    return cv2.remap(pinhole_depth_m, mx, my, cv2.INTER_NEAREST, borderValue=0)
 
 
 def fuse_depth(depths_m: np.ndarray, mode: str, camera: CameraModel) -> np.ndarray:

@@ -139,11 +139,33 @@ def make_geometry(image_size: tuple[int, int], crop: str | None = None, size: st
 
 
 def coc_maps(depth_m: np.ndarray, focus_m: np.ndarray, lens: ThinLens, pixel_pitch_m: float) -> np.ndarray:
-    """CoC diameter per frame in output pixels.
+    """CoC diameter per frame in output pixels (ThinLens.coc_px, in float32 for speed).
 
-    depth_m: (H, W) float32 metres, 0 = invalid; focus_m: (S,) metres.
+    depth_m: (H, W) float32 metres, 0 = invalid; focus_m: (S,) metres (inf allowed).
     Returns (S, H, W) float32 pixels, 0 where depth is invalid.
+    With c = A f |D - F| / (D (F - f)) = k_F |1 - F / D|, k_F = A f / ((F - f) pitch), each
+    frame is four float32 passes over 1 / D.
     """
-    d = np.where(depth_m > 0, depth_m, np.nan)
-    c = lens.coc_px(d[None], np.asarray(focus_m, dtype=np.float64)[:, None, None], pixel_pitch_m)
-    return np.nan_to_num(c, nan=0.0).astype(np.float32)
+    d = np.fmax(np.asarray(depth_m, dtype=np.float32), np.float32(0))  # NaN, negative -> 0
+    valid = (d > 0).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.float32(1) / d
+        inv *= valid  # 1/0 = inf -> inf * 0 = NaN; replaced next
+    np.nan_to_num(inv, copy=False, nan=0.0, posinf=0.0)
+    f = lens.focal_length_m
+    af = lens.aperture_m * f / pixel_pitch_m
+    focus = np.asarray(focus_m, dtype=np.float64)
+    out = np.empty((focus.size,) + d.shape, np.float32)
+    for s, F in enumerate(focus):
+        c = out[s]
+        if np.isinf(F):  # focused at infinity: c = A f / (D - f)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.divide(np.float32(af) * inv, np.float32(1) - np.float32(f) * inv, out=c)
+            c *= valid
+            continue
+        np.multiply(inv, np.float32(-F), out=c)
+        c += np.float32(1)
+        np.abs(c, out=c)
+        c *= valid
+        c *= np.float32(af / (F - f))
+    return out

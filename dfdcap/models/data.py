@@ -86,6 +86,15 @@ def dataset_splits(path: str | Path) -> list[str]:
         raise DatasetError(f"{path}: not an HDF5 dataset ({e})") from None
 
 
+def image_size(path: str | Path, split: str) -> tuple[int, int]:
+    """(H, W) of the stacks of one split."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        shape = f[f"stack_{split}"].shape  # (N, S, H, W, 3)
+    return int(shape[2]), int(shape[3])
+
+
 def pick_split(path: str | Path, wanted: tuple[str, ...]) -> str:
     """The first of `wanted` present in the file; DatasetError naming what is there otherwise."""
     splits = dataset_splits(path)

@@ -4,7 +4,10 @@ PoolNet follows Aittala and Durand's burst network: every frame (RGB plus its fo
 as a fourth channel) runs through the same encoder; at each level the frame's features are
 joined with the max over the whole stack, so frames exchange information while the order of
 frames never matters; the deepest level and the skips are max-pooled across the stack and a
-single decoder turns them into depth. Batch norm throughout.
+single decoder decodes them. Each frame then gets a score from its own finest features
+joined with the decoder's output (1x1 convolution); a softmax over the stack weights the
+frames' focus positions into depth, as in DDFFNet (sum over frames: order-free). Batch norm
+throughout.
 
 PoolNet-CoC (DefocusNet, Maximov et al. CVPR 2020) puts two such networks in sequence: the
 first predicts every frame's circle of confusion (pixels), the second predicts depth from the
@@ -88,9 +91,10 @@ class PoolNet(nn.Module):
         self.encoder = PoolEncoder(c_in + 1, width, levels)
         ch = self.encoder.channels
         self.decoder = UNetDecoder(ch)
+        # per-frame focus score = 1x1 conv of [frame features, decoded stack], split in two so the
+        # decoded part is computed once per stack
         self.head = nn.Conv2d(ch[0], 1, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.constant_(self.head.bias, 0.5)
+        self.head_stack = nn.Conv2d(ch[0], 1, 1, bias=False)
         self.coc_decoder = UNetDecoder(ch) if coc else None
         self.coc_head = nn.Conv2d(ch[0], 1, 1) if coc else None
 
@@ -100,7 +104,10 @@ class PoolNet(nn.Module):
         u = unit_focus(focus_m)[:, :, None, None, None].expand(b, s, 1, *x.shape[-2:])
         feats = self.encoder(torch.cat([x, u - 0.5], dim=2))
         pooled = [stack_max(f) for f in feats]
-        out = {"depth": depth_from_unit(self.head(self.decoder(pooled)), focus_m)}
+        dec = self.decoder(pooled)  # (B, c0, H, W)
+        scores = self.head(feats[0].flatten(0, 1)).view(b, s, *x.shape[-2:]) + self.head_stack(dec)
+        y = (torch.softmax(scores, dim=1) * unit_focus(focus_m)[:, :, None, None]).sum(dim=1, keepdim=True)
+        out = {"depth": depth_from_unit(y, focus_m)}
         if self.coc_decoder is not None:
             c = self.coc_head(self.coc_decoder([f.flatten(0, 1) for f in feats]))
             out["coc"] = F.softplus(c).view(b, s, 1, *x.shape[-2:])

@@ -59,7 +59,7 @@ def predict_depth(model: torch.nn.Module, frames: list[np.ndarray], focus_m: lis
     stack = np.stack([frames[i] for i in order]).astype(np.float32) / 255.0
     x = torch.from_numpy(stack.transpose(0, 3, 1, 2))[None]
     f = torch.tensor([focus_m[i] for i in order], dtype=torch.float32)[None]
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)  # faster CPU convolutions, same numbers
     with torch.inference_mode():
         return model(x, f)["depth"][0, 0].numpy().astype(np.float32)
 

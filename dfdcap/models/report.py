@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,7 @@ def _examples(run_dir: Path, info: dict, n: int) -> tuple[list[dict], str]:
         return [ds[i] for i in range(min(n, len(ds)))], f"{Path(info['data']).name}:{info.get('val_split')}"
     size = int(info.get("size", 128))
     ds = FixedSynthetic(n, size, int(info.get("frames", 5)))
-    return [ds[i] for i in range(len(ds))], "synthetic held-out set"
+    return [ds[i] for i in range(len(ds))], "synthetic validation set"
 
 
 def write_run_report(run_dir: str | Path, png: str | Path, n_examples: int = 3) -> Path:

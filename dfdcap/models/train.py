@@ -13,7 +13,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
 from dfdcap.errors import ModelError
@@ -211,16 +210,19 @@ def finetune(
 ) -> TrainResult:
     """Fine-tune on a dataset file: masked MSE (+ CoC), random crops, stacks of 4-5 frames, Adam.
 
+    crop: square random crop side (pixels), reduced to the image size for smaller images.
+
     init: a plain checkpoint to start from (its model must be `model_name`; its config is
     used). resume: if run_dir/last.ckpt exists, continue that run up to `epochs` epochs.
     """
     from dfdcap.models.checkpoint import load_checkpoint
-    from dfdcap.models.data import open_split, pick_split
+    from dfdcap.models.data import image_size, open_split, pick_split
     from dfdcap.models.lightning_module import DFFModule, PlainCheckpoints
 
     data, run_dir = Path(data), Path(run_dir)
     train_split = train_split or pick_split(data, ("train",))
     val_split = val_split or pick_split(data, ("val", "validation", "test", "train"))
+    crop = min(crop, *image_size(data, train_split), *image_size(data, val_split))  # small images: whole frames
     if init is not None:
         if config:
             raise ModelError(f"finetune: model options {config} conflict with --init {init} (its config is used)")

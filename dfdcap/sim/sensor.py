@@ -86,6 +86,7 @@ class SimSensor(Sensor):
         self.intrinsics = SensorIntrinsics(cam, cam, self.preset.depth_scale_m, True)
         self.fps = float(cfg.sensor_fps)
         self.dropped = 0
+        self.known_latency_ns = int(cfg.sensor_min_latency_ns)
         self.true_capture_ns: dict[int, int] = {}  # frame index -> true capture time, host clock
         self._rng = np.random.default_rng(seed)
         self._closed = False

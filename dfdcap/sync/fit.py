@@ -32,6 +32,7 @@ from dfdcap.sync.clock import ClockModel
 # beyond what 1000 ppm of drift and the measured latencies/round trips explain.
 JUMP_NS = 50_000_000
 MAX_RATE_PPM = 1000.0
+MAX_SENSOR_DRIFT_PPM = 200.0  # crystal clocks of USB cameras stay well inside this
 
 
 @dataclass(frozen=True)
@@ -281,12 +282,14 @@ def fit_sensor_clock(
     latency_ns: int = 0,
     source: str = "sensor/frames.csv",
     first_line: int = 2,
+    max_drift_ppm: float = MAX_SENSOR_DRIFT_PPM,
 ) -> SensorFit:
     """Fit the sensor device clock -> host clock from one-way pairs by their lower envelope.
 
     t_device_ns, t_host_ns: (N,) int64, device stamp and host arrival time of each frame, in
     arrival order (row i is line first_line + i of `source`, for error messages).
     latency_ns: fixed latency known for the device, subtracted from the envelope (see module doc).
+    max_drift_ppm: bound on |drift|; binds only when the stream is too short to pin the slope.
     """
     td = np.asarray(t_device_ns).astype(np.int64).ravel()
     th = np.asarray(t_host_ns).astype(np.int64).ravel()
@@ -303,6 +306,13 @@ def fit_sensor_clock(
 
     value, slope, i, j = _envelope(x, y)
     xbar = float(x.mean())
+    if abs(slope) > max_drift_ppm * 1e-6:
+        # A short or jittery stream leaves the envelope's slope free; real clocks drift by at most
+        # a few hundred ppm, and the LP optimum under that bound sits at the bound (it is concave in slope).
+        slope = float(np.sign(slope) * max_drift_ppm * 1e-6)
+        lifted = y - slope * (x - xbar)
+        i = j = int(np.argmin(lifted))
+        value = float(lifted[i])
     residual = y - (value + slope * (x - xbar))
     # rough uncertainty: spread of the envelope fitted on 4 interleaved subsets
     if n >= 16:

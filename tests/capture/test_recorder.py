@@ -150,7 +150,7 @@ def test_recorded_session_is_complete_and_consistent(tmp_path):
     assert (probes[:, 0] < start_ns).sum() >= 5
     assert (probes[:, 2] > s.sensor_frames[-1].t_host_ns).sum() >= 5
     sweep = probes[(probes[:, 0] > start_ns) & (probes[:, 2] < s.sensor_frames[-1].t_host_ns)]
-    assert np.diff(sweep[:, 0]).max() <= (0.25 + 0.1) * 1e9
+    assert np.diff(sweep[:, 0]).max() <= (0.25 + 0.25) * 1e9  # interval + scheduling slack
     assert np.all(probes[:, 1] - probes[:, 0] > phone.offset_ns - 1e7)
     # the phone was driven in protocol order
     calls = [c for c in phone.calls if c not in ("probe", "is_done")]

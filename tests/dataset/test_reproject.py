@@ -76,6 +76,23 @@ class TestReprojectSynthetic:
         assert inner.all()
         assert np.allclose(rep.depth_m[200:880, 300:1620], 1.2, rtol=1e-5)
 
+    @pytest.mark.parametrize("f_px, roll_deg", [(2250.0, 30.0), (3400.0, 45.0), (1500.0, 10.0)])
+    def test_no_holes_at_any_scale_and_rotation(self, f_px, roll_deg):
+        # a plane seen 4-6.5x denser and rolled: 3x3 footprints alone would leave holes, the
+        # interpolated extra points of the large quads must close them
+        depth = np.full((480, 640), 1.5, np.float32)
+        phone = CameraModel(np.array([[f_px, 0, 959.5], [0, f_px, 539.5], [0, 0, 1]]), PHONE.dist, (1920, 1080))
+        T = make_transform(np.radians([0.0, 0.0, roll_deg]), [0.01, 0.0, 0.0])
+        rep = reproject_depth(depth, SENSOR, phone, T)
+        # phone pixels whose ray hits the plane inside the sensor's view (1.5 source px margin)
+        P = phone.unproject_depth(np.ones((1080, 1920), np.float32))
+        P = transform_points(invert_transform(T), P * (1.5 - T[2, 3]) / P[..., 2:])  # z = 1.5 in the sensor frame
+        uv, _ = SENSOR.project(P)
+        seen = (uv[..., 0] > 1.5) & (uv[..., 0] < 637.5) & (uv[..., 1] > 1.5) & (uv[..., 1] < 477.5)
+        assert seen.sum() > 100_000
+        assert rep.mask[seen].all()
+        assert np.allclose(rep.depth_m[seen], 1.5 - T[2, 3], rtol=1e-5)
+
     def test_identity_is_exact_and_smaller_target(self):
         depth_s, _ = render_depth(SENSOR, np.eye(4))
         rep = reproject_depth(depth_s, SENSOR, SENSOR, np.eye(4))

@@ -51,7 +51,7 @@ class TestPermutationInvariance:
         model = build_model(name, **TINY_CONFIGS[name]).eval()
         for mod_name, p in model.named_parameters():  # heads start at zero weight: make them non-trivial
             if "head.weight" in mod_name:
-                torch.nn.init.normal_(p, std=0.5)
+                torch.nn.init.normal_(p, std=5.0)
         stack = torch.rand(1, 5, 3, 32, 32)
         focus = torch.tensor([[0.1, 0.15, 0.2, 0.3, 0.5]])
         perm = torch.tensor([3, 0, 4, 2, 1])
@@ -70,7 +70,7 @@ class TestPermutationInvariance:
 class TestLearning:
     """60 Adam steps (lr 1e-2) on four 32x32 synthetic stacks: the training loss on them must
     drop at least 3x (measured when written: ddff 10.3x, lstm-ddff 5.6x, recurrent-ae 18x,
-    poolnet 6.5x, poolnet-coc 26x)."""
+    poolnet 5.2x, poolnet-coc 9.3x)."""
 
     @pytest.mark.parametrize("name", model_names())
     def test_loss_drops(self, name, sim_items):
