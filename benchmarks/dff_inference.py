@@ -17,8 +17,10 @@ from dfdcap.models.baseline import classical_dff
 from dfdcap.models.registry import build_model, model_names
 
 
-def time_call(fn, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of fn() over `repeats` calls after `warmup` calls."""
+def time_call(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """(median, best) seconds of fn() over `repeats` calls after `warmup` calls.
+
+    The best of several calls is the figure least disturbed by other work on shared cores."""
     for _ in range(warmup):
         fn()
     ts = []
@@ -26,7 +28,7 @@ def time_call(fn, repeats: int, warmup: int = 2) -> float:
         t = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    return float(np.median(ts)), float(np.min(ts))
 
 
 def main() -> None:
@@ -42,18 +44,18 @@ def main() -> None:
     focus = np.linspace(0.1, 0.5, a.frames).astype(np.float32)
     x = torch.from_numpy(stack_u8.transpose(0, 3, 1, 2).copy()).float()[None] / 255
     f = torch.from_numpy(focus)[None]
-    t_base = time_call(lambda: classical_dff(stack_u8, focus), a.repeats)
+    t_base, b_base = time_call(lambda: classical_dff(stack_u8, focus), a.repeats)
     load = os.getloadavg()[0]
     print(f"CPU, {a.threads} threads, stack {a.frames}x{a.size}x{a.size}, median of {a.repeats}; "
           f"load average {load:.1f} on {os.cpu_count()} cores (other work inflates the times)")
-    print(f"{'model':<16}{'params':>10}{'CPU ms':>10}{'x baseline':>12}{'GPU ms':>10}")
-    print(f"{'classical DFF':<16}{'-':>10}{t_base * 1e3:>10.1f}{1.0:>12.2f}{'-':>10}")
+    print(f"{'model':<16}{'params':>10}{'CPU ms':>10}{'best ms':>10}{'x baseline':>12}{'GPU ms':>10}")
+    print(f"{'classical DFF':<16}{'-':>10}{t_base * 1e3:>10.1f}{b_base * 1e3:>10.1f}{1.0:>12.2f}{'-':>10}")
     results = {}
     for name in model_names():
         torch.manual_seed(0)
         m = build_model(name).eval().to(memory_format=torch.channels_last)
         with torch.inference_mode():
-            t = time_call(lambda: m(x, f), a.repeats)
+            t, best = time_call(lambda: m(x, f), a.repeats)
         gpu = "-"
         if torch.cuda.is_available():
             mg, xg, fg = m.cuda(), x.cuda(), f.cuda()
@@ -63,13 +65,14 @@ def main() -> None:
                 torch.cuda.synchronize()
 
             with torch.inference_mode():
-                gpu = f"{time_call(run_gpu, a.repeats) * 1e3:.1f}"
-        results[name] = t
+                gpu = f"{time_call(run_gpu, a.repeats)[0] * 1e3:.1f}"
+        results[name] = (t, best)
         n_par = sum(p.numel() for p in m.parameters())
-        print(f"{name:<16}{n_par:>10}{t * 1e3:>10.1f}{t / t_base:>12.2f}{gpu:>10}")
+        print(f"{name:<16}{n_par:>10}{t * 1e3:>10.1f}{best * 1e3:>10.1f}{t / t_base:>12.2f}{gpu:>10}")
     goal = 0.050
-    print(f"poolnet: {results['poolnet'] * 1e3:.1f} ms (goal <= {goal * 1e3:.0f} ms on 2 cores): "
-          f"{'MET' if results['poolnet'] <= goal else 'NOT MET'}")
+    med, best = results["poolnet"]
+    print(f"poolnet: median {med * 1e3:.1f} ms, best {best * 1e3:.1f} ms (goal <= {goal * 1e3:.0f} ms on 2 cores): "
+          f"median {'MET' if med <= goal else 'NOT MET'}, best {'MET' if best <= goal else 'NOT MET'}")
 
 
 if __name__ == "__main__":

@@ -151,7 +151,8 @@ def pretrain(
 ) -> TrainResult:
     """Train `model_name` on random synthetic stacks for `steps` optimiser steps.
 
-    Validation on a fixed-seed held-out synthetic set (n_val stacks) n_checks times; the best
+    Validation on a fixed-seed synthetic validation set (n_val stacks, FixedSynthetic.VAL_SEED;
+    benchmarks test on TEST_SEED stacks, never seen here) n_checks times; the best
     weights go to out_path (a plain checkpoint), the run (curves, Lightning checkpoints) to
     <out_path stem>_run/ beside it.
     """

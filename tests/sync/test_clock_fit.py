@@ -120,3 +120,21 @@ class TestBadClocks:
             fit_phone_clock(np.zeros((1, 3), dtype=np.int64))
         with pytest.raises(SyncError, match="repeats"):
             fit_sensor_clock(np.array([5, 5, 6]), np.array([1, 2, 3]))
+
+
+def test_short_jittery_sensor_stream_keeps_drift_bounded():
+    """2 s at 30 fps whose arrival latency falls from ~15 ms to 4 ms (a host that was busy at
+    the start) cannot pin the drift: the free envelope tilts by thousands of ppm; the fit must
+    stay within the physical bound (200 ppm) and so keep the offset within the issue's 0.5 ms."""
+    rng = np.random.default_rng(3)
+    t_dev = (np.arange(60) * 33_333_333 + 5_000_000_000).astype(np.int64)
+    true = ClockModel(t0_dev_ns=int(t_dev[30]), t0_host_ns=900_000_000_000, drift_ppm=20.0, residual_ns=0.0)
+    latency = np.linspace(15e6, 4e6, t_dev.size) + rng.uniform(0, 3e6, t_dev.size)
+    latency[-1] = 4e6
+    t_host = (true.to_host_ns(t_dev) + latency).astype(np.int64)
+    free = fit_sensor_clock(t_dev, t_host, latency_ns=4_000_000, max_drift_ppm=1e9).model
+    bounded = fit_sensor_clock(t_dev, t_host, latency_ns=4_000_000).model
+    assert free.drift_ppm < -2000  # what an unbounded envelope makes of it
+    assert bounded.drift_ppm == pytest.approx(-200.0)
+    err = np.abs(bounded.to_host_ns(t_dev) - true.to_host_ns(t_dev))
+    assert err.max() < 0.5e6
