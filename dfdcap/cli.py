@@ -88,6 +88,7 @@ def sim_checkerboard(
     phone_size: Optional[str] = typer.Option(None, "--phone-size", help="phone image size WxH"),
     corrupt: int = typer.Option(0, "--corrupt", help="views to corrupt (for testing outlier rejection)"),
     seed: int = typer.Option(0, "--seed", help="random seed of the poses and noise"),
+    sensor_preset: str = typer.Option("xtion", "--sensor-preset", help="xtion or d405: the sim sensor seen by the boards (as in record)"),
 ) -> None:
     """Write calibration board image pairs (phone + sensor) at random poses, with the true poses."""
     from dfdcap.capture.recorder import check_output_dir, parse_size
@@ -102,8 +103,14 @@ def sim_checkerboard(
     check_output_dir(out_dir)
     from dfdcap.sim.boards import BoardSpec, write_board_pairs
 
+    from dfdcap.sim.rig import SENSOR_PRESETS, RigConfig
+
+    if sensor_preset not in SENSOR_PRESETS:
+        raise DfdcapError(f"--sensor-preset: unknown {sensor_preset!r}; use one of {', '.join(SENSOR_PRESETS)}")
     spec = BoardSpec("charuco" if charuco else "checkerboard", cols, rows, square)
-    write_board_pairs(out_dir, views, spec, phone_size=size, seed=seed, n_corrupt=corrupt, progress=True)
+    write_board_pairs(
+        out_dir, views, spec, rig=RigConfig(sensor=sensor_preset), phone_size=size, seed=seed, n_corrupt=corrupt, progress=True
+    )
     out.print(f"wrote {views} board view pairs to {out_dir} (truth in {out_dir / 'truth.json'})", soft_wrap=True, highlight=False)
 
 
