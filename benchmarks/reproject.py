@@ -5,11 +5,20 @@ level, with and without its depth dilation) and Open3D's tensor API
 (PointCloud.create_from_depth_image + project_to_depth_image), same input, same run.
 Input and truth come from the simulator's scene: the sensor colour camera's true depth (pinhole,
 so every method gets an input it can model) and the phone's true depth at the same instant.
-Prints each method's time, its speed ratio to ours, its median absolute relative error against
-the truth on the pixels it fills (and on the pixels plain cv2.registerDepth fills, the same
-pixels for all), and how many of the pixels both cameras see it fills.
+Prints each method's time (median wall and CPU time of interleaved runs, and the fastest
+wall time: the machine may be shared), its speed ratio to ours, its median absolute relative
+error against the truth on the pixels it fills (and on the pixels plain cv2.registerDepth
+fills, the same pixels for all), and how many of the pixels both cameras see it fills.
+Every method runs a few times before timing: ours compiles its numba kernels on first use
+(or loads them from numba's on-disk cache).
 
-Run: python benchmarks/reproject.py [--repeat 21] [--keep-heap]
+Goal (issue 5): >= 10x faster than cv2.registerDepth and >= 2x faster than Open3D, with lower
+error than both.
+
+Run: python benchmarks/reproject.py [--repeat 41] [--cores 1|all] [--keep-heap]
+By default the process is pinned to one core: ours is single-threaded, and Open3D's TBB pool on
+a loaded 2-core VM is slower than one core (7 ms pinned, 15-30 ms with both cores in our runs);
+--cores all lets every library use what it finds.
 On machines where a page fault is expensive (VMs), fresh output arrays dominate every method's
 time; --keep-heap shows the steady state of a long-running process.
 """
@@ -17,15 +26,20 @@ time; --keep-heap shows the steady state of a long-running process.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
 
 
-def _time_all(methods, repeat: int) -> dict:
-    """Median wall time of each method; the methods take turns in every round, so that a
-    change in the machine's load during the run hits all of them alike."""
+def _time_all(methods, repeat: int, warmup: int = 3) -> dict:
+    """(median wall s, median CPU s, fastest wall s, output) of each method; `warmup` untimed
+    calls first (JIT compilation, caches); then the methods take turns in every round, so that
+    a change in the machine's load during the run hits all of them alike."""
     outs = {name: fn() for name, fn in methods}
+    for _ in range(warmup - 1):
+        for _, fn in methods:
+            fn()
     ts = {name: [] for name, _ in methods}
     cpu = {name: [] for name, _ in methods}
     for _ in range(repeat):
@@ -34,10 +48,23 @@ def _time_all(methods, repeat: int) -> dict:
             fn()
             ts[name].append(time.perf_counter() - t)
             cpu[name].append(time.process_time() - c)
-    return {name: (float(np.median(ts[name])), float(np.median(cpu[name])), outs[name]) for name, _ in methods}
+    return {name: (float(np.median(ts[name])), float(np.median(cpu[name])), float(np.min(ts[name])), outs[name])
+            for name, _ in methods}
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=41)
+    ap.add_argument("--scene", default="default")
+    ap.add_argument("--cores", default="1",
+                    help="'1' (default): pin the process to one core, so every method runs single-threaded (ours "
+                         "is; Open3D's TBB threads are slower than one core on a 2-core VM); 'all': no pinning")
+    ap.add_argument("--keep-heap", action="store_true",
+                    help="glibc mallopt: keep freed memory in the heap (no page faults on reuse), for every method alike")
+    args = ap.parse_args()
+    if args.cores != "all":  # before Open3D starts its TBB thread pool, which sizes itself by the affinity
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: int(args.cores)])
+
     import cv2
     import open3d as o3d
 
@@ -45,12 +72,6 @@ def main() -> None:
     from dfdcap.dataset.reproject import reproject_depth
     from dfdcap.sim.rig import RigConfig, SimRig
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--scene", default="default")
-    ap.add_argument("--keep-heap", action="store_true",
-                    help="glibc mallopt: keep freed memory in the heap (no page faults on reuse), for every method alike")
-    args = ap.parse_args()
     if args.keep_heap:
         import ctypes
 
@@ -103,25 +124,31 @@ def main() -> None:
     methods = [("ours", ours), ("cv2.registerDepth", reg(False)), ("cv2.registerDepth dilate", reg(True)), ("open3d t.geometry", open3d)]
     results = {}
     timed = _time_all(methods, args.repeat)
-    filled_reg = np.asarray(timed["cv2.registerDepth"][2], np.float32) > 0
-    for name, (sec, cpu, d) in timed.items():
+    filled_reg = np.asarray(timed["cv2.registerDepth"][3], np.float32) > 0
+    for name, (sec, cpu, best, d) in timed.items():
         d = np.asarray(d, np.float32)
         valid = d > 0
         rel = np.abs(d - truth) / truth
         both = valid & filled_reg
-        results[name] = (sec, cpu, float(np.median(rel[valid])), float(np.mean(rel[valid] > 0.05)),
+        results[name] = (sec, cpu, best, float(np.median(rel[valid])), float(np.mean(rel[valid] > 0.05)),
                          float((valid & covis).sum() / covis.sum()), float(np.median(rel[both])))
+    import numba
+
     print(f"scene {args.scene!r}: {sensor.width}x{sensor.height} depth -> {W}x{H} phone view (dist {np.round(phone.dist, 4).tolist()}),"
-          f" median of {args.repeat} interleaved runs, cv2 {cv2.__version__}, open3d {o3d.__version__}")
-    print(f"{'method':26s} {'wall ms':>8s} {'x ours':>7s} {'CPU ms':>8s} {'x ours':>7s} {'med |rel| err':>14s} {'>5% wrong':>10s} {'co-visible filled':>18s}"
-          f" {'err on registerDepth px':>24s}")
-    t_ours, c_ours = results["ours"][:2]
-    for name, (sec, cpu, med, wrong, cov, med_common) in results.items():
-        print(f"{name:26s} {1e3 * sec:8.2f} {sec / t_ours:7.2f} {1e3 * cpu:8.2f} {cpu / c_ours:7.2f} {100 * med:13.4f}% {100 * wrong:9.3f}% {100 * cov:17.1f}%"
-              f" {100 * med_common:23.4f}%")
-    print("speed-up of ours (wall): " + ", ".join(f"{results[n][0] / t_ours:.1f}x vs {n}" for n in results if n != "ours"))
-    print("speed-up of ours (CPU time, all threads): "
-          + ", ".join(f"{results[n][1] / c_ours:.1f}x vs {n}" for n in results if n != "ours"))
+          f" {args.repeat} interleaved runs after warm-up, cv2 {cv2.__version__}, open3d {o3d.__version__}, numba {numba.__version__};"
+          f" CPUs: {len(os.sched_getaffinity(0))} (ours: one thread)")
+    print(f"{'method':26s} {'wall ms':>8s} {'x ours':>7s} {'CPU ms':>8s} {'x ours':>7s} {'best ms':>8s} {'x ours':>7s}"
+          f" {'med |rel| err':>14s} {'>5% wrong':>10s} {'co-visible filled':>18s} {'err on registerDepth px':>24s}")
+    t_ours, c_ours, b_ours = results["ours"][:3]
+    for name, (sec, cpu, best, med, wrong, cov, med_common) in results.items():
+        print(f"{name:26s} {1e3 * sec:8.2f} {sec / t_ours:7.2f} {1e3 * cpu:8.2f} {cpu / c_ours:7.2f} {1e3 * best:8.2f} {best / b_ours:7.2f}"
+              f" {1e6 * med:11.2f} ppm {100 * wrong:9.3f}% {100 * cov:17.1f}% {1e6 * med_common:20.2f} ppm")
+    others = [n for n in results if n != "ours"]
+    print("speed-up of ours (median wall): " + ", ".join(f"{results[n][0] / t_ours:.1f}x vs {n}" for n in others))
+    print("speed-up of ours (median CPU time, all threads): " + ", ".join(f"{results[n][1] / c_ours:.1f}x vs {n}" for n in others))
+    print("speed-up of ours (fastest wall): " + ", ".join(f"{results[n][2] / b_ours:.1f}x vs {n}" for n in others))
+    print("median |rel| error of each / ours (on the pixels each fills): "
+          + ", ".join(f"{results[n][3] / max(results['ours'][3], 1e-12):.3g}x for {n}" for n in others))
 
 
 if __name__ == "__main__":
