@@ -15,5 +15,5 @@ test: setup test-only
 test-only:
 	$(PY) -m pytest
 
-bench:
+bench:  # each prints its ratio; dff_accuracy.py trains for minutes
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

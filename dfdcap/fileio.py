@@ -41,10 +41,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
-def _json_default(o):
+def json_default(o):
+    """json.dumps(default=...) for numpy arrays and scalars and paths."""
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.generic):

@@ -34,7 +34,7 @@ from typing import Iterator
 import numpy as np
 
 from dfdcap.errors import DatasetError
-from dfdcap.fileio import atomic_path
+from dfdcap.fileio import json_default, atomic_path
 
 FORMAT = "dfdcap"
 SCHEMA = 1
@@ -114,7 +114,7 @@ class DatasetWriter:
             "depth": sample.depth_m.astype(np.float32),
             "mask": sample.mask.astype(np.uint8),
             "focus": np.asarray(sample.focus_m, np.float32),
-            "provenance": json.dumps(sample.provenance, default=_json_default),
+            "provenance": json.dumps(sample.provenance, default=json_default),
         }
         if has_coc:
             values["coc"] = sample.coc_px.astype(np.float32)
@@ -123,16 +123,6 @@ class DatasetWriter:
             ds.resize(n + 1, axis=0)
             ds[n] = value
         self.counts[split] = n + 1
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 @contextlib.contextmanager
@@ -154,7 +144,7 @@ def write_dataset(path: str | os.PathLike, attrs: dict, force: bool = False) -> 
             h5.attrs["format"] = FORMAT
             h5.attrs["schema"] = SCHEMA
             for k, v in attrs.items():
-                h5.attrs[k] = json.dumps(v, default=_json_default) if isinstance(v, (dict, list)) else v
+                h5.attrs[k] = json.dumps(v, default=json_default) if isinstance(v, (dict, list)) else v
             writer = DatasetWriter(h5)
             yield writer
             if not writer.counts:

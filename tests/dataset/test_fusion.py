@@ -3,6 +3,10 @@ box-scene frames with dropouts (the truth is the noise-free ray cast)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -31,18 +35,33 @@ def rel_err(d: np.ndarray, truth: np.ndarray) -> float:
     return float(np.median(np.abs(d[m] - truth[m]) / truth[m]))
 
 
+def check_tsdf_cuts_noise_and_fills_holes_of_a_distorted_camera() -> None:
+    frames, truth = noisy_frames(DISTORTED)
+    fused = fuse_tsdf(frames, DISTORTED)
+    assert fused.shape == truth.shape and fused.dtype == np.float32
+    single = frames[0]
+    # measured: 0.15 % vs 0.27 % median error, 91.9-93 % vs 90 % of the pixels valid
+    # (Open3D's multithreaded integration varies the coverage a little from run to run)
+    assert rel_err(fused, truth) < 0.7 * rel_err(single, truth)
+    assert (fused > 0).mean() > (single > 0).mean() + 0.01
+    # resampled back into the distorted camera: no shift of the box outline
+    assert np.median(np.abs(fused - truth)[fused > 0]) < 0.003
+
+
 class TestFusion:
     def test_tsdf_cuts_noise_and_fills_holes_of_a_distorted_camera(self):
-        frames, truth = noisy_frames(DISTORTED)
-        fused = fuse_tsdf(frames, DISTORTED)
-        assert fused.shape == truth.shape and fused.dtype == np.float32
-        single = frames[0]
-        # measured: 0.15 % vs 0.27 % median error, 91.9-93 % vs 90 % of the pixels valid
-        # (Open3D's multithreaded integration varies the coverage a little from run to run)
-        assert rel_err(fused, truth) < 0.7 * rel_err(single, truth)
-        assert (fused > 0).mean() > (single > 0).mean() + 0.01
-        # resampled back into the distorted camera: no shift of the box outline
-        assert np.median(np.abs(fused - truth)[fused > 0]) < 0.003
+        """Run in a fresh process with a time limit: Open3D's VoxelBlockGrid.ray_cast sometimes
+        never returns (isl-org/Open3D#6821), which we saw only late in a long test process."""
+        code = "import test_fusion as t; t.check_tsdf_cuts_noise_and_fills_holes_of_a_distorted_camera()"
+        for attempt in range(2):
+            try:
+                r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent,
+                                   capture_output=True, text=True, timeout=120)
+                break
+            except subprocess.TimeoutExpired:
+                if attempt == 1:
+                    pytest.fail("Open3D TSDF ray casting hung twice (isl-org/Open3D#6821)")
+        assert r.returncode == 0, r.stderr[-3000:]
 
     def test_median_needs_half_the_frames(self):
         frames, truth = noisy_frames(SENSOR, n=4, seed=1)
