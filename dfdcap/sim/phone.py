@@ -90,9 +90,13 @@ class SimPhone(Phone):
         ext = cfg.phone_image_format
         planned = []
         k = 0
+        t_host = t0
         for r in range(schedule.ramps):
             for s in range(schedule.steps):
-                t_host = t0 + int(round(k * period)) + int(self._rng.normal(0, 200_000))
+                if k:
+                    # Each manual-focus request waits for the lens to settle, so frames come a few
+                    # ms later than the nominal rate and their phase against the sensor wanders.
+                    t_host += int(round(period)) + int(self._rng.uniform(0, 10_000_000))
                 asked = float(focus_d[r, s])
                 reached = float(np.clip(asked + self._rng.normal(0, cfg.phone_focus_error_diopters), 0.0, cfg.phone_min_focus_diopters))
                 rec = PhoneFrameRecord(

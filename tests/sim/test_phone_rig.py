@@ -55,7 +55,9 @@ class TestSimPhone:
         host = m["t0_host_ns"] + (t_phone - m["t0_dev_ns"]) * (1 + m["drift_ppm"] * 1e-6)
         planned = np.array([p.t_host_ns for p in phone.planned_frames()], dtype=np.float64)
         assert np.max(np.abs(host - planned)) < 6 * m["residual_ns"] + 2
-        np.testing.assert_allclose(np.diff(planned), 1e9 / fps, atol=2e6)
+        # the nominal period plus 0-10 ms of lens settling per frame
+        dt = np.diff(planned)
+        assert np.all(dt >= 1e9 / fps) and np.all(dt <= 1e9 / fps + 10e6)
 
     def test_stop_keeps_only_captured_frames(self):
         phone = _rig().phone()
