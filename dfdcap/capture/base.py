@@ -32,7 +32,20 @@ class SensorFrame:
     depth: np.ndarray
 
 
-class Sensor(abc.ABC):
+class _Device(abc.ABC):
+    """Devices close on leaving a `with` block (never in __del__)."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Sensor(_Device):
     """An RGB-D source. Use with `with`; `frames()` ends (StopIteration) at the end of a
     recording and raises DeviceError when a live device stops delivering."""
 
@@ -45,17 +58,8 @@ class Sensor(abc.ABC):
     @abc.abstractmethod
     def frames(self) -> Iterator[SensorFrame]: ...
 
-    def close(self) -> None:
-        pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class Phone(abc.ABC):
+class Phone(_Device):
     """A phone running the companion protocol (docs/phone-protocol.md)."""
 
     info: DeviceInfo
@@ -82,12 +86,3 @@ class Phone(abc.ABC):
     @abc.abstractmethod
     def fetch(self, writer: SessionWriter) -> int:
         """Copy the recorded frames and their metadata into the session; returns the count."""
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
