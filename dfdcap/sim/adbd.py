@@ -224,6 +224,14 @@ class _Transport:
                 stream.close()
 
 
+def close_listener(listener: socket.socket | None) -> None:
+    """Stop a listening socket so that a thread blocked in accept() wakes up."""
+    if listener is not None:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+
+
 class FakeAdbd:
     """A simulated phone's adbd: a file system (a host folder), a shell toolbox, a loopback network.
 
@@ -302,11 +310,8 @@ class FakeAdbd:
 
     def disconnect(self) -> None:
         """Pull the cable: stop listening and drop every connection. `start(self.port)` plugs it back."""
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-            self._listener = None
+        close_listener(self._listener)
+        self._listener = None
         with self._lock:
             transports = list(self._transports)
         for t in transports:

@@ -53,6 +53,7 @@ from dfdcap.capture.phone_protocol import (
 from dfdcap.capture.session import PhoneFrameRecord
 from dfdcap.errors import DfdcapError
 from dfdcap.fileio import encode_image
+from dfdcap.sim.adbd import FakeAdbd, close_listener
 
 
 class _Recording:
@@ -118,11 +119,8 @@ class CompanionApp:
 
     def close(self) -> None:
         """Stop serving (the app quits; a running recording is stopped and finished)."""
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-            self._listener = None
+        close_listener(self._listener)
+        self._listener = None
         with self._lock:
             conns, self._conns = self._conns, []
             cur = self._current
@@ -336,7 +334,6 @@ class SimAdbPhone:
 
     def __init__(self, sim_phone, server, storage: str | os.PathLike | None = None, *,
                  app_cls: type[CompanionApp] = CompanionApp, drop_after_recv: int | None = None, **app_kw):
-        from dfdcap.sim.adbd import FakeAdbd
 
         self.server = server
         self._own_storage = storage is None

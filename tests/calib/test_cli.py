@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from dfdcap.cli import main
 from tests.calib.conftest import DATA, NAMES
 
 
-def run_cli(args, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["dfdcap", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def test_calibrate_writes_file_yaml_and_report(stereo_pairs_dir, tmp_path, monkeypatch, capsys):
+def test_calibrate_writes_file_yaml_and_report(stereo_pairs_dir, tmp_path, monkeypatch, cli):
     out = tmp_path / "calibration.json"
-    code, stdout, err = run_cli(["calibrate", stereo_pairs_dir, "--board", "9x6", "--square", "1.0", "-o", out,
-                                 "--yaml", tmp_path / "c.yaml", "--report", tmp_path / "c.png"], monkeypatch, capsys)
+    code, stdout, err = cli(*["calibrate", stereo_pairs_dir, "--board", "9x6", "--square", "1.0", "-o", out,
+                                 "--yaml", tmp_path / "c.yaml", "--report", tmp_path / "c.png"])
     assert code == 0, err
     d = json.loads(out.read_text())
     assert d["stereo"]["rms_px"] < 0.25 and len(d["stereo"]["views_used"]) == 13
@@ -37,14 +24,13 @@ def test_calibrate_writes_file_yaml_and_report(stereo_pairs_dir, tmp_path, monke
     assert cv2.imread(str(tmp_path / "c.png")) is not None
 
 
-def test_dirs_option_pairs_other_folder_names(tmp_path, monkeypatch, capsys):
+def test_dirs_option_pairs_other_folder_names(tmp_path, monkeypatch, cli):
     for n in NAMES:
         for side in ("left", "right"):
             (tmp_path / side).mkdir(exist_ok=True)
             os.symlink(DATA / f"{side}{n}.jpg", tmp_path / side / f"{n}.jpg")
     out = tmp_path / "c.json"
-    code, _, err = run_cli(["calibrate", tmp_path, "--board", "9x6", "--square", "1", "--dirs", "right,left", "-o", out],
-                           monkeypatch, capsys)
+    code, _, err = cli(*["calibrate", tmp_path, "--board", "9x6", "--square", "1", "--dirs", "right,left", "-o", out])
     assert code == 0, err
     assert json.loads(out.read_text())["T_phone_from_sensor"][0][3] == pytest.approx(-3.33, abs=0.02)
 
@@ -82,7 +68,7 @@ def _pairs(root, names, size=None, broken=()):
         ("missing", ["no such folder"]),
     ],
 )
-def test_bad_input(case, needles, tmp_path, monkeypatch, capsys):
+def test_bad_input(case, needles, tmp_path, monkeypatch, cli):
     root = tmp_path / "in"
     board = "9x6"
     if case == "empty":
@@ -100,23 +86,23 @@ def test_bad_input(case, needles, tmp_path, monkeypatch, capsys):
     elif case == "sizes":
         _pairs(root, NAMES[:6], size=(800, 600))
     out = tmp_path / "calibration.json"
-    code, _, err = run_cli(["calibrate", root, "--board", board, "--square", "0.025", "-o", out], monkeypatch, capsys)
+    code, _, err = cli(*["calibrate", root, "--board", board, "--square", "0.025", "-o", out])
     _one_line_error(code, err, *needles)
     assert not out.exists() and not list(tmp_path.glob(".calibration.json.*"))
 
 
-def test_unreadable_image_is_skipped_with_a_warning(tmp_path, monkeypatch, capsys):
+def test_unreadable_image_is_skipped_with_a_warning(tmp_path, monkeypatch, cli):
     root = tmp_path / "in"
     _pairs(root, NAMES[:7], broken=(NAMES[2],))
     out = tmp_path / "c.json"
-    code, _, err = run_cli(["calibrate", root, "--board", "9x6", "--square", "1", "-o", out], monkeypatch, capsys)
+    code, _, err = cli(*["calibrate", root, "--board", "9x6", "--square", "1", "-o", out])
     assert code == 0, err
     assert f"skipped {root / 'sensor' / (NAMES[2] + '.jpg')}: unreadable" in err.replace("\n", "")
     d = json.loads(out.read_text())
     assert NAMES[2] not in d["stereo"]["views_used"] and NAMES[2] in d["phone"]["view_names"]
 
 
-def test_session_folder_pairs_by_frame_index(tmp_path, monkeypatch, capsys):
+def test_session_folder_pairs_by_frame_index(tmp_path, monkeypatch, cli):
     """A recorded session (no sync.json): phone frame i pairs with sensor frame i."""
     from dfdcap.capture.session import DeviceInfo, PhoneFrameRecord, SessionWriter
 
@@ -129,7 +115,7 @@ def test_session_folder_pairs_by_frame_index(tmp_path, monkeypatch, capsys):
                                                  f"frames/{i}.png"), rgb_p)
         path = w.path
     out = tmp_path / "c.json"
-    code, _, err = run_cli(["calibrate", path, "--board", "9x6", "--square", "1", "-o", out], monkeypatch, capsys)
+    code, _, err = cli(*["calibrate", path, "--board", "9x6", "--square", "1", "-o", out])
     assert code == 0, err
     d = json.loads(out.read_text())
     assert len(d["stereo"]["views_used"]) == 13

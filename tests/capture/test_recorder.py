@@ -325,19 +325,6 @@ def test_sensor_and_phone_specs(tmp_path):
         parse_phone_spec("my phone")
 
 
-def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from dfdcap.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["dfdcap", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -355,25 +342,25 @@ def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
         (["--png", "tiny"], "PNG preset 'tiny'"),
     ],
 )
-def test_record_bad_input_is_one_line_exit_1_and_writes_nothing(tmp_path, monkeypatch, capsys, args, message):
+def test_record_bad_input_is_one_line_exit_1_and_writes_nothing(tmp_path, monkeypatch, cli, args, message):
     out = tmp_path / "sessions"
-    code, stdout, stderr = _cli(monkeypatch, capsys, "record", "-o", str(out), *args)
+    code, stdout, stderr = cli("record", "-o", str(out), *args)
     assert code == 1
     assert len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
     assert not out.exists()
 
 
-def test_record_unwritable_output_folder(tmp_path, monkeypatch, capsys):
+def test_record_unwritable_output_folder(tmp_path, monkeypatch, cli):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, _, stderr = _cli(monkeypatch, capsys, "record", "-o", str(blocker / "sessions"))
+    code, _, stderr = cli("record", "-o", str(blocker / "sessions"))
     assert code == 1 and len(stderr.strip().splitlines()) == 1
     assert f"{blocker}" in stderr and "not a folder" in stderr
     assert blocker.read_text() == "not a folder" and sorted(os.listdir(tmp_path)) == ["file"]
     if os.geteuid() != 0:  # root may write anywhere
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
-        code, _, stderr = _cli(monkeypatch, capsys, "record", "-o", str(ro))
+        code, _, stderr = cli("record", "-o", str(ro))
         assert code == 1 and "not writable" in stderr and not os.listdir(ro)
 
 
@@ -387,9 +374,9 @@ needs_sim = pytest.mark.skipif(
 
 @needs_sim
 @pytest.mark.parametrize("preset, scale, range_m", [("xtion", 0.001, (0.5, 3.5)), ("d405", 0.0001, (0.07, 0.5))])
-def test_record_sim_session_is_complete_with_truth(tmp_path, monkeypatch, capsys, preset, scale, range_m):
+def test_record_sim_session_is_complete_with_truth(tmp_path, monkeypatch, cli, preset, scale, range_m):
     out = tmp_path / "sessions"
-    code, stdout, stderr = _cli(monkeypatch, capsys, "record", "--sensor", "sim", "--phone", "sim", "-o", str(out),
+    code, stdout, stderr = cli("record", "--sensor", "sim", "--phone", "sim", "-o", str(out),
                                 "--name", "t", "--stacks", "2", "--steps", "3", "--phone-size", "160x120",
                                 "--fps", "15", "--seed", "3", "--sensor-preset", preset)
     assert code == 0, stderr
@@ -448,9 +435,9 @@ def test_record_sim_ctrl_c_via_cli(tmp_path):
     assert_indexes_consistent(s)
 
 
-def test_sim_checkerboard_writes_pairs_with_truth(tmp_path, monkeypatch, capsys):
+def test_sim_checkerboard_writes_pairs_with_truth(tmp_path, monkeypatch, cli):
     out = tmp_path / "boards"
-    code, stdout, stderr = _cli(monkeypatch, capsys, "sim", "checkerboard", str(out), "--views", "2",
+    code, stdout, stderr = cli("sim", "checkerboard", str(out), "--views", "2",
                                 "--board", "7x5", "--square", "0.03", "--phone-size", "320x240", "--corrupt", "1")
     assert code == 0, stderr
     from dfdcap.fileio import read_image, read_json
@@ -468,8 +455,8 @@ def test_sim_checkerboard_writes_pairs_with_truth(tmp_path, monkeypatch, capsys)
     [(["--views", "0"], "--views >= 1"), (["--board", "9"], "--board '9'"), (["--square", "-1"], "--square > 0"),
      (["--views", "2", "--corrupt", "3"], "--corrupt <= --views")],
 )
-def test_sim_checkerboard_bad_input(tmp_path, monkeypatch, capsys, args, message):
+def test_sim_checkerboard_bad_input(tmp_path, monkeypatch, cli, args, message):
     out = tmp_path / "boards"
-    code, _, stderr = _cli(monkeypatch, capsys, "sim", "checkerboard", str(out), *args)
+    code, _, stderr = cli("sim", "checkerboard", str(out), *args)
     assert code == 1 and len(stderr.strip().splitlines()) == 1 and message in stderr
     assert not out.exists()
