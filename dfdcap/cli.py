@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dfdcap.errors import DfdcapError
 
@@ -418,26 +419,74 @@ def export(
     out.print(f"wrote {path} ({n} points)")
 
 
-def main() -> None:
+def _usage_error_types() -> tuple[type, ...]:
+    """click's exception classes: typer >= 0.20 vendors its own click, older typer uses the real one."""
+    types: list[type] = []
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            m = __import__(mod, fromlist=["ClickException"])
+        except ImportError:
+            continue
+        types.append(m.ClickException)
+    return tuple(types)
+
+
+def _abort_types() -> tuple[type, ...]:
+    types: list[type] = []
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            m = __import__(mod, fromlist=["Abort"])
+        except ImportError:
+            continue
+        types.append(m.Abort)
+    return tuple(types)
+
+
+def _os_error_line(e: OSError) -> str:
+    """'PATH: what went wrong' for an OSError (disk full, read-only, missing folder, ...)."""
+    import errno
+    import os
+
+    what = (e.strerror or os.strerror(e.errno)) if e.errno else str(e)
+    if e.errno == errno.ENOSPC:
+        what += " (free some space or write elsewhere)"
+    elif e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        what += " (check the folder's permissions or write elsewhere)"
+    name = e.filename if e.filename is not None else "file"
+    return f"{name}: {what}"
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    """The entry point: one error path for the whole CLI.
+
+    Usage errors print as click prints them (exit 2); DfdcapError and OSError become one red line
+    (exit 1); Ctrl-C prints "interrupted" (exit 130). Never a traceback for any of these.
+    """
+    import errno
+
     try:
-        app(standalone_mode=False)
+        rv = app(args=args, prog_name="dfdcap", standalone_mode=False)
     except DfdcapError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
-    except (typer.Exit,) as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
+    except OSError as e:
+        if e.errno == errno.EPIPE:  # `dfdcap associate ... | head`
+            sys.exit(1)
+        console.print(f"[red]error:[/red] {escape(_os_error_line(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except _usage_error_types() as e:
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(e.exit_code)  # type: ignore[attr-defined]
+    except _abort_types():
+        console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+    if isinstance(rv, int) and rv != 0:  # typer turns Ctrl-C into Exit(130) and returns the code
+        if rv == 130:
+            console.print("[yellow]interrupted[/yellow]")
+        sys.exit(rv)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,31 @@ import numpy as np
 from dfdcap.errors import DfdcapError
 
 
+_UMASK: int | None = None
+
+
+def file_mode() -> int:
+    """The mode a plain open() would give a new file (0o644 under the usual umask 022).
+
+    mkstemp creates 0600 files; renamed into place they would hide sessions and datasets from the
+    rest of a lab, so atomic writes chmod their temporary file to this before the rename.
+    """
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
