@@ -90,6 +90,9 @@ def sim_checkerboard(
     corrupt: int = typer.Option(0, "--corrupt", help="views to corrupt (for testing outlier rejection)"),
     seed: int = typer.Option(0, "--seed", help="random seed of the poses and noise"),
     sensor_preset: str = typer.Option("xtion", "--sensor-preset", help="xtion or d405: the sim sensor seen by the boards (as in record)"),
+    phone_dist: Optional[str] = typer.Option(None, "--phone-dist", help="phone distortion K1,K2,P1,P2,K3 (OpenCV order; default the sim phone's)"),
+    baseline: Optional[float] = typer.Option(None, "--baseline", help="phone-sensor baseline, m (default 0.04)"),
+    jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", help="write JPEG at this quality (1-100) instead of PNG"),
 ) -> None:
     """Write calibration board image pairs (phone + sensor) at random poses, with the true poses."""
     from dfdcap.capture.recorder import check_output_dir, parse_size
@@ -106,11 +109,20 @@ def sim_checkerboard(
 
     from dfdcap.sim.rig import SENSOR_PRESETS, RigConfig
 
+    from dfdcap.sim.rig import default_T_phone_from_sensor
+
     if sensor_preset not in SENSOR_PRESETS:
         raise DfdcapError(f"--sensor-preset: unknown {sensor_preset!r}; use one of {', '.join(SENSOR_PRESETS)}")
+    rig = RigConfig(sensor=sensor_preset)
+    if phone_dist is not None:
+        rig.phone_dist = _parse_floats(phone_dist, "--phone-dist", 5)
+    if baseline is not None:
+        if not 0 < baseline < 1:
+            raise DfdcapError(f"--baseline {baseline}: expected a distance in metres between 0 and 1")
+        rig.T_phone_from_sensor = default_T_phone_from_sensor(baseline)
     spec = BoardSpec("charuco" if charuco else "checkerboard", cols, rows, square)
     write_board_pairs(
-        out_dir, views, spec, rig=RigConfig(sensor=sensor_preset), phone_size=size, seed=seed, n_corrupt=corrupt, progress=True
+        out_dir, views, spec, rig=rig, phone_size=size, seed=seed, n_corrupt=corrupt, progress=True, jpeg_quality=jpeg_quality,
     )
     out.print(f"wrote {views} board view pairs to {out_dir} (truth in {out_dir / 'truth.json'})", soft_wrap=True, highlight=False)
 
@@ -165,7 +177,11 @@ def calibrate(
     output: Path = typer.Option(Path("calibration.json"), "-o", "--output", help="calibration file to write"),
     single: bool = typer.Option(False, "--single", help="one camera's intrinsics from the images directly in INPUT"),
     dirs: str = typer.Option("phone,sensor", "--dirs", help="sub-folders holding the phone and sensor images"),
-    rational: bool = typer.Option(False, "--rational", help="rational distortion model (8 coefficients)"),
+    distortion: str = typer.Option("auto", "--distortion", help="lens model: auto (chosen per camera by held-out error), "
+                                   "k1k2, k1k2k3, k1k2+tangential, k1k2k3+tangential, rational, rational+thin-prism, or PHONE,SENSOR"),
+    rational: bool = typer.Option(False, "--rational", help="same as --distortion rational"),
+    depth_range: Optional[str] = typer.Option(None, "--depth-range", help="NEAR,FAR metres of the sessions to serve: "
+                                              "warn when T's uncertainty moves reprojected depth > 1 px there (default: board distances)"),
     refine: bool = typer.Option(True, "--refine/--no-refine", help="jointly refine intrinsics and extrinsics after the fixed-intrinsics stereo fit"),
     no_reject: bool = typer.Option(False, "--no-reject", help="keep outlier views"),
     min_views: int = typer.Option(4, "--min-views", help="fewest usable views (pairs) accepted"),
@@ -184,9 +200,11 @@ def calibrate(
     if len(names) != 2 or not all(names):
         raise CalibrationError(f"--dirs {dirs!r}: expected PHONE_DIR,SENSOR_DIR")
     options = CalibrateOptions(
-        parse_board(board, square, charuco), rational=rational, refine=refine, reject_outliers=not no_reject,
-        min_views=min_views, workers=workers, progress=True, subpix_window=subpix_window,
+        parse_board(board, square, charuco), distortion="rational" if rational else distortion, refine=refine,
+        reject_outliers=not no_reject, min_views=min_views, workers=workers, progress=True, subpix_window=subpix_window,
+        depth_range_m=_parse_range(depth_range, "--depth-range") if depth_range else None,
     )
+    options.models()  # a wrong --distortion fails here, before any image is read
     run = calibrate_single(input, options) if single else calibrate_rig(input, options, names)  # type: ignore[arg-type]
     for w in run.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
@@ -200,11 +218,18 @@ def calibrate(
         write_calibration_report(output, report_png)
     if isinstance(cal, Calibration):
         t = cal.T_phone_from_sensor[:3, 3]
+        models = cal.stereo["distortion_models"]
+        u = cal.stereo["uncertainty"]
         out.print(
             f"phone RMS {cal.phone_fit.rms_px:.3f} px, sensor RMS {cal.sensor_fit.rms_px:.3f} px, "
             f"stereo RMS {cal.stereo['rms_px']:.3f} px over {len(cal.stereo['views_used'])} pairs "
             f"({len(cal.stereo['views_dropped'])} dropped); t = ({t[0]:.4f}, {t[1]:.4f}, {t[2]:.4f}), |t| = {cal.baseline_m:.4f}",
             highlight=False,
+        )
+        out.print(
+            f"lens models: phone {models['phone']['chosen']}, sensor {models['sensor']['chosen']}; "
+            f"T uncertainty (1 sigma): rotation {u['rotation_std_deg']:.4f} deg, translation "
+            f"{u['translation_std']:.5f} {u['translation_unit']}", highlight=False,
         )
     else:
         c = cal.camera
@@ -237,6 +262,30 @@ def devices() -> None:
                   soft_wrap=True, highlight=False)
     for problem in rep.problems:
         console.print(f"[yellow]note:[/yellow] {problem}", highlight=False, soft_wrap=True)
+
+
+def _parse_floats(text: str, option: str, n: int) -> tuple[float, ...]:
+    """'0.1,-0.2,...' -> n finite floats."""
+    import math
+
+    try:
+        vals = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise DfdcapError(f"{option} {text!r}: expected {n} comma-separated numbers") from None
+    if len(vals) != n or not all(math.isfinite(v) for v in vals):
+        raise DfdcapError(f"{option} {text!r}: expected {n} finite comma-separated numbers, got {len(vals)}")
+    return vals
+
+
+def _parse_range(text: str, option: str) -> tuple[float, float]:
+    """'0.1,0.5' -> (0.1, 0.5): two finite positive numbers, the first smaller."""
+    try:
+        near, far = (float(x) for x in text.split(","))
+    except ValueError:
+        raise DfdcapError(f"{option} {text!r}: expected NEAR,FAR in metres, e.g. 0.1,0.5") from None
+    if not (0 < near < far < float("inf")):
+        raise DfdcapError(f"{option} {text!r}: need 0 < NEAR < FAR (finite)")
+    return near, far
 
 
 def _model_options(options: Optional[list[str]]) -> dict:

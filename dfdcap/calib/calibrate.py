@@ -21,10 +21,12 @@ from typing import Sequence
 import numpy as np
 
 from dfdcap.calib.boards import Board, Detection, detect_files, list_images
+from dfdcap.calib.distortion import MODELS, ModelSelection, get_model, select_model
 from dfdcap.calib.intrinsics import (
     OUTLIER_RULE, IntrinsicsFit, calibrate_intrinsics, outlier_views, reprojection_residuals,
 )
 from dfdcap.calib.io import Calibration, CameraCalibration, CameraFit, ViewResiduals, versions
+from dfdcap.calib.joint import JointFit, refine_rig
 from dfdcap.calib.stereo import StereoFit, calibrate_stereo, views_to_flip
 from dfdcap.errors import CalibrationError, DfdcapError
 
@@ -33,14 +35,18 @@ MAX_ROUNDS = 5
 
 @dataclass(frozen=True)
 class CalibrateOptions:
-    """How to calibrate. refine: after the fixed-intrinsics stereo fit (which the outlier rule uses),
+    """How to calibrate. distortion: "auto" (each camera's model chosen by held-out error, see
+    calib/distortion.py), a model name for both cameras, or "PHONE,SENSOR" (each auto or a name);
+    refine: after the fixed-intrinsics stereo fit (which the outlier rule uses),
     refine intrinsics and extrinsics jointly (on rendered boards: rotation error 0.05 -> 0.004 deg,
     because the stereo constraint pins the principal points); min_views: fewest usable views (pairs for stereo) accepted;
+    depth_range_m: (near, far) of the sessions the calibration serves, for the uncertainty warning
+    (default: the range of board distances seen);
     max_detect_px: long side of the copy the board is searched in; workers: threads (None = all cores);
     subpix_window: 11 reproduces OpenCV's samples (cornerSubPix winSize (11, 11))."""
 
     board: Board
-    rational: bool = False
+    distortion: str = "auto"
     refine: bool = True
     reject_outliers: bool = True
     min_views: int = 4
@@ -48,7 +54,23 @@ class CalibrateOptions:
     workers: int | None = None
     progress: bool = False
     subpix_window: int | None = None  # fixed cornerSubPix half-window (px); None = scaled to the corner spacing
+    depth_range_m: tuple[float, float] | None = None
 
+    def models(self) -> tuple[str, str]:
+        """(phone, sensor) model names or "auto", checked."""
+        parts = [p.strip() for p in self.distortion.split(",")]
+        if len(parts) == 1:
+            parts = parts * 2
+        if len(parts) != 2:
+            raise CalibrationError(f"distortion {self.distortion!r}: expected auto, a model, or PHONE,SENSOR")
+        for p in parts:
+            if p != "auto":
+                get_model(p)
+        return parts[0], parts[1]
+
+
+# reprojected depth may move by this much (px, 2 sigma) before the calibration is worth a warning
+SHIFT_TOLERANCE_PX = 1.0
 
 @dataclass
 class RigInputs:
@@ -205,11 +227,24 @@ def _check_sizes(cam: str, found: dict[str, Detection]) -> None:
 # ------------------------------------------------------------------------------ numerics
 
 
-def _fit_camera(board: Board, dets: dict[str, Detection], names: list[str], rational: bool) -> IntrinsicsFit:
+def _fit_camera(board: Board, dets: dict[str, Detection], names: list[str], model: str) -> IntrinsicsFit:
     obj_all = board.object_points()
     obj = [obj_all[dets[n].ids] for n in names]
     img = [dets[n].image_points for n in names]
-    return calibrate_intrinsics(obj, img, dets[names[0]].size, names, rational)
+    return calibrate_intrinsics(obj, img, dets[names[0]].size, names, model)
+
+
+def _choose_model(board: Board, dets: dict[str, Detection], names: list[str], wanted: str) -> tuple[str, ModelSelection | None]:
+    """The distortion model of one camera: `wanted`, or (auto) the one its views support best."""
+    if wanted != "auto":
+        return wanted, None
+    obj_all = board.object_points()
+    sel = select_model([obj_all[dets[n].ids] for n in names], [dets[n].image_points for n in names], dets[names[0]].size)
+    return sel.chosen, sel
+
+
+def _model_entry(name: str, sel: ModelSelection | None) -> dict:
+    return sel.to_dict() if sel is not None else {"chosen": name, "forced": True}
 
 
 def _stereo_inputs(board: Board, phone: dict[str, Detection], sensor: dict[str, Detection], names: list[str]):
@@ -262,12 +297,18 @@ def fit_rig(
     dropped: dict[str, str] = {}
     flipped_checked = board.kind != "checkerboard"
     stereo: StereoFit | None = None
+    want_p, want_s = options.models()
+    for cam, names in (("phone", P), ("sensor", S)):
+        if len(names) < options.min_views:
+            raise _too_few(len(names), options.min_views, f"{cam} images with the board found")
+    model_p, sel_p = _choose_model(board, phone, P, want_p)
+    model_s, sel_s = _choose_model(board, sensor, S, want_s)
     for round_ in range(MAX_ROUNDS + 1):
         for cam, names in (("phone", P), ("sensor", S)):
             if len(names) < options.min_views:
                 raise _too_few(len(names), options.min_views, f"{cam} images with the board found")
-        fit_p = _fit_camera(board, phone, P, options.rational)
-        fit_s = _fit_camera(board, sensor, S, options.rational)
+        fit_p = _fit_camera(board, phone, P, model_p)
+        fit_s = _fit_camera(board, sensor, S, model_s)
         pairs = [n for n in P if n in sensor]
         if not flipped_checked:
             flipped_checked = True
@@ -279,7 +320,7 @@ def fit_rig(
                     sensor[str(n)] = sensor[str(n)].reversed()
                 if flip.any():
                     warnings.append(f"{int(flip.sum())} pair(s) had the corner order turned by 180 degrees in one camera; fixed")
-                    fit_s = _fit_camera(board, sensor, S, options.rational)
+                    fit_s = _fit_camera(board, sensor, S, model_s)
         obj, pp, sp, used = _stereo_inputs(board, phone, sensor, pairs)
         if len(used) < options.min_views:
             raise _too_few(len(used), options.min_views, "pairs with the board found in both cameras")
@@ -302,32 +343,29 @@ def fit_rig(
         dropped.update(new)
         P = [n for n in P if n not in new]
         S = [n for n in S if n not in new]
-    assert stereo is not None
-    if options.refine:
-        joint = calibrate_stereo(obj, pp, sp, used, fit_p.camera, fit_s.camera, refine=True, rational=options.rational)
-        if joint.rms_px <= stereo.rms_px * 1.0001:
-            stereo = joint
-        else:  # more freedom cannot fit worse: the optimiser went astray, keep the fixed-intrinsics fit
-            warnings.append(f"joint refinement ended worse ({joint.rms_px:.4f} px > {stereo.rms_px:.4f} px); "
-                            "kept the per-camera intrinsics")
+    if stereo is None:  # unreachable: the loop runs at least once
+        raise CalibrationError("stereo calibration did not run")
+    models = (get_model(model_p), get_model(model_s))
+    final, joint = _final_fit(obj, pp, sp, used, fit_p, fit_s, stereo, models, options, warnings)
+    uncertainty = _uncertainty(joint, final, fit_s, options, warnings)
     for n, why in sorted(dropped.items()):
         warnings.append(f"dropped view {n}: {why}")
-    board_dict = board.to_dict()
     return Calibration(
-        phone=stereo.phone,
-        sensor=stereo.sensor,
-        T_phone_from_sensor=stereo.T_phone_from_sensor,
-        board=board_dict,
+        phone=final.phone,
+        sensor=final.sensor,
+        T_phone_from_sensor=final.T_phone_from_sensor,
+        board=board.to_dict(),
         phone_fit=_camera_fit(fit_p),
         sensor_fit=_camera_fit(fit_s),
         stereo={
-            "rms_px": stereo.rms_px,
-            "per_view_px": stereo.per_view_px,
-            "views_used": list(stereo.names),
+            "rms_px": final.rms_px,
+            "per_view_px": final.per_view_px,
+            "views_used": list(final.names),
             "views_dropped": sorted(dropped),
             "drop_reasons": dict(sorted(dropped.items())),
-            "refined": stereo.refined,
-            "rational_model": options.rational,
+            "refined": bool(getattr(final, "intrinsics_free", False)),
+            "distortion_models": {"phone": _model_entry(model_p, sel_p), "sensor": _model_entry(model_s, sel_s)},
+            "uncertainty": uncertainty,
             "outlier_rule": OUTLIER_RULE if options.reject_outliers else "off",
         },
         versions=versions(),
@@ -335,15 +373,77 @@ def fit_rig(
     )
 
 
+def _final_fit(obj, pp, sp, used, fit_p: IntrinsicsFit, fit_s: IntrinsicsFit, stereo: StereoFit, models,
+               options: CalibrateOptions, warnings: list[str]) -> tuple[StereoFit | JointFit, JointFit]:
+    """The rig to keep and the joint fit whose covariance gives T's uncertainty.
+
+    With refine, both cameras (each under its own distortion model), T and the view poses are
+    refined together; a refinement that ends worse than the fixed-intrinsics fit is dropped.
+    Without, OpenCV's fixed-intrinsics stereo fit is kept (its uncertainty from the same fit).
+    """
+    fixed = refine_rig(obj, pp, sp, used, fit_p.camera, fit_s.camera, stereo.T_phone_from_sensor, models,
+                       intrinsics_free=False)
+    if not options.refine:
+        return stereo, fixed
+    joint = refine_rig(obj, pp, sp, used, fit_p.camera, fit_s.camera, stereo.T_phone_from_sensor, models)
+    if joint.rms_px <= fixed.rms_px * 1.0001:
+        return joint, joint
+    # more freedom cannot fit worse: the optimiser went astray, keep the fixed-intrinsics fit
+    warnings.append(f"joint refinement ended worse ({joint.rms_px:.4f} px > {fixed.rms_px:.4f} px); "
+                    "kept the per-camera intrinsics")
+    return stereo, fixed
+
+
+def _uncertainty(joint: JointFit, final, fit_s: IntrinsicsFit, options: CalibrateOptions, warnings: list[str]) -> dict:
+    """T_phone_from_sensor's standard deviations and what they do to reprojected depth.
+
+    A rotation error moves a reprojected depth pixel by about f * angle at any depth; a
+    translation error by f * |dt| / z, worst at the nearest depth; the two are independent, so
+    they add in quadrature. Warn when the 2-sigma shift exceeds SHIFT_TOLERANCE_PX.
+    """
+    if options.depth_range_m is not None:
+        near, far = options.depth_range_m
+        source = "option"
+    else:
+        z = np.abs(fit_s.tvecs[:, 2])
+        near, far = float(z.min()), float(z.max())
+        source = "board distances"
+    f_px = float(final.phone.K[0, 0])
+    rot_rad = np.radians(joint.rotation_std_deg)
+    shift_1s = f_px * float(np.hypot(rot_rad, joint.translation_std / max(near, 1e-9)))
+    out = {
+        "rotation_std_deg": joint.rotation_std_deg,
+        "translation_std": joint.translation_std,
+        "translation_unit": "m" if options.board.square_m != 1.0 else "squares",
+        "covariance_rt": joint.covariance_rt,
+        "depth_range": [near, far],
+        "depth_range_source": source,
+        "reprojection_shift_px_2sigma": 2 * shift_1s,
+        "tolerance_px": SHIFT_TOLERANCE_PX,
+        "method": "covariance of the joint least-squares fit, s^2 (J^T J)^-1"
+                  + (" (intrinsics free)" if joint.intrinsics_free else " (intrinsics fixed)"),
+    }
+    if 2 * shift_1s > SHIFT_TOLERANCE_PX:
+        warnings.append(
+            f"T_phone_from_sensor is uncertain: rotation +-{joint.rotation_std_deg:.4f} deg, translation "
+            f"+-{joint.translation_std:.5f} {out['translation_unit']} (1 sigma) move reprojected depth by up to "
+            f"{2 * shift_1s:.2f} px (2 sigma) at {near:.3g}; more board views, closer and more tilted, would help"
+        )
+    return out
+
+
 def fit_camera(dets: dict[str, Detection], options: CalibrateOptions, warnings: list[str] | None = None) -> CameraCalibration:
     """Intrinsics of one camera from its detections, with the same outlier rounds as fit_rig."""
     warnings = warnings if warnings is not None else []
     names = sorted(dets)
     dropped: dict[str, str] = {}
+    if len(names) < options.min_views:
+        raise _too_few(len(names), options.min_views, "images with the board found")
+    model, sel = _choose_model(options.board, dets, names, options.models()[0])
     for round_ in range(MAX_ROUNDS + 1):
         if len(names) < options.min_views:
             raise _too_few(len(names), options.min_views, "images with the board found")
-        fit = _fit_camera(options.board, dets, names, options.rational)
+        fit = _fit_camera(options.board, dets, names, model)
         if not options.reject_outliers or round_ == MAX_ROUNDS:
             break
         bad = outlier_views(fit.per_view_px)
@@ -358,7 +458,7 @@ def fit_camera(dets: dict[str, Detection], options: CalibrateOptions, warnings: 
     for n, why in sorted(dropped.items()):
         warnings.append(f"dropped view {n}: {why}")
     return CameraCalibration(fit.camera, _camera_fit(fit), options.board.to_dict(), sorted(dropped), versions(),
-                             _residual_views(options.board, dets, fit))
+                             _residual_views(options.board, dets, fit), _model_entry(model, sel))
 
 
 # ------------------------------------------------------------------------ entry points

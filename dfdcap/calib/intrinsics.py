@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dfdcap.calib.distortion import DEFAULT_MODEL, get_model
 from dfdcap.cameras import CameraModel
 from dfdcap.errors import CalibrationError
 
@@ -44,25 +45,19 @@ class IntrinsicsFit:
     std: dict = field(default_factory=dict)
 
 
-def calibration_flags(rational: bool) -> int:
-    """OpenCV flags of the intrinsics fit: 5 coefficients, or 8 with the rational model."""
-    import cv2
-
-    return cv2.CALIB_RATIONAL_MODEL if rational else 0
-
-
 def calibrate_intrinsics(
     object_points: Sequence[np.ndarray],
     image_points: Sequence[np.ndarray],
     size: tuple[int, int],
     names: Sequence[str],
-    rational: bool = False,
+    model: str = DEFAULT_MODEL,
 ) -> IntrinsicsFit:
-    """Fit K and distortion to V views.
+    """Fit K and distortion to V views under a distortion model (dfdcap.calib.distortion.MODELS).
 
     object_points: V arrays (N_i, 3) float32 board points; image_points: V arrays (N_i, 2) float32
     pixels; size: (width, height). Needs V >= 3.
     """
+    m = get_model(model)
     import cv2
 
     if len(object_points) != len(image_points) or len(object_points) != len(names):
@@ -74,11 +69,11 @@ def calibrate_intrinsics(
     crit = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 100, 1e-12)
     try:
         rms, K, dist, rvecs, tvecs, std_i, _std_e, per_view = cv2.calibrateCameraExtended(
-            obj, img, tuple(int(s) for s in size), None, None, flags=calibration_flags(rational), criteria=crit
+            obj, img, tuple(int(s) for s in size), None, None, flags=m.flags(), criteria=crit
         )
     except cv2.error as e:
         raise CalibrationError(f"OpenCV could not calibrate from {len(obj)} views: {e.err}") from e
-    dist = dist.ravel()[: 8 if rational else 5]  # OpenCV 5 may hand back all 14 slots
+    dist = dist.ravel()[: m.n_coeffs]  # OpenCV 5 may hand back all 14 slots
     std_i = std_i.ravel()
     std = {
         "fx": float(std_i[0]), "fy": float(std_i[1]), "cx": float(std_i[2]), "cy": float(std_i[3]),

@@ -5,7 +5,11 @@ Stereo file:
    "phone":  {"K", "dist", "size", "rms_px", "std", "per_view_px", "view_names"},
    "sensor": {"K", "dist", "size", "rms_px", "std", "per_view_px", "view_names"},
    "stereo": {"rms_px", "per_view_px" ([phone, sensor] per used pair), "views_used", "views_dropped",
-              "drop_reasons", "refined", "outlier_rule"},
+              "drop_reasons", "refined", "outlier_rule",
+              "distortion_models": {"phone"|"sensor": {"chosen", "folds", "rule", "candidates": {name:
+                  {"cv_rms_px", "cv_se_px", "train_rms_px", "free_coefficients"}}} or {"chosen", "forced": true}},
+              "uncertainty": {"rotation_std_deg", "translation_std", "translation_unit", "covariance_rt" (6x6,
+                  Rodrigues r then t), "depth_range", "reprojection_shift_px_2sigma", "tolerance_px", "method"}},
    "T_phone_from_sensor": 4x4 (translation in metres, or board units when square_m = 1),
    "versions": {"dfdcap", "opencv"},
    "views": {"phone": [{"name", "corners_px", "residuals_px"}], "sensor": [...]}}
@@ -13,7 +17,10 @@ Stereo file:
 are additions beyond DESIGN.md's keys; readers that do not know them ignore them.
 K and dist are the final ones (after the joint refinement when "stereo.refined"); rms_px, std,
 per_view_px and the residuals belong to each camera's own fit (calibrateCameraExtended).
-A single-camera file (`dfdcap calibrate --single`) has "camera" instead of phone/sensor/stereo.
+A single-camera file (`dfdcap calibrate --single`) has "camera" instead of phone/sensor/stereo
+("camera" then holds "distortion_model" as above).
+A camera's "dist" has 5, 8 or 12 coefficients (OpenCV order) by its chosen model; coefficients
+the model holds fixed are stored as 0.
 """
 
 from __future__ import annotations
@@ -80,6 +87,7 @@ class CameraCalibration:
     views_dropped: list[str] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     views: list = field(default_factory=list)  # [ViewResiduals]
+    distortion_model: dict = field(default_factory=dict)  # {"chosen", "candidates": {...}} or {"chosen", "forced"}
 
 
 def versions() -> dict:
@@ -130,6 +138,8 @@ def calibration_to_dict(cal: Calibration) -> dict:
 def camera_calibration_to_dict(cal: CameraCalibration) -> dict:
     cam = _camera_entry(cal.camera, cal.fit)
     cam["views_dropped"] = list(cal.views_dropped)
+    if cal.distortion_model:
+        cam["distortion_model"] = cal.distortion_model
     return {
         "schema": SCHEMA,
         "board": cal.board,
@@ -185,7 +195,8 @@ def load_any_calibration(path: str | os.PathLike) -> Calibration | CameraCalibra
     if "camera" in d and "phone" not in d:
         cam, fit = _camera_from(d, "camera", path)
         return CameraCalibration(cam, fit, dict(d.get("board", {})), list(d["camera"].get("views_dropped", [])),
-                                 dict(d.get("versions", {})), _views_from(views.get("camera", [])))
+                                 dict(d.get("versions", {})), _views_from(views.get("camera", [])),
+                                 dict(d["camera"].get("distortion_model", {})))
     for key in ("phone", "sensor", "T_phone_from_sensor", "stereo", "board"):
         if key not in d:
             raise CalibrationError(f"{path}: calibration file lacks {key!r}")

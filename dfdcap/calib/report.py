@@ -4,7 +4,9 @@ One column per camera (phone, sensor; or the single camera):
 1. per-view RMS reprojection error as bars, with the overall RMS and the outlier threshold;
 2. coverage: where the corners fell on the image (a grid of cells; empty cells are where
    the board has not been yet; view outlines drawn over it);
-3. residual vectors (projected - observed) at the corners, magnified; the scale is printed.
+3. residual vectors (projected - observed) at the corners, magnified; the scale is printed;
+4. the distortion models tried: held-out (cross-validated) and training RMS of each, the chosen
+   one marked (a fancier model that only lowers the training bar is over-fitting).
 """
 
 from __future__ import annotations
@@ -102,6 +104,31 @@ def _residuals(ax, title: str, cam: CameraModel, views: list[ViewResiduals]) -> 
                  fontsize=10)
 
 
+def _models(ax, title: str, entry: dict) -> None:
+    cands = entry.get("candidates") or {}
+    if not cands:
+        ax.set_title(f"{title}: distortion model {entry.get('chosen', '?')} (given, not selected)", fontsize=10)
+        ax.axis("off")
+        return
+    names = list(cands)
+    x = np.arange(len(names))
+    cv = np.array([cands[n]["cv_rms_px"] for n in names], np.float64)
+    tr = np.array([cands[n]["train_rms_px"] for n in names], np.float64)
+    cv_plot = np.where(np.isfinite(cv), cv, np.nan)
+    ax.bar(x - 0.2, tr, 0.4, color="0.7", label="training RMS")
+    colors = ["tab:green" if n == entry["chosen"] else "tab:blue" for n in names]
+    ax.bar(x + 0.2, cv_plot, 0.4, color=colors, label="held-out RMS (chosen: green)")
+    finite = np.concatenate([tr[np.isfinite(tr)], cv[np.isfinite(cv)]])
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        ax.set_ylim(max(0.0, lo - 0.5 * (hi - lo) - 1e-3), hi + 0.15 * (hi - lo) + 1e-3)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=20, fontsize=7)
+    ax.set_ylabel("RMS (px)")
+    ax.set_title(f"{title}: distortion model {entry['chosen']} ({entry.get('folds', '?')}-fold cross-validation)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+
+
 def write_calibration_report(path: str | os.PathLike, png: str | os.PathLike) -> Path:
     """Render the calibration file at `path` to `png` (written atomically). Returns the png path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -126,21 +153,32 @@ def write_calibration_report(path: str | os.PathLike, png: str | os.PathLike) ->
 
         rvec, _ = cv2.Rodrigues(np.asarray(cal.T_phone_from_sensor)[:3, :3])
         unit = "m" if cal.board.get("square_m", 1.0) != 1.0 else "squares"
+        u = cal.stereo.get("uncertainty") or {}
+        unc = (f"; T uncertainty (1 sigma): rotation {u['rotation_std_deg']:.4f} deg, translation "
+               f"{u['translation_std']:.5f} {u['translation_unit']} -> up to {u['reprojection_shift_px_2sigma']:.2f} px "
+               f"(2 sigma) of reprojected depth" if u else "")
         summary = (
             f"stereo RMS {cal.stereo.get('rms_px', float('nan')):.3f} px over {len(cal.stereo.get('views_used', []))} pairs "
             f"({len(drop)} dropped); phone RMS {cal.phone_fit.rms_px:.3f} px, sensor RMS {cal.sensor_fit.rms_px:.3f} px; "
             f"T_phone_from_sensor t = ({t[0]:.4f}, {t[1]:.4f}, {t[2]:.4f}) {unit}, |t| = {np.linalg.norm(t):.4f} {unit}, "
-            f"rotation {np.degrees(np.linalg.norm(rvec)):.2f} deg"
+            f"rotation {np.degrees(np.linalg.norm(rvec)):.2f} deg{unc}"
         )
-    fig = Figure(figsize=(7.5 * len(columns), 16), dpi=100)
+    if isinstance(cal, CameraCalibration):
+        model_entries = {"camera": cal.distortion_model}
+    else:
+        model_entries = cal.stereo.get("distortion_models") or {}
+    fig = Figure(figsize=(7.5 * len(columns), 20), dpi=100)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(3, len(columns), squeeze=False, gridspec_kw={"height_ratios": [1, 1.3, 1.3]})
+    axes = fig.subplots(4, len(columns), squeeze=False, gridspec_kw={"height_ratios": [1, 1.3, 1.3, 0.8]})
     for k, (name, cam, fit, views) in enumerate(columns):
         label = f"{name} {cam.width}x{cam.height}"
         _bars(axes[0, k], label, fit, dropped[name])
         _coverage(axes[1, k], label, cam, views)
         _residuals(axes[2, k], label, cam, views)
-    fig.suptitle(f"{Path(path).name}\n{summary}", fontsize=10)
+        _models(axes[3, k], label, model_entries.get(name) or {})
+    import textwrap
+
+    fig.suptitle(f"{Path(path).name}\n" + "\n".join(textwrap.wrap(summary, 170)), fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png")

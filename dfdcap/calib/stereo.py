@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 
 from dfdcap.cameras import CameraModel, make_transform, rotation_angle_deg
-from dfdcap.calib.intrinsics import calibration_flags
 from dfdcap.errors import CalibrationError
 
 
@@ -41,9 +40,10 @@ def calibrate_stereo(
     phone: CameraModel,
     sensor: CameraModel,
     refine: bool = False,
-    rational: bool = False,
 ) -> StereoFit:
-    """Fit the sensor->phone transform.
+    """Fit the sensor->phone transform with OpenCV (refine=True also frees both cameras' intrinsics
+    under OpenCV's default 5-coefficient model; dfdcap.calib.joint.refine_rig does that with a
+    model per camera).
 
     object_points: V arrays (N_i, 3) float32 board points seen by BOTH cameras in view i;
     phone_points / sensor_points: V arrays (N_i, 2) float32 pixels of the same points.
@@ -70,8 +70,7 @@ def calibrate_stereo(
 
     out = run(sensor.K, sensor.dist, phone.K, phone.dist, cv2.CALIB_FIX_INTRINSIC)
     if refine:
-        flags = cv2.CALIB_USE_INTRINSIC_GUESS | calibration_flags(rational)
-        out = run(sensor.K, _dist_for(sensor.dist, rational), phone.K, _dist_for(phone.dist, rational), flags)
+        out = run(sensor.K, _dist5(sensor.dist), phone.K, _dist5(phone.dist), cv2.CALIB_USE_INTRINSIC_GUESS)
     rms, K1, d1, K2, d2, R, T = out[:7]
     per_view = np.asarray(out[-1], np.float64).reshape(-1, 2)[:, ::-1]  # OpenCV: [cam1, cam2] -> [phone, sensor]
     return StereoFit(
@@ -85,11 +84,10 @@ def calibrate_stereo(
     )
 
 
-def _dist_for(dist: np.ndarray, rational: bool) -> np.ndarray:
-    n = 8 if rational else 5
-    out = np.zeros(max(n, dist.size))
+def _dist5(dist: np.ndarray) -> np.ndarray:
+    out = np.zeros(max(5, dist.size))
     out[: dist.size] = dist
-    return out[:n].reshape(1, -1)
+    return out[:5].reshape(1, -1)
 
 
 def relative_rotations(phone_rvecs: np.ndarray, sensor_rvecs: np.ndarray) -> np.ndarray:

@@ -382,12 +382,14 @@ def write_board_pairs(
     seed: int = 0,
     n_corrupt: int = 0,
     progress: bool = False,
+    jpeg_quality: int | None = None,
 ) -> dict:
     """Render n_views board image pairs into out_dir/phone/view_NNN.png and out_dir/sensor/view_NNN.png,
     and out_dir/truth.json with both cameras, T_phone_from_sensor, the board and each view's poses.
 
     rig: a RigConfig (default RigConfig()). phone_size: (w, h) of the phone images (default the
     rig's). n_corrupt views (chosen at random) get a phone image of a displaced board.
+    jpeg_quality: write JPEG (.jpg) at this quality instead of lossless PNG, as phones do.
     Returns the truth dict. The phone is focused near the board (0.8-1.25x its distance).
     """
     from dfdcap.sim.rig import RigConfig
@@ -425,10 +427,15 @@ def write_board_pairs(
     pool = ThreadPoolExecutor(max_workers=2)
     futures = []
 
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+        raise DfdcapError(f"board pairs: JPEG quality must be 1..100, got {jpeg_quality}")
+    ext = ".png" if jpeg_quality is None else ".jpg"
+    params = png_fast if jpeg_quality is None else [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+
     def save(path: Path, rgb: np.ndarray) -> None:
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), png_fast)
+        ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[..., ::-1]), params)
         if not ok:
-            raise DfdcapError(f"{path}: PNG encoding failed")
+            raise DfdcapError(f"{path}: {ext} encoding failed")
         atomic_write_bytes(path, buf.tobytes())
 
     bar = None
@@ -463,8 +470,8 @@ def write_board_pairs(
                 background=bg_p, background_depth_m=bg_depth, noise=cfg.phone_noise, texture=tex, supersample=ss_p,
             )
             name = f"view_{k:03d}"
-            futures.append(pool.submit(save, out / "sensor" / f"{name}.png", img_s))
-            futures.append(pool.submit(save, out / "phone" / f"{name}.png", img_p))
+            futures.append(pool.submit(save, out / "sensor" / f"{name}{ext}", img_s))
+            futures.append(pool.submit(save, out / "phone" / f"{name}{ext}", img_p))
             v = {
                 "name": name,
                 "T_phone_from_board": T_pb.tolist(),

@@ -57,10 +57,10 @@ SENSOR_PRESETS: dict[str, SensorPreset] = {
 }
 
 
-def default_T_phone_from_sensor() -> np.ndarray:
-    """The phone 4 cm to the right of the sensor (x), 0.5 cm lower, rotated by about 2 degrees."""
+def default_T_phone_from_sensor(baseline_m: float = 0.04) -> np.ndarray:
+    """The phone `baseline_m` (default 4 cm) to the right of the sensor (x), 0.5 cm lower, rotated by about 2 degrees."""
     R = make_transform(np.radians([0.6, -1.8, 0.5]), np.zeros(3))[:3, :3]
-    c_sensor = np.array([0.04, 0.005, 0.0])  # phone centre in the sensor frame
+    c_sensor = np.array([baseline_m, 0.005, 0.0])  # phone centre in the sensor frame
     return make_transform(R, -R @ c_sensor)
 
 

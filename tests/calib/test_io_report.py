@@ -77,7 +77,7 @@ def test_single_camera_mode(stereo_pairs_dir, tmp_path):
 
 
 def test_rational_model_has_eight_coefficients(stereo_pairs_dir):
-    run = calibrate_single(stereo_pairs_dir / "phone", CalibrateOptions(Board("checkerboard", 9, 6, 1.0), rational=True))
+    run = calibrate_single(stereo_pairs_dir / "phone", CalibrateOptions(Board("checkerboard", 9, 6, 1.0), distortion="rational"))
     assert run.calibration.camera.dist.size == 8 and len(run.calibration.fit.std["dist"]) == 8
 
 

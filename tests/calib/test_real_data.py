@@ -13,7 +13,7 @@ from tests.calib.conftest import REF_RMS_LEFT, REF_RMS_RIGHT, REF_RVEC, REF_STER
 
 def test_opencv_settings_reproduce_the_reference(stereo_pairs_dir):
     """With OpenCV's sample settings (cornerSubPix 11x11, all views kept) the numbers are OpenCV's."""
-    run = calibrate_rig(stereo_pairs_dir, CalibrateOptions(Board("checkerboard", 9, 6, 1.0), reject_outliers=False, refine=False,
+    run = calibrate_rig(stereo_pairs_dir, CalibrateOptions(Board("checkerboard", 9, 6, 1.0), reject_outliers=False, refine=False, distortion="k1k2k3+tangential",
                                                            subpix_window=11))
     cal = run.calibration
     assert cal.sensor_fit.rms_px == pytest.approx(REF_RMS_LEFT, rel=0.02)
@@ -52,7 +52,7 @@ def test_default_settings_beat_the_reference(default_calibration):
 def test_outlier_rule_drops_the_reference_bad_view(stereo_pairs_dir):
     """With OpenCV's 11x11 window, view 02 (1.2 px in both cameras, 5x the median) is dropped, the fit repeated,
     and then right05 (0.62 px, above 3x the new phone median) too."""
-    run = calibrate_rig(stereo_pairs_dir, CalibrateOptions(Board("checkerboard", 9, 6, 1.0), subpix_window=11, refine=False))
+    run = calibrate_rig(stereo_pairs_dir, CalibrateOptions(Board("checkerboard", 9, 6, 1.0), subpix_window=11, refine=False, distortion="k1k2k3+tangential"))
     cal = run.calibration
     assert cal.stereo["views_dropped"] == ["02", "05"]
     assert cal.stereo["drop_reasons"]["02"].startswith("phone intrinsics outlier (1.20")
