@@ -22,6 +22,30 @@ def test_calibrate_writes_file_yaml_and_report(stereo_pairs_dir, tmp_path, monke
     assert "stereo RMS" in stdout and "|t| = 3.3" in stdout
     assert cv2.FileStorage(str(tmp_path / "c.yaml"), cv2.FILE_STORAGE_READ).getNode("R").mat().shape == (3, 3)
     assert cv2.imread(str(tmp_path / "c.png")) is not None
+    # lens models chosen by held-out error, and T's uncertainty stored, printed, and warned about:
+    # at f = 540 px, 0.08 deg of rotation uncertainty alone moves reprojected depth by 1.5 px (2 sigma)
+    models = d["stereo"]["distortion_models"]
+    assert models["phone"]["chosen"] in models["phone"]["candidates"] and len(models["phone"]["candidates"]) == 6
+    u = d["stereo"]["uncertainty"]
+    assert 0.01 < u["rotation_std_deg"] < 0.5 and np.asarray(u["covariance_rt"]).shape == (6, 6)
+    assert u["reprojection_shift_px_2sigma"] > 1.0 and "T_phone_from_sensor is uncertain" in err
+    assert "lens models: phone" in stdout and "rotation" in stdout
+
+
+def test_fixed_distortion_model_and_bad_names(stereo_pairs_dir, tmp_path, cli):
+    out = tmp_path / "c.json"
+    code, _, err = cli("calibrate", stereo_pairs_dir, "--board", "9x6", "--square", "1.0", "-o", out,
+                       "--distortion", "k1k2,rational")
+    assert code == 0, err
+    d = json.loads(out.read_text())
+    assert len(d["phone"]["dist"]) == 5 and d["phone"]["dist"][2:] == [0, 0, 0]
+    assert len(d["sensor"]["dist"]) == 8 and d["stereo"]["distortion_models"]["sensor"] == {"chosen": "rational", "forced": True}
+    code, _, err = cli("calibrate", stereo_pairs_dir, "--board", "9x6", "--square", "1.0", "-o", tmp_path / "x.json",
+                       "--distortion", "fisheye")
+    assert code == 1 and "unknown distortion model 'fisheye'" in err and not (tmp_path / "x.json").exists()
+    code, _, err = cli("calibrate", stereo_pairs_dir, "--board", "9x6", "--square", "1.0", "-o", tmp_path / "x.json",
+                       "--depth-range", "0.5,nan")
+    assert code == 1 and "--depth-range" in err and "Traceback" not in err
 
 
 def test_dirs_option_pairs_other_folder_names(tmp_path, monkeypatch, cli):
