@@ -8,7 +8,8 @@ sync.json (written atomically into the session folder):
               "ramp", "step"}],               one per phone frame, so every stack keeps every frame's pairing
    "stats": {gap statistics, unmatched phone frames, sensor frame gaps},
    "stacks": [{"ramp", "n_frames", "n_matched", "max_abs_gap_ns"}],
-   "residuals": {"phone": per-probe arrays, "sensor": percentiles}}
+   "residuals": {"phone": per-probe arrays, "sensor": percentiles},
+   "quality": {"phone": {"verdict": "ok" | "suspect", "reasons": [...]}, "sensor": {...}}   (sync/quality.py)}
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dfdcap.fileio import atomic_write_json, read_json
 from dfdcap.sync.associate import greedy_associate, nearest_associate, one_to_one_associate
 from dfdcap.sync.clock import ClockModel
 from dfdcap.sync.fit import PhoneFit, SensorFit, fit_phone_clock, fit_sensor_clock
+from dfdcap.sync.quality import phone_reasons, sensor_reasons, session_reasons, verdict
 
 SYNC_SCHEMA = 1
 MODES = ("many-to-one", "one-to-one")
@@ -159,6 +161,12 @@ class SyncResult:
     sensor_period_ns: int
     stats: dict = field(default_factory=dict)
     path: Path | None = None
+    quality: dict = field(default_factory=dict)  # {"phone"|"sensor": {"verdict", "reasons"}}
+
+    @property
+    def suspect(self) -> dict[str, list[str]]:
+        """{clock: reasons} of the clocks whose verdict is not ok."""
+        return {k: list(v.get("reasons", [])) for k, v in self.quality.items() if v.get("verdict", "ok") != "ok"}
 
     @property
     def matched(self) -> list[FramePair]:
@@ -219,6 +227,36 @@ def _session_latency_ns(session) -> int:
         return int(v or 0)
     except (TypeError, ValueError):
         raise SyncError(f"{session.path}/session.json: sensor_latency_ns {v!r} is not an integer") from None
+
+
+def stated_counts(meta: dict) -> dict[str, int | None]:
+    """How many phone frames, sensor frames and probes session.json says were written (None = unsaid).
+
+    From the recorder's stats; a complete session without them is held to its focus schedule."""
+    rec = meta.get("recorder") if isinstance(meta.get("recorder"), dict) else {}
+    out: dict[str, int | None] = {}
+    for key, name in (("phone", "phone_frames"), ("sensor", "sensor_frames_written"), ("probes", "probes")):
+        v = rec.get(name)
+        out[key] = int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    sched = meta.get("focus_schedule")
+    if out["phone"] is None and meta.get("status") == "complete" and isinstance(sched, dict):
+        steps, ramps = sched.get("steps"), sched.get("ramps")
+        if isinstance(steps, int) and isinstance(ramps, int) and steps > 0 and ramps > 0:
+            out["phone"] = steps * ramps
+    return out
+
+
+def quality_of(session, pfit: PhoneFit, sfit: SensorFit, probes: np.ndarray) -> dict:
+    """sync.json's "quality": a verdict per clock from the fits and the session's own account."""
+    sf = session.sensor_frames
+    counts = {"phone": len(session.phone_frames), "sensor": len(sf), "probes": len(probes)}
+    extra = session_reasons(session.status, session.effective_status, counts, stated_counts(session.meta))
+    sensor_span = int(sf[-1].t_device_ns - sf[0].t_device_ns) if sf else 0
+    probe_span = int(probes[-1, 1] - probes[0, 1]) if len(probes) else 0
+    return {
+        "phone": verdict(phone_reasons(pfit.model, probe_span) + extra["phone"]),
+        "sensor": verdict(sensor_reasons(sfit.model, sensor_span) + extra["sensor"]),
+    }
 
 
 def compute_sync(session, mode: str = "many-to-one", max_gap_ns: int | None = None, sensor_latency_ns: int | None = None) -> tuple[dict, PhoneFit, SensorFit]:
@@ -302,6 +340,7 @@ def compute_sync(session, mode: str = "many-to-one", max_gap_ns: int | None = No
                 "above_envelope_ns": {q: float(np.percentile(res_s, float(q))) for q in ("0", "5", "50", "95", "100")},
             },
         },
+        "quality": quality_of(session, pfit, sfit, probes),
     }
     return doc, pfit, sfit
 
@@ -336,7 +375,8 @@ def _result_from_doc(doc: dict, path: Path) -> SyncResult:
                  for p in doc["pairs"]]
         a = doc["association"]
         return SyncResult(ClockModel.from_dict(doc["phone"]), ClockModel.from_dict(doc["sensor"]), pairs,
-                          a["mode"], int(a["max_gap_ns"]), int(a["sensor_period_ns"]), doc.get("stats", {}), path)
+                          a["mode"], int(a["max_gap_ns"]), int(a["sensor_period_ns"]), doc.get("stats", {}), path,
+                          dict(doc.get("quality", {})))
     except (KeyError, TypeError, ValueError) as e:
         raise SyncError(f"{path}: malformed sync file ({type(e).__name__}: {e})") from None
 
