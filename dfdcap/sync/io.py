@@ -37,7 +37,7 @@ MODES = ("many-to-one", "one-to-one")
 
 @dataclass(frozen=True)
 class TimestampFile:
-    """A TUM RGB-D "timestamp data..." list. t: (N,) float64 seconds, strictly increasing."""
+    """A TUM RGB-D "timestamp data..." list. t: (N,) float64 seconds, strictly increasing (N may be 0)."""
 
     path: Path
     t: np.ndarray
@@ -46,9 +46,14 @@ class TimestampFile:
 
 
 def parse_timestamp_text(text: str, source: str) -> TimestampFile:
-    """Parse like associate.py (',' and tab are spaces, '#' lines are comments) but strictly:
-    a non-numeric or non-finite timestamp, a timestamp without data, a repeated or backwards
-    timestamp, or no entries at all is a SyncError naming the line."""
+    """Parse as associate.py's read_file_list does, with its dict semantics.
+
+    ',' and tab are spaces; lines starting with '#' are comments; a line with fewer than two fields
+    (a bare timestamp, a blank line) is skipped; entries are keyed by float(timestamp), so a
+    repeated timestamp keeps its first key and the last line's data; entries come out sorted.
+    Entries whose timestamp is not finite are dropped (associate.py keeps them, but their gaps are
+    never below the max difference, so they never print). A first field that is not a number is
+    a SyncError naming the line (associate.py stops with a traceback there)."""
     fast = _parse_plain(text, source)
     return fast if fast is not None else _parse_general(text, source)
 
@@ -76,35 +81,26 @@ def _parse_plain(text: str, source: str) -> TimestampFile | None:
 
 
 def _parse_general(text: str, source: str) -> TimestampFile:
-    t: list[float] = []
-    data: list[str] = []
-    lines: list[int] = []
+    entries: dict[float, list] = {}  # float(stamp) -> [first key, data of the last line, its line number]
     for n, line in enumerate(text.replace(",", " ").replace("\t", " ").split("\n"), start=1):
         if not line or line[0] == "#":
             continue
         fields = [v.strip() for v in line.split(" ") if v.strip() != ""]
-        if not fields:
+        if len(fields) < 2:
             continue
         try:
             ts = float(fields[0])
         except ValueError:
             raise SyncError(f"{source}:{n}: {fields[0]!r} is not a timestamp (expected 'timestamp data...')") from None
         if not math.isfinite(ts):
-            raise SyncError(f"{source}:{n}: timestamp {fields[0]!r} is not a finite number")
-        if len(fields) < 2:
-            raise SyncError(f"{source}:{n}: timestamp {fields[0]} has no data after it")
-        if t and ts <= t[-1]:
-            what = "repeats the timestamp" if ts == t[-1] else "goes backwards from the timestamp"
-            raise SyncError(
-                f"{source}:{n}: timestamp {fields[0]} {what} on line {lines[-1]} ({t[-1]!r}); "
-                "the file must be sorted with unique timestamps (a clock jump?)"
-            )
-        t.append(ts)
-        data.append(" ".join(fields[1:]))
-        lines.append(n)
-    if not t:
-        raise SyncError(f"{source}: no timestamps (empty file or only comments)")
-    return TimestampFile(Path(source), np.array(t, dtype=np.float64), data, np.array(lines))
+            continue
+        if ts in entries:
+            entries[ts][1:] = [" ".join(fields[1:]), n]
+        else:
+            entries[ts] = [ts, " ".join(fields[1:]), n]
+    rows = sorted(entries.values(), key=lambda e: e[0])
+    return TimestampFile(Path(source), np.array([e[0] for e in rows], dtype=np.float64), [e[1] for e in rows],
+                         np.array([e[2] for e in rows], dtype=np.int64))
 
 
 def read_timestamp_file(path: str | os.PathLike) -> TimestampFile:
@@ -129,6 +125,9 @@ def format_association(first: TimestampFile, second: TimestampFile, i: np.ndarra
 
 def associate_files(first_path, second_path, offset: float = 0.0, max_difference: float = 0.02, first_only: bool = False) -> tuple[str, int, int, int]:
     """TUM association of two files. Returns (text, n_pairs, n_first, n_second)."""
+    for name, v in (("--offset", offset), ("--max-difference", max_difference)):
+        if not math.isfinite(v):
+            raise SyncError(f"{name} {v}: expected a finite number of seconds")
     if not max_difference > 0:
         raise SyncError(f"max difference must be > 0 seconds, got {max_difference}")
     first = read_timestamp_file(first_path)
