@@ -4,11 +4,14 @@ files, unsorted and repeated stamps, ties, offsets; and non-finite options are e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import TUM
 
 from dfdcap.sync.io import associate_files
+
+TUM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tum_fr1_xyz"
 
 
 def tum_read_file_list(text: str) -> dict:
