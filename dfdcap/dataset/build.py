@@ -257,12 +257,8 @@ def plan_sessions(
 
 
 def suspect_reasons(sync) -> list[str]:
-    """'clock: reason' lines of a SyncResult's quality verdicts that are not ok (empty = trusted)."""
-    out = []
-    for clock, q in sorted((getattr(sync, "quality", None) or {}).items()):
-        if isinstance(q, dict) and q.get("verdict", "ok") != "ok":
-            out += [f"{clock}: {r}" for r in q.get("reasons", [])] or [f"{clock}: suspect"]
-    return out
+    """'clock: reason' lines of a SyncResult's suspect clocks (empty = trusted or no verdict)."""
+    return [f"{clock}: {r}" for clock, reasons in sync.suspect.items() for r in reasons or ["suspect"]]
 
 
 def check_plan_files(plan: SessionPlan) -> None:

@@ -165,7 +165,8 @@ class SyncResult:
     @property
     def suspect(self) -> dict[str, list[str]]:
         """{clock: reasons} of the clocks whose verdict is not ok."""
-        return {k: list(v.get("reasons", [])) for k, v in self.quality.items() if v.get("verdict", "ok") != "ok"}
+        return {k: [str(r) for r in v.get("reasons", [])] for k, v in self.quality.items()
+                if isinstance(v, dict) and v.get("verdict", "ok") != "ok"}
 
     @property
     def matched(self) -> list[FramePair]:
