@@ -392,7 +392,8 @@ def _sensor_fit_spread(x, y, mu, prior_sd, residual) -> tuple[float, float, floa
                 v, s, _ = map_envelope(xs, ys, len(xs) / mu, prior_sd)
             vals.append(v + s * (xbar - xs.mean()))
         off_std, data_sd = float(np.std(vals) / 2.0), float(np.std(free) / 2.0)
-    post = 1.0 / np.sqrt(1.0 / data_sd**2 + 1.0 / prior_sd**2) if data_sd > 0 else 0.0
+    with np.errstate(divide="ignore"):
+        post = 1.0 / np.sqrt(np.float64(1.0 / data_sd**2 + 1.0 / prior_sd**2)) if data_sd > 0 else 0.0
     return off_std, data_sd * 1e6, float(post) * 1e6
 
 
