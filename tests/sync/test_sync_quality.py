@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -34,7 +33,7 @@ def test_clean_session_is_ok(stamp_session, stamps_60s):
     assert read_sync(stamp_session).quality == res.quality and res.suspect == {}
 
 
-def test_phone_index_cut_mid_file_is_suspect(stamp_session, stamps_60s):
+def test_phone_index_cut_mid_file_is_suspect(stamp_session, stamps_60s, cli):
     n_phone = stamps_60s.phone_stamp.size
     _set_meta(stamp_session, recorder={"phone_frames": n_phone, "sensor_frames_written": stamps_60s.sensor_dev.size,
                                        "probes": len(stamps_60s.probes)})
@@ -46,10 +45,10 @@ def test_phone_index_cut_mid_file_is_suspect(stamp_session, stamps_60s):
     assert res.quality["phone"]["verdict"] == "suspect"
     assert any("phone/frames.csv holds" in r and f"says {n_phone}" in r for r in res.quality["phone"]["reasons"])
     assert res.quality["sensor"]["verdict"] == "ok"
-    r = subprocess.run([sys.executable, "-m", "dfdcap.cli", "sync", str(stamp_session)], capture_output=True, text=True,
-                       env=os.environ | {"COLUMNS": "200"})
-    assert r.returncode == 0, r.stderr
-    assert "phone clock: suspect" in r.stdout and "cut short" in r.stdout
+    code, out, err = cli("sync", stamp_session)
+    out = " ".join(out.split())  # rich wraps at the terminal width
+    assert code == 0, err
+    assert "phone clock: suspect" in out and "cut short" in out
 
 
 def test_session_killed_while_recording_is_interrupted(stamp_session):
