@@ -447,6 +447,10 @@ def build_dataset_cmd(
         f"({summary.frames_per_s:.0f} frames/s), {100 * summary.valid_fraction:.0f} % valid depth"
         + (f"; {summary.skipped_unpaired} stacks without a sensor partner skipped" if summary.skipped_unpaired else "")
     )
+    for note in summary.notes:
+        out.print(f"note: {note}", markup=False, highlight=False)
+    for name, reasons in summary.suspect.items():
+        out.print(f"suspect sync: {name}: {'; '.join(reasons)}", style="yellow", markup=False, highlight=False)
     if ply:
         from dfdcap.dataset.export import export_ply
 

@@ -171,7 +171,37 @@ def _camera_from(d: dict, key: str, path: Path) -> tuple[CameraModel, CameraFit]
         raise CalibrationError(f"{path}: calibration entry {key!r} lacks {k}") from None
     except DfdcapError as err:
         raise CalibrationError(f"{path}: {key}: {err}") from None
+    for name, v in (("K", cam.K), ("dist", cam.dist)):
+        if not np.all(np.isfinite(v)):
+            raise CalibrationError(f"{path}: {key} {name} holds non-finite values {np.asarray(v).ravel().tolist()}; recalibrate")
     return cam, fit
+
+
+RIGID_TOL = 1e-6  # |R^T R - I| and |det R - 1|: a JSON round trip keeps ~1e-15, a scaled or sheared T is far off
+
+
+def check_rigid_transform(value, what: str, tol: float = RIGID_TOL) -> np.ndarray:
+    """A 4x4 rigid transform (finite, orthonormal R with det +1, last row 0 0 0 1) as float64, else
+    CalibrationError naming `what`. A non-rigid T would scale or shear the reprojected depth silently."""
+    try:
+        T = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{what}: expected a 4x4 matrix of numbers, found {value!r}") from None
+    if T.shape != (4, 4):
+        raise CalibrationError(f"{what} has shape {T.shape}, expected 4x4")
+    if not np.all(np.isfinite(T)):
+        raise CalibrationError(f"{what} holds non-finite values {T.tolist()}; recalibrate")
+    R = T[:3, :3]
+    ortho = float(np.abs(R.T @ R - np.eye(3)).max())
+    det = float(np.linalg.det(R))
+    if ortho > tol or abs(det - 1.0) > tol:
+        raise CalibrationError(
+            f"{what}: rotation part is not a rotation (|R^T R - I| = {ortho:.2e}, det = {det:.6f}; expected orthonormal "
+            "with det +1); recalibrate or fix the file"
+        )
+    if np.abs(T[3] - [0.0, 0.0, 0.0, 1.0]).max() > tol:
+        raise CalibrationError(f"{what}: last row is {T[3].tolist()}, expected [0, 0, 0, 1]")
+    return T
 
 
 def _views_from(items: list) -> list[ViewResiduals]:
@@ -202,9 +232,7 @@ def load_any_calibration(path: str | os.PathLike) -> Calibration | CameraCalibra
             raise CalibrationError(f"{path}: calibration file lacks {key!r}")
     phone, phone_fit = _camera_from(d, "phone", path)
     sensor, sensor_fit = _camera_from(d, "sensor", path)
-    T = np.asarray(d["T_phone_from_sensor"], np.float64)
-    if T.shape != (4, 4):
-        raise CalibrationError(f"{path}: T_phone_from_sensor has shape {T.shape}, expected 4x4")
+    T = check_rigid_transform(d["T_phone_from_sensor"], f"{path}: T_phone_from_sensor")
     stereo = dict(d["stereo"])
     stereo["per_view_px"] = np.asarray(stereo.get("per_view_px", []), np.float64).reshape(-1, 2)
     return Calibration(

@@ -24,7 +24,8 @@ from dfdcap.capture.session import Session
 from dfdcap.dataset.fusion import FUSE_MODES, fuse_depth
 from dfdcap.dataset.h5io import Sample, write_dataset
 from dfdcap.dataset.reproject import reproject_depth
-from dfdcap.dataset.stacks import REFERENCE_FRAME, OutputGeometry, coc_maps, group_stacks, make_geometry, reference_position
+from dfdcap.dataset.stacks import REFERENCE_FRAME, OutputGeometry, coc_maps, make_geometry, reference_position, split_ramps
+from dfdcap.dataset.validate import check_depth_png, check_files_exist
 from dfdcap.errors import DatasetError, DfdcapError
 
 
@@ -87,6 +88,8 @@ class SessionPlan:
     pairs: dict[int, PairInfo] = field(default_factory=dict)
     skipped_unpaired: int = 0
     sensor_by_index: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # ramps that gave no stack, and why
+    suspect: list[str] = field(default_factory=list)  # sync.json quality reasons (empty = ok)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class BuildSummary:
     skipped_unpaired: int
     seconds: float
     valid_fraction: float
+    notes: list[str] = field(default_factory=list)  # "<session>: ramp ... skipped" lines
+    suspect: dict[str, list[str]] = field(default_factory=dict)  # session -> sync quality reasons
 
     @property
     def frames_per_s(self) -> float:
@@ -202,7 +207,9 @@ def plan_sessions(
             from dfdcap.sync.io import read_sync
 
             try:
-                pairs = pairs_from_sync(read_sync(s.path))
+                sync = read_sync(s.path)
+                pairs = pairs_from_sync(sync)
+                suspect = suspect_reasons(sync)
             except DfdcapError as e:
                 if not (s.path / "sync.json").is_file():
                     raise DatasetError(f"{s.path}: no sync.json; run `dfdcap sync {s.path}` first") from None
@@ -211,6 +218,7 @@ def plan_sessions(
             if not s.has_truth:
                 raise DatasetError(f"{s.path}: pairing by true clocks needs a simulated session (truth/rig.json)")
             pairs = pairs_from_truth(s)
+            suspect = []
         else:
             raise DatasetError(f"pairing {pairing!r}: expected sync or truth")
         g = make_geometry(cam.image_size, opts.crop, opts.size)
@@ -226,12 +234,13 @@ def plan_sessions(
             raise DatasetError(f"{s.path}: lens {la} differs from the other sessions' {lens_attrs}; build separate datasets")
         lens_attrs = lens_attrs or la
         recs = s.phone_frames
-        groups = group_stacks(
+        ramps = split_ramps(
             np.array([r.ramp for r in recs]), np.array([r.step for r in recs]),
             np.array([r.focus_m for r in recs]), opts.frames,
         )
-        plan = SessionPlan(s, split, pairs=pairs, sensor_by_index={r.index: r for r in s.sensor_frames})
-        for g_pos in groups:
+        plan = SessionPlan(s, split, pairs=pairs, sensor_by_index={r.index: r for r in s.sensor_frames},
+                           notes=[f"{s.path.name}: {n}" for n in ramps.notes], suspect=suspect)
+        for g_pos in ramps.stacks:
             stack = [recs[p] for p in g_pos]
             ref = stack[reference_position(len(stack))]
             partner = pairs.get(ref.index, PairInfo(None, None)).sensor_index
@@ -239,11 +248,28 @@ def plan_sessions(
                 plan.skipped_unpaired += 1
                 continue
             plan.stacks.append(stack)
+        check_plan_files(plan)
         plans.append(plan)
     sizes = {len(st) for p in plans for st in p.stacks}
     if len(sizes) > 1:
         raise DatasetError(f"stacks have different frame counts {sorted(sizes)}; pass --frames S to pick S per stack")
     return plans, geometry, lens_attrs
+
+
+def suspect_reasons(sync) -> list[str]:
+    """'clock: reason' lines of a SyncResult's suspect clocks (empty = trusted or no verdict)."""
+    return [f"{clock}: {r}" for clock, reasons in sync.suspect.items() for r in reasons or ["suspect"]]
+
+
+def check_plan_files(plan: SessionPlan) -> None:
+    """The files the plan's stacks will read exist, and their depth PNGs are 16-bit (DatasetError otherwise)."""
+    s = plan.session
+    check_files_exist(s.path, "phone", [r.file for st in plan.stacks for r in st], "frames.csv")
+    ids = {plan.pairs[r.index].sensor_index for st in plan.stacks for r in st if r.index in plan.pairs}
+    recs = [plan.sensor_by_index[i] for i in sorted(i for i in ids if i in plan.sensor_by_index)]
+    check_files_exist(s.path, "sensor", [r.depth for r in recs], "frames.csv")
+    for r in recs:
+        check_depth_png(s.path / "sensor" / r.depth)
 
 
 def build_sample(
@@ -380,4 +406,5 @@ def build_dataset(
     return BuildSummary(
         out_path, counts, n_frames, sum(p.skipped_unpaired for p in plans),
         time.perf_counter() - t0, float(np.mean(valid)),
+        [n for p in plans for n in p.notes], {p.session.path.name: p.suspect for p in plans if p.suspect},
     )

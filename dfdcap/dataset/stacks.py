@@ -1,7 +1,7 @@
 """Focus stacks from phone frames: grouping by ramp, output geometry (crop + resize), CoC maps.
 
-Pure numerics and bookkeeping; no file I/O. A stack is S phone frames of one focus ramp with
-strictly increasing focus distance. Its depth map is taken at the stack's *reference frame*,
+Pure numerics and bookkeeping; no file I/O. A stack is S phone frames of one focus ramp, stored
+with strictly increasing focus distance (near->far) whichever way the ramp swept. Its depth map is taken at the stack's *reference frame*,
 the middle one (index S // 2): the thesis used one depth map per stack, and the middle frame
 is closest in time to all the others.
 """
@@ -24,15 +24,42 @@ def reference_position(n_frames: int) -> int:
     return n_frames // 2
 
 
-def group_stacks(ramps: np.ndarray, steps: np.ndarray, focus_m: np.ndarray, frames: int | None = None) -> list[np.ndarray]:
-    """Split phone frames into focus stacks.
+@dataclass(frozen=True)
+class RampStacks:
+    """Focus stacks cut from a session's ramps: stacks[k] (S,) positions into the frame arrays,
+    ordered by increasing focus distance; notes: one line per ramp that gave no stack, and why."""
+
+    stacks: list[np.ndarray]
+    notes: list[str]
+
+
+def monotone_run(pos: np.ndarray, focus_m: np.ndarray) -> np.ndarray:
+    """The frames of one ramp (pos in step order) that keep its sweep direction, near->far order.
+
+    A ramp runs near->far (focus distance increasing, diopters decreasing) or far->near (as phones
+    count focus: diopters increasing); the direction is the one most steps take. Frames that turn
+    back against it (lens not settled) are dropped; the run is returned with focus increasing."""
+    f = focus_m[pos]
+    with np.errstate(invalid="ignore"):
+        d = np.diff(f)
+    sign = 1.0 if int((d > 0).sum()) >= int((d < 0).sum()) else -1.0
+    keep = [pos[0]]
+    for p in pos[1:]:
+        if sign * focus_m[p] > sign * focus_m[keep[-1]]:
+            keep.append(p)
+    run = np.asarray(keep)
+    return run if sign > 0 else run[::-1]
+
+
+def split_ramps(ramps: np.ndarray, steps: np.ndarray, focus_m: np.ndarray, frames: int | None = None) -> RampStacks:
+    """Split phone frames into focus stacks, one per ramp.
 
     ramps, steps: (N,) int, the phone's ramp and step number of each frame.
     focus_m: (N,) float metres (inf allowed), the focus distance each frame reports.
-    frames: frames per stack S; None = the full ramp. A ramp with more frames than S gives
-        S frames spread evenly over it; a ramp with fewer is skipped.
-    Returns a list of (S,) int arrays of positions into the inputs, focus strictly increasing.
-    Frames of a ramp whose focus does not increase (lens not settled) are dropped first.
+    frames: frames per stack S; None = the full ramp (the longest ramp's monotone run). A ramp
+        with more frames than S gives S frames spread evenly over it; a ramp with fewer (a partial
+        last ramp of a stopped recording, a ramp that lost frames) is skipped with a note.
+    Ramps may sweep either way (see monotone_run); every stack comes out near->far.
     """
     ramps = np.asarray(ramps)
     steps = np.asarray(steps)
@@ -41,22 +68,28 @@ def group_stacks(ramps: np.ndarray, steps: np.ndarray, focus_m: np.ndarray, fram
         raise DatasetError(f"group_stacks: ramps, steps, focus_m must be equal 1-D, got {ramps.shape}, {steps.shape}, {focus_m.shape}")
     if frames is not None and frames < 2:
         raise DatasetError(f"a focus stack needs at least 2 frames, got --frames {frames}")
-    out = []
+    runs = []
     for r in np.unique(ramps):
         pos = np.flatnonzero(ramps == r)
-        pos = pos[np.argsort(steps[pos], kind="stable")]
-        # keep a strictly increasing focus run (drop frames that go back towards near)
-        keep = [pos[0]]
-        for p in pos[1:]:
-            if focus_m[p] > focus_m[keep[-1]]:
-                keep.append(p)
-        keep = np.asarray(keep)
-        s = len(keep) if frames is None else frames
-        if len(keep) < max(s, 2):
+        runs.append((int(r), len(pos), monotone_run(pos[np.argsort(steps[pos], kind="stable")], focus_m)))
+    full = max((len(run) for _, _, run in runs), default=0)
+    s = full if frames is None else frames
+    last = runs[-1][0] if runs else None
+    out, notes = [], []
+    for r, n, run in runs:
+        if len(run) < max(s, 2):
+            what = "partial last ramp" if r == last else "ramp"
+            lost = f", {n - len(run)} against the sweep" if n > len(run) else ""
+            notes.append(f"{what} {r}: {len(run)} usable of {n} frames{lost}, a stack needs {max(s, 2)}: skipped")
             continue
-        pick = np.round(np.linspace(0, len(keep) - 1, s)).astype(int)
-        out.append(keep[pick])
-    return out
+        pick = np.round(np.linspace(0, len(run) - 1, s)).astype(int)
+        out.append(run[pick])
+    return RampStacks(out, notes)
+
+
+def group_stacks(ramps: np.ndarray, steps: np.ndarray, focus_m: np.ndarray, frames: int | None = None) -> list[np.ndarray]:
+    """split_ramps' stacks only: (S,) int position arrays, focus increasing (see split_ramps)."""
+    return split_ramps(ramps, steps, focus_m, frames).stacks
 
 
 @dataclass(frozen=True)

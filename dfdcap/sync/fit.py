@@ -17,6 +17,16 @@ Sensor, from one-way pairs (t_device_ns, t_host_ns = arrival): arrival = capture
   chain, no solver needed. The envelope maps device time to capture time + the SMALLEST
   latency; `latency_ns` (a fixed latency known for the device, default 0) is subtracted to
   map to capture time. With latency_ns = 0 the model is "capture + minimal transport latency".
+
+  Drift prior: the envelope is the maximum-likelihood line when the latency above it is
+  exponential with mean mu (log L = N v(s) / mu + const, v(s) the envelope's value at the mean
+  device time for slope s). On a short or jittery stream that likelihood barely pins the slope
+  (a busy host early in the stream tilts it by thousands of ppm), so the fit is the MAP under a
+  Gaussian prior drift ~ N(0, SENSOR_DRIFT_PRIOR_PPM): max N v(s) / mu - s^2 / (2 sigma^2).
+  v(s) is concave and piecewise linear (one piece per lower-hull vertex), so the optimum is found
+  exactly piece by piece. A long stream's likelihood is so sharp that the prior moves it by far
+  less than a ppm; the fit reports how far the prior moved the drift (`drift_prior_pull_ppm`)
+  and the data-only uncertainty, and sync/quality.py calls a fit the prior dominates suspect.
 """
 
 from __future__ import annotations
@@ -32,7 +42,12 @@ from dfdcap.sync.clock import ClockModel
 # beyond what 1000 ppm of drift and the measured latencies/round trips explain.
 JUMP_NS = 50_000_000
 MAX_RATE_PPM = 1000.0
-MAX_SENSOR_DRIFT_PPM = 200.0  # crystal clocks of USB cameras stay well inside this
+# Drift prior of a sensor's device clock against the host: both are quartz crystals (USB device
+# crystals are specified at +-20..50 ppm, a PC's at +-20..100 ppm); their difference is typically a
+# few tens of ppm, so a 1-sigma of 40 ppm lets every realistic drift through while keeping a stream
+# that cannot pin the slope from tilting by thousands of ppm.
+SENSOR_DRIFT_PRIOR_PPM = 40.0
+MIN_LATENCY_SCALE_NS = 10_000.0  # floor of the exponential latency scale mu (a near-constant latency)
 
 
 @dataclass(frozen=True)
@@ -276,20 +291,38 @@ def _envelope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int, int]:
     return float(y[i] + slope * (xbar - x[i])), float(slope), i, j
 
 
+def map_envelope(x: np.ndarray, y: np.ndarray, scale: float, prior_sd: float) -> tuple[float, float, int]:
+    """max over slope s of scale * v(s) - s^2 / (2 prior_sd^2), v(s) = min_i y_i - s (x_i - mean x).
+
+    x strictly increasing. Exact: on the slope interval where hull vertex k is the minimiser, the
+    objective is a parabola with its top at s = -scale * prior_sd^2 * (x_k - mean x), clipped to
+    that interval. Returns (v at the optimum, slope, the vertex it rests on)."""
+    xbar = float(x.mean())
+    hull = lower_hull(x, y)
+    hx, hy = x[hull] - xbar, y[hull]
+    edges = np.diff(hy) / np.diff(hx) if len(hull) > 1 else np.zeros(0)
+    lo = np.concatenate([[-np.inf], edges])  # vertex k is the minimiser for slopes in [lo_k, hi_k]
+    hi = np.concatenate([edges, [np.inf]])
+    s = np.clip(-scale * prior_sd**2 * hx, lo, hi)
+    obj = scale * (hy - s * hx) - s**2 / (2.0 * prior_sd**2)
+    k = int(np.argmax(obj))
+    return float(hy[k] - s[k] * hx[k]), float(s[k]), int(hull[k])
+
+
 def fit_sensor_clock(
     t_device_ns: np.ndarray,
     t_host_ns: np.ndarray,
     latency_ns: int = 0,
     source: str = "sensor/frames.csv",
     first_line: int = 2,
-    max_drift_ppm: float = MAX_SENSOR_DRIFT_PPM,
+    drift_prior_ppm: float = SENSOR_DRIFT_PRIOR_PPM,
 ) -> SensorFit:
     """Fit the sensor device clock -> host clock from one-way pairs by their lower envelope.
 
     t_device_ns, t_host_ns: (N,) int64, device stamp and host arrival time of each frame, in
     arrival order (row i is line first_line + i of `source`, for error messages).
     latency_ns: fixed latency known for the device, subtracted from the envelope (see module doc).
-    max_drift_ppm: bound on |drift|; binds only when the stream is too short to pin the slope.
+    drift_prior_ppm: 1-sigma of the Gaussian drift prior (inf = the plain envelope, no prior).
     """
     td = np.asarray(t_device_ns).astype(np.int64).ravel()
     th = np.asarray(t_host_ns).astype(np.int64).ravel()
@@ -298,34 +331,25 @@ def fit_sensor_clock(
     n = td.size
     if n < 2:
         raise SyncError(f"{source}: {n} sensor frame(s); at least 2 are needed to fit the sensor clock")
+    if not drift_prior_ppm > 0:
+        raise SyncError(f"sensor drift prior must be > 0 ppm, got {drift_prior_ppm}")
     _check_increasing(td, "t_device_ns", source, first_line)
     d0, h0 = int(td[0]), int(th[0])
     x = (td - d0).astype(np.float64)
     y = (th - h0).astype(np.float64) - x  # host - device offset sample (+ latency)
     _check_sensor_jumps(x, y, source, first_line)
 
-    value, slope, i, j = _envelope(x, y)
+    free_value, free_slope, i, j = _envelope(x, y)
     xbar = float(x.mean())
-    if abs(slope) > max_drift_ppm * 1e-6:
-        # A short or jittery stream leaves the envelope's slope free; real clocks drift by at most
-        # a few hundred ppm, and the LP optimum under that bound sits at the bound (it is concave in slope).
-        slope = float(np.sign(slope) * max_drift_ppm * 1e-6)
-        lifted = y - slope * (x - xbar)
-        i = j = int(np.argmin(lifted))
-        value = float(lifted[i])
+    mu = max(float(np.median(y - (free_value + free_slope * (x - xbar)))) / np.log(2.0), MIN_LATENCY_SCALE_NS)
+    prior_sd = drift_prior_ppm * 1e-6
+    value, slope = free_value, free_slope
+    if np.isfinite(prior_sd):
+        value, slope, k = map_envelope(x, y, n / mu, prior_sd)
+        if slope != free_slope:
+            i = j = k
     residual = y - (value + slope * (x - xbar))
-    # rough uncertainty: spread of the envelope fitted on 4 interleaved subsets
-    if n >= 16:
-        vals, slopes = [], []
-        for k in range(4):
-            xs, ys = x[k::4], y[k::4]
-            v, s, _, _ = _envelope(xs, ys)
-            vals.append(v + s * (xbar - xs.mean()))
-            slopes.append(s)
-        off_std = float(np.std(vals) / 2.0)
-        drift_std = float(np.std(slopes) / 2.0 * 1e6)
-    else:
-        off_std, drift_std = float(np.ptp(residual)), float("inf")
+    off_std, data_drift_std, drift_std = _sensor_fit_spread(x, y, mu, prior_sd, residual)
     model = ClockModel(
         t0_dev_ns=d0 + int(round(xbar)),
         t0_host_ns=h0 + int(round(xbar + value)) - int(latency_ns),
@@ -334,15 +358,43 @@ def fit_sensor_clock(
         offset_std_ns=off_std,
         drift_std_ppm=drift_std,
         extra={
-            "method": "lower envelope of (device, host arrival) pairs minus a fixed latency",
+            "method": "lower envelope of (device, host arrival) pairs, MAP under a Gaussian drift prior, minus a fixed latency",
             "n_frames": int(n),
             "latency_ns": int(latency_ns),
+            "drift_prior_ppm": float(drift_prior_ppm),
+            "drift_data_ppm": float(free_slope * 1e6),
+            "drift_data_std_ppm": data_drift_std,
+            "drift_prior_pull_ppm": float((slope - free_slope) * 1e6),
+            "latency_scale_ns": float(mu),
             "latency_above_envelope_median_ns": int(np.median(residual)),
             "latency_above_envelope_p95_ns": int(np.percentile(residual, 95)),
             "latency_above_envelope_max_ns": int(residual.max()),
         },
     )
     return SensorFit(model, residual, np.array([i, j]))
+
+
+def _sensor_fit_spread(x, y, mu, prior_sd, residual) -> tuple[float, float, float]:
+    """(offset std ns, data-only drift std ppm, posterior drift std ppm), rough 1-sigma values.
+
+    The spread of the same fit on 4 interleaved subsets / 2 (each a quarter of the data); the
+    posterior drift std combines the data-only one with the prior as Gaussians combine."""
+    if len(x) < 16:
+        data_sd, off_std = float("inf"), float(np.ptp(residual))
+    else:
+        xbar = float(x.mean())
+        vals, free = [], []
+        for k in range(4):
+            xs, ys = x[k::4], y[k::4]
+            v, s, _, _ = _envelope(xs, ys)
+            free.append(s)
+            if np.isfinite(prior_sd):
+                v, s, _ = map_envelope(xs, ys, len(xs) / mu, prior_sd)
+            vals.append(v + s * (xbar - xs.mean()))
+        off_std, data_sd = float(np.std(vals) / 2.0), float(np.std(free) / 2.0)
+    with np.errstate(divide="ignore"):
+        post = 1.0 / np.sqrt(np.float64(1.0 / data_sd**2 + 1.0 / prior_sd**2)) if data_sd > 0 else 0.0
+    return off_std, data_sd * 1e6, float(post) * 1e6
 
 
 def _check_sensor_jumps(x: np.ndarray, y: np.ndarray, source: str, first_line: int) -> None:

@@ -8,7 +8,8 @@ sync.json (written atomically into the session folder):
               "ramp", "step"}],               one per phone frame, so every stack keeps every frame's pairing
    "stats": {gap statistics, unmatched phone frames, sensor frame gaps},
    "stacks": [{"ramp", "n_frames", "n_matched", "max_abs_gap_ns"}],
-   "residuals": {"phone": per-probe arrays, "sensor": percentiles}}
+   "residuals": {"phone": per-probe arrays, "sensor": percentiles},
+   "quality": {"phone": {"verdict": "ok" | "suspect", "reasons": [...]}, "sensor": {...}}   (sync/quality.py)}
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dfdcap.fileio import atomic_write_json, read_json
 from dfdcap.sync.associate import greedy_associate, nearest_associate, one_to_one_associate
 from dfdcap.sync.clock import ClockModel
 from dfdcap.sync.fit import PhoneFit, SensorFit, fit_phone_clock, fit_sensor_clock
+from dfdcap.sync.quality import phone_reasons, sensor_reasons, session_reasons, verdict
 
 SYNC_SCHEMA = 1
 MODES = ("many-to-one", "one-to-one")
@@ -35,7 +37,7 @@ MODES = ("many-to-one", "one-to-one")
 
 @dataclass(frozen=True)
 class TimestampFile:
-    """A TUM RGB-D "timestamp data..." list. t: (N,) float64 seconds, strictly increasing."""
+    """A TUM RGB-D "timestamp data..." list. t: (N,) float64 seconds, strictly increasing (N may be 0)."""
 
     path: Path
     t: np.ndarray
@@ -44,9 +46,14 @@ class TimestampFile:
 
 
 def parse_timestamp_text(text: str, source: str) -> TimestampFile:
-    """Parse like associate.py (',' and tab are spaces, '#' lines are comments) but strictly:
-    a non-numeric or non-finite timestamp, a timestamp without data, a repeated or backwards
-    timestamp, or no entries at all is a SyncError naming the line."""
+    """Parse as associate.py's read_file_list does, with its dict semantics.
+
+    ',' and tab are spaces; lines starting with '#' are comments; a line with fewer than two fields
+    (a bare timestamp, a blank line) is skipped; entries are keyed by float(timestamp), so a
+    repeated timestamp keeps its first key and the last line's data; entries come out sorted.
+    Entries whose timestamp is not finite are dropped (associate.py keeps them, but their gaps are
+    never below the max difference, so they never print). A first field that is not a number is
+    a SyncError naming the line (associate.py stops with a traceback there)."""
     fast = _parse_plain(text, source)
     return fast if fast is not None else _parse_general(text, source)
 
@@ -74,35 +81,26 @@ def _parse_plain(text: str, source: str) -> TimestampFile | None:
 
 
 def _parse_general(text: str, source: str) -> TimestampFile:
-    t: list[float] = []
-    data: list[str] = []
-    lines: list[int] = []
+    entries: dict[float, list] = {}  # float(stamp) -> [first key, data of the last line, its line number]
     for n, line in enumerate(text.replace(",", " ").replace("\t", " ").split("\n"), start=1):
         if not line or line[0] == "#":
             continue
         fields = [v.strip() for v in line.split(" ") if v.strip() != ""]
-        if not fields:
+        if len(fields) < 2:
             continue
         try:
             ts = float(fields[0])
         except ValueError:
             raise SyncError(f"{source}:{n}: {fields[0]!r} is not a timestamp (expected 'timestamp data...')") from None
         if not math.isfinite(ts):
-            raise SyncError(f"{source}:{n}: timestamp {fields[0]!r} is not a finite number")
-        if len(fields) < 2:
-            raise SyncError(f"{source}:{n}: timestamp {fields[0]} has no data after it")
-        if t and ts <= t[-1]:
-            what = "repeats the timestamp" if ts == t[-1] else "goes backwards from the timestamp"
-            raise SyncError(
-                f"{source}:{n}: timestamp {fields[0]} {what} on line {lines[-1]} ({t[-1]!r}); "
-                "the file must be sorted with unique timestamps (a clock jump?)"
-            )
-        t.append(ts)
-        data.append(" ".join(fields[1:]))
-        lines.append(n)
-    if not t:
-        raise SyncError(f"{source}: no timestamps (empty file or only comments)")
-    return TimestampFile(Path(source), np.array(t, dtype=np.float64), data, np.array(lines))
+            continue
+        if ts in entries:
+            entries[ts][1:] = [" ".join(fields[1:]), n]
+        else:
+            entries[ts] = [ts, " ".join(fields[1:]), n]
+    rows = sorted(entries.values(), key=lambda e: e[0])
+    return TimestampFile(Path(source), np.array([e[0] for e in rows], dtype=np.float64), [e[1] for e in rows],
+                         np.array([e[2] for e in rows], dtype=np.int64))
 
 
 def read_timestamp_file(path: str | os.PathLike) -> TimestampFile:
@@ -127,6 +125,9 @@ def format_association(first: TimestampFile, second: TimestampFile, i: np.ndarra
 
 def associate_files(first_path, second_path, offset: float = 0.0, max_difference: float = 0.02, first_only: bool = False) -> tuple[str, int, int, int]:
     """TUM association of two files. Returns (text, n_pairs, n_first, n_second)."""
+    for name, v in (("--offset", offset), ("--max-difference", max_difference)):
+        if not math.isfinite(v):
+            raise SyncError(f"{name} {v}: expected a finite number of seconds")
     if not max_difference > 0:
         raise SyncError(f"max difference must be > 0 seconds, got {max_difference}")
     first = read_timestamp_file(first_path)
@@ -159,6 +160,13 @@ class SyncResult:
     sensor_period_ns: int
     stats: dict = field(default_factory=dict)
     path: Path | None = None
+    quality: dict = field(default_factory=dict)  # {"phone"|"sensor": {"verdict", "reasons"}}
+
+    @property
+    def suspect(self) -> dict[str, list[str]]:
+        """{clock: reasons} of the clocks whose verdict is not ok."""
+        return {k: [str(r) for r in v.get("reasons", [])] for k, v in self.quality.items()
+                if isinstance(v, dict) and v.get("verdict", "ok") != "ok"}
 
     @property
     def matched(self) -> list[FramePair]:
@@ -219,6 +227,36 @@ def _session_latency_ns(session) -> int:
         return int(v or 0)
     except (TypeError, ValueError):
         raise SyncError(f"{session.path}/session.json: sensor_latency_ns {v!r} is not an integer") from None
+
+
+def stated_counts(meta: dict) -> dict[str, int | None]:
+    """How many phone frames, sensor frames and probes session.json says were written (None = unsaid).
+
+    From the recorder's stats; a complete session without them is held to its focus schedule."""
+    rec = meta.get("recorder") if isinstance(meta.get("recorder"), dict) else {}
+    out: dict[str, int | None] = {}
+    for key, name in (("phone", "phone_frames"), ("sensor", "sensor_frames_written"), ("probes", "probes")):
+        v = rec.get(name)
+        out[key] = int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    sched = meta.get("focus_schedule")
+    if out["phone"] is None and meta.get("status") == "complete" and isinstance(sched, dict):
+        steps, ramps = sched.get("steps"), sched.get("ramps")
+        if isinstance(steps, int) and isinstance(ramps, int) and steps > 0 and ramps > 0:
+            out["phone"] = steps * ramps
+    return out
+
+
+def quality_of(session, pfit: PhoneFit, sfit: SensorFit, probes: np.ndarray) -> dict:
+    """sync.json's "quality": a verdict per clock from the fits and the session's own account."""
+    sf = session.sensor_frames
+    counts = {"phone": len(session.phone_frames), "sensor": len(sf), "probes": len(probes)}
+    extra = session_reasons(session.status, session.effective_status, counts, stated_counts(session.meta))
+    sensor_span = int(sf[-1].t_device_ns - sf[0].t_device_ns) if sf else 0
+    probe_span = int(probes[-1, 1] - probes[0, 1]) if len(probes) else 0
+    return {
+        "phone": verdict(phone_reasons(pfit.model, probe_span) + extra["phone"]),
+        "sensor": verdict(sensor_reasons(sfit.model, sensor_span) + extra["sensor"]),
+    }
 
 
 def compute_sync(session, mode: str = "many-to-one", max_gap_ns: int | None = None, sensor_latency_ns: int | None = None) -> tuple[dict, PhoneFit, SensorFit]:
@@ -302,6 +340,7 @@ def compute_sync(session, mode: str = "many-to-one", max_gap_ns: int | None = No
                 "above_envelope_ns": {q: float(np.percentile(res_s, float(q))) for q in ("0", "5", "50", "95", "100")},
             },
         },
+        "quality": quality_of(session, pfit, sfit, probes),
     }
     return doc, pfit, sfit
 
@@ -336,7 +375,8 @@ def _result_from_doc(doc: dict, path: Path) -> SyncResult:
                  for p in doc["pairs"]]
         a = doc["association"]
         return SyncResult(ClockModel.from_dict(doc["phone"]), ClockModel.from_dict(doc["sensor"]), pairs,
-                          a["mode"], int(a["max_gap_ns"]), int(a["sensor_period_ns"]), doc.get("stats", {}), path)
+                          a["mode"], int(a["max_gap_ns"]), int(a["sensor_period_ns"]), doc.get("stats", {}), path,
+                          dict(doc.get("quality", {})))
     except (KeyError, TypeError, ValueError) as e:
         raise SyncError(f"{path}: malformed sync file ({type(e).__name__}: {e})") from None
 

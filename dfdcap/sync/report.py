@@ -35,7 +35,9 @@ def write_sync_report(session_dir: str | os.PathLike, png: str | os.PathLike) ->
     doc, pfit, sfit = compute_sync(session, mode, max_gap, latency)
 
     fig, ax = plt.subplots(2, 2, figsize=(13, 8.5))
-    fig.suptitle(f"clock sync: {session.name}", fontsize=12)
+    verdicts = ", ".join(f"{k} {v['verdict']}" for k, v in doc["quality"].items())
+    suspect = any(v["verdict"] != "ok" for v in doc["quality"].values())
+    fig.suptitle(f"clock sync: {session.name} ({verdicts})", fontsize=12, color="darkorange" if suspect else "black")
 
     # phone: each probe bounds host(t_phone) to [send, recv]; plot the bounds about the model
     probes = session.probes()
@@ -74,7 +76,8 @@ def write_sync_report(session_dir: str | os.PathLike, png: str | os.PathLike) ->
                transform=a.transAxes, fontsize=8, va="top")
     a.set_xlabel("sensor device time since first frame (s)")
     a.set_ylabel("latency above model (ms)")
-    a.set_title(f"sensor: drift {sm.drift_ppm:+.2f} ppm, median latency above envelope "
+    a.set_title(f"sensor: drift {sm.drift_ppm:+.2f} ± {sm.drift_std_ppm:.2f} ppm (data alone "
+                f"{sm.extra.get('drift_data_ppm', sm.drift_ppm):+.1f})\nmedian latency above envelope "
                 f"{sm.extra.get('latency_above_envelope_median_ns', 0) / 1e6:.2f} ms", fontsize=9)
     a.legend(fontsize=8, loc="upper right")
 

@@ -37,3 +37,5 @@ def print_sync_summary(result: SyncResult, console: Console) -> None:
     if s.get("unmatched_phone_indices"):
         idx = s["unmatched_phone_indices"]
         console.print(f"unmatched phone frames: {idx[:20]}{' ...' if len(idx) > 20 else ''}", highlight=False)
+    for clock, reasons in result.suspect.items():
+        console.print(f"{clock} clock: suspect: {'; '.join(reasons)}", style="yellow", markup=False, highlight=False)

@@ -108,3 +108,37 @@ def test_load_refuses_broken_files(tmp_path):
     p.write_text(json.dumps({"schema": 1, "phone": {}}))
     with pytest.raises(CalibrationError, match="lacks"):
         load_calibration(p)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda T: T.__setitem__((0, 3), float("nan")), "non-finite"),
+        (lambda T: T.__setitem__((slice(0, 3), slice(0, 3)), 1.01 * T[:3, :3]), "not a rotation"),
+        (lambda T: T.__setitem__((slice(0, 3), 0), -T[:3, 0]), "det"),  # a reflection
+        (lambda T: T.__setitem__((3, 0), 0.5), "last row"),
+    ],
+)
+def test_load_refuses_non_rigid_or_non_finite_T(default_calibration, tmp_path, change, message):
+    from dfdcap.calib.io import calibration_to_dict
+
+    d = calibration_to_dict(default_calibration.calibration)
+    T = np.asarray(d["T_phone_from_sensor"], np.float64)
+    change(T)
+    d["T_phone_from_sensor"] = T.tolist()
+    p = tmp_path / "cal.json"
+    p.write_text(json.dumps(d))  # NaN written as JSON's NaN token, as Python writes it
+    with pytest.raises(CalibrationError, match=message) as e:
+        load_calibration(p)
+    assert "T_phone_from_sensor" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_load_refuses_non_finite_K(default_calibration, tmp_path):
+    from dfdcap.calib.io import calibration_to_dict
+
+    d = calibration_to_dict(default_calibration.calibration)
+    d["phone"]["K"][0][0] = float("inf")
+    p = tmp_path / "cal.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(CalibrationError, match="phone K holds non-finite"):
+        load_calibration(p)

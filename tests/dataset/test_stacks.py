@@ -1,0 +1,55 @@
+"""Focus ramps -> stacks (stacks.split_ramps): either sweep direction, unsettled frames, partial ramps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dfdcap.dataset.stacks import group_stacks, split_ramps
+from dfdcap.errors import DatasetError
+
+
+def _frames(diopters_per_ramp):
+    ramps, steps, focus = [], [], []
+    for r, ds in enumerate(diopters_per_ramp):
+        for s, d in enumerate(ds):
+            ramps.append(r)
+            steps.append(s)
+            focus.append(1.0 / d if d > 0 else np.inf)
+    return np.array(ramps), np.array(steps), np.array(focus)
+
+
+NEAR_FAR = [2.0, 1.5, 1.0, 0.5, 0.0]  # diopters falling: focus distance increasing, to infinity
+
+
+class TestSplitRamps:
+    def test_near_to_far_and_far_to_near_give_the_same_order(self):
+        a = split_ramps(*_frames([NEAR_FAR, NEAR_FAR]))
+        b = split_ramps(*_frames([NEAR_FAR[::-1], NEAR_FAR[::-1]]))
+        assert not a.notes and not b.notes
+        assert [s.tolist() for s in a.stacks] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+        assert [s.tolist() for s in b.stacks] == [[4, 3, 2, 1, 0], [9, 8, 7, 6, 5]]  # stored near->far
+        focus = _frames([NEAR_FAR[::-1]])[2]
+        assert np.all(np.diff(focus[b.stacks[0]]) > 0)
+
+    def test_frame_against_the_sweep_is_dropped(self):
+        # far->near with one frame that went back (lens not settled): 4 usable frames
+        r = split_ramps(*_frames([[0.5, 1.0, 0.8, 1.5, 2.0]]))
+        assert r.stacks[0].tolist() == [4, 3, 1, 0] and not r.notes
+
+    def test_partial_last_ramp_is_skipped_with_a_note(self):
+        r = split_ramps(*_frames([NEAR_FAR[::-1], NEAR_FAR[::-1], NEAR_FAR[::-1][:3]]))
+        assert len(r.stacks) == 2 and all(len(s) == 5 for s in r.stacks)
+        assert r.notes == ["partial last ramp 2: 3 usable of 3 frames, a stack needs 5: skipped"]
+
+    def test_frames_option_spreads_and_skips(self):
+        r = split_ramps(*_frames([NEAR_FAR, NEAR_FAR[:2]]), frames=3)
+        assert [s.tolist() for s in r.stacks] == [[0, 2, 4]]
+        assert "partial last ramp 1: 2 usable of 2 frames" in r.notes[0]
+        assert [s.tolist() for s in group_stacks(*_frames([NEAR_FAR]), frames=3)] == [[0, 2, 4]]
+
+    def test_bad_input(self):
+        with pytest.raises(DatasetError, match="at least 2"):
+            split_ramps(*_frames([NEAR_FAR]), frames=1)
+        with pytest.raises(DatasetError, match="equal 1-D"):
+            split_ramps(np.zeros(3), np.zeros(2), np.zeros(3))
