@@ -340,6 +340,7 @@ class _Stream:
     tracker: SensorLossTracker
     notes: list[str]
     progress: bool
+    play_to_end: bool = False  # a recording file: every frame of it, not only the sweep's time
     phone_started: bool = False
 
     def submit(self, frame: SensorFrame) -> None:
@@ -397,7 +398,7 @@ def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, mo
             if monitor.error is not None:
                 raise monitor.error
             done_ns = monitor.done_host_ns
-            if done_ns is not None and time.monotonic_ns() - done_ns >= tail_s * 1e9:
+            if done_ns is not None and not stream.play_to_end and time.monotonic_ns() - done_ns >= tail_s * 1e9:
                 break
             if done_ns is None:
                 timed_out(t_sweep)
@@ -430,6 +431,7 @@ def record_session(
     workers: int | None = None,
     max_pending: int = 64,
     on_full: Literal["drop", "wait"] = "drop",
+    play_to_end: bool = False,
     sensor_format: str = DEFAULT_SENSOR_FORMAT,
     png: str | None = None,
     timeout_s: float | None = None,
@@ -444,7 +446,9 @@ def record_session(
     frames, so the sensor covers the last phone frame) -> probes -> phone.stop, phone.fetch ->
     session.json complete. When encoding falls max_pending frames behind, a live sensor's new
     frames are dropped and counted (on_full="drop"); a recording file's playback waits instead
-    (on_full="wait"). Sensor-side losses are counted apart (RecordStats). Depth codes the
+    (on_full="wait"). play_to_end: keep reading the sensor until its stream ends (a recording
+    file, played as fast as it decodes: its length, not the host's speed, decides what is kept).
+    Sensor-side losses are counted apart (RecordStats). Depth codes the
     sensor's model calls invalid become 0 (dfdcap.capture.sensor_models). sensor_format: a
     preset of sensor_format() (png: an older --png preset, used instead when given).
     truth_rig: only for the fully simulated rig; without it the session gets no truth/ at all.
@@ -486,7 +490,7 @@ def record_session(
             stats.probes += 1
 
         stream = _Stream(SensorFrameSink(writer, workers, max_pending, on_full, rule),
-                         SensorLossTracker(writer, sensor.fps, sensor.pair_tolerance_ns), notes, progress)
+                         SensorLossTracker(writer, sensor.fps, sensor.pair_tolerance_ns), notes, progress, play_to_end)
         monitor = PhoneMonitor(phone, writer, probe_interval_s)
         frames = iter(sensor.frames())
         try:
@@ -672,5 +676,5 @@ def record_from_specs(
         return record_session(
             sensor, phone, schedule, out_dir, name, phone_fps=phone_fps,
             truth_rig=rig.truth_rig if rig is not None and s_spec.kind == p_spec.kind == "sim" else None,
-            on_full="wait" if s_spec.is_file else "drop", sensor_format=sensor_format, png=png, progress=progress, stats=stats,
+            on_full="wait" if s_spec.is_file else "drop", play_to_end=s_spec.is_file, sensor_format=sensor_format, png=png, progress=progress, stats=stats,
         )

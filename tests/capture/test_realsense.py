@@ -146,7 +146,7 @@ def test_session_from_db3_equals_source(tmp_path, db3, fake_phone):
     path, depth, rgb = db3
     with RealSenseSensor(str(path), align=False) as sensor:
         session = record_session(sensor, fake_phone, FocusSchedule(0.1, 0.5, steps=2, ramps=1), tmp_path, "db3",
-                                 on_full="wait", progress=False, tail_s=0.0, sensor_format="png")
+                                 on_full="wait", progress=False, tail_s=0.0, sensor_format="png", play_to_end=True)
     s = Session(session)
     assert s.status == "complete"
     idx = [r.index for r in s.sensor_frames]
