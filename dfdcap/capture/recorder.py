@@ -353,6 +353,15 @@ class _Stream:
         self.sink.submit(frame)
 
 
+def _device_dropped(sensor: Sensor) -> int:
+    return int(getattr(sensor, "dropped", 0) or 0)
+
+
+def _sensor_lost(tracker: SensorLossTracker, sensor: Sensor) -> int:
+    """The best estimate of frames lost before the recorder: the largest of the three counts."""
+    return max(tracker.lost_numbers, tracker.lost_times, _device_dropped(sensor))
+
+
 def _update_stats(stats: RecordStats, stream: _Stream, sensor: Sensor) -> None:
     sink, tr = stream.sink, stream.tracker
     stats.sensor_frames_written = sink.written
@@ -361,8 +370,8 @@ def _update_stats(stats: RecordStats, stream: _Stream, sensor: Sensor) -> None:
     stats.depth_pixels_cleared = sink.cleared
     stats.sensor_lost_frame_numbers = tr.lost_numbers
     stats.sensor_lost_timestamps = tr.lost_times
-    stats.sensor_device_dropped = int(getattr(sensor, "dropped", 0) or 0)
-    stats.sensor_lost = max(tr.lost_numbers, tr.lost_times, stats.sensor_device_dropped)
+    stats.sensor_device_dropped = _device_dropped(sensor)
+    stats.sensor_lost = _sensor_lost(tr, sensor)
     stats.stale_pairs = tr.stale
     stats.max_stale_gap_ms = round(tr.max_stale_ns / 1e6, 3)
 
@@ -382,7 +391,7 @@ def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, mo
     with _progress(stream.progress, sweep_s) as bar:
         fields = lambda phone_state: dict(  # noqa: E731
             written=sink.written, queue=sink.depth, dropped=sink.dropped, phone=phone_state,
-            lost=max(stream.tracker.lost_numbers, stream.tracker.lost_times, int(getattr(sensor, "dropped", 0) or 0)))
+            lost=_sensor_lost(stream.tracker, sensor))
         task = bar.add_task("rec", total=sweep_s, **fields("starting"))
         first = next(frames, None)  # the sensor streams before the sweep starts
         if first is None:

@@ -106,12 +106,13 @@ def test_d435_file_without_colour_frames_records_depth_only(tmp_path, fake_phone
 
 
 def test_sim_sensor_drops_are_reported_apart_from_the_recorder(tmp_path):
-    """The simulated driver loses frames (drop probability 0.5; seed 1 loses frame 1): record
+    """The simulated driver loses frames (drop probability 0.5; with seed 3 its first two
+    delivered frames are 0 and 2, so frame 1 is lost however many frames follow): record
     counts them as sensor-side losses by frame number and by the device counter, 0 recorder drops."""
     from dfdcap.capture.recorder import RecordStats, record_session
     from dfdcap.sim.rig import RigConfig, SimRig
 
-    rig = SimRig(RigConfig(seed=1, sensor_drop_prob=0.5, scene="wall"))
+    rig = SimRig(RigConfig(seed=3, sensor_drop_prob=0.5, scene="wall"))
     stats = RecordStats()
     with rig.sensor(realtime=False) as sensor:
         path = record_session(sensor, FakePhone(), FocusSchedule(0.5, 2.0, steps=2, ramps=1), tmp_path, "drops",
@@ -119,6 +120,7 @@ def test_sim_sensor_drops_are_reported_apart_from_the_recorder(tmp_path):
         device_dropped = sensor.dropped
     s = Session(path)
     idx = [r.index for r in s.sensor_frames]
+    assert idx[:2] == [0, 2]
     missing = (idx[-1] - idx[0] + 1) - len(idx)
     assert stats.recorder_dropped == 0 and stats.sensor_device_dropped == device_dropped > 0
     assert stats.sensor_lost_frame_numbers == missing > 0
@@ -235,3 +237,17 @@ def test_sim_session_json_holds_nothing_a_real_device_could_not_know(tmp_path, c
     assert s.has_truth  # the fully simulated rig keeps its truth/ (tests and dataset checks use it)
     assert "sensor_latency_ns" not in s.meta
     assert_session_json_holds_no_truth(s, RigConfig(seed=5))
+
+
+@pytest.mark.parametrize("suffix", [".bag", ".db3", ".oni"])
+def test_broken_recording_file_is_one_line_device_error(tmp_path, cli, suffix):
+    """A file the vendor library cannot read: exit 1, one line naming the file, no traceback."""
+    if suffix == ".oni":
+        private_openni_redist(tmp_path / "redist")
+    else:
+        pytest.importorskip("pyrealsense2")
+    bad = tmp_path / f"broken{suffix}"
+    bad.write_bytes(b"not a recording\n" * 64)
+    code, stdout, stderr = cli("record", "--sensor", bad, "--phone", "sim", "-o", tmp_path / "s")
+    assert code == 1 and str(bad) in stderr and "Traceback" not in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1
