@@ -28,6 +28,7 @@ from dfdcap.errors import DeviceError
 LIVE_TIMEOUT_S = 2.0  # a live camera silent this long counts as disconnected
 FILE_TIMEOUT_S = 2.0  # playback that delivers nothing this long (and is not stopped) is over
 _POLL_MS = 100
+FILE_RETRIES = 2  # replays of a file whose playback delivered no frameset at all
 _STOP_WAIT_S = 0.05
 FILE_SUFFIXES = (".bag", ".db3")
 
@@ -128,6 +129,7 @@ class RealSenseSensor(Sensor):
         what = f"{serial_or_path}: cannot play RealSense recording" if self.is_file else \
             f"RealSense {serial_or_path or '(first camera)'}: cannot start {width}x{height}@{fps} depth z16 + colour rgb8"
         mode = (width, height, fps)
+        self._reopen_args = (mode, what, align)
         # Everything is read from the resolved profile and playback is set to not-real-time
         # *before* start, so a file is not played in real time while we set up. The pipeline
         # still drops the first 1-3 framesets of a file in a few runs out of 30 under load (a race
@@ -254,10 +256,16 @@ class RealSenseSensor(Sensor):
         """Depth+colour pairs in order; ends at the end of a file, DeviceError when a camera goes silent."""
         if self._closed:
             raise DeviceError(f"{self.source or 'RealSense'}: sensor is closed")
+        seen = retries = 0
         while True:
             fs = self._wait()
             if fs is None:
+                if self.is_file and seen == 0 and retries < FILE_RETRIES:
+                    retries += 1  # librealsense may skip the first framesets: a 1-frameset file then plays nothing
+                    self._replay()
+                    continue
                 return
+            seen += 1
             t_host_ns = time.monotonic_ns()
             try:
                 frame = self._frame(fs, t_host_ns)
@@ -269,6 +277,18 @@ class RealSenseSensor(Sensor):
                 self.dropped += 1  # an incomplete frameset (start of a recording, a lost colour frame)
                 continue
             yield frame
+
+    def _replay(self) -> None:
+        """Play the file again from its start (a fresh pipeline, as at open)."""
+        mode, what, align = self._reopen_args
+        self._stop_pipe()
+        cfg, resolved = self._resolve(mode, self._depth_only, what)
+        self._setup(resolved, align, depth_only=self._depth_only)
+        try:
+            self._pipe.start(cfg)
+        except Exception as e:
+            self._pipe = None
+            raise DeviceError(f"{what} ({_rs_message(e)})") from None
 
     def _frame(self, fs, t_host_ns: int) -> SensorFrame | None:
         """One SensorFrame of a frameset; None when it lacks depth (or colour, unless depth-only)."""
@@ -296,6 +316,9 @@ class RealSenseSensor(Sensor):
         if self._closed:
             return
         self._closed = True
+        self._stop_pipe()
+
+    def _stop_pipe(self) -> None:
         if self._pipe is not None:
             time.sleep(_STOP_WAIT_S)  # stopping right after the last callback can abort the process
             try:
