@@ -56,7 +56,8 @@ def record(
     seed: int = typer.Option(0, "--seed", help="sim: random seed of scene, noise and clocks"),
     sensor_preset: str = typer.Option("xtion", "--sensor-preset", help="xtion (0.5-3.5 m) or d405 (0.07-0.5 m): the sim sensor and the default --near/--far"),
     phone_size: Optional[str] = typer.Option(None, "--phone-size", help="phone image size WxH (default: the phone's)"),
-    png: str = typer.Option("fast", "--png", help="sensor PNGs: fast (stored, 1.5 MB/pair) or compact (deflate, ~0.8 MB/pair, 8x the CPU)"),
+    sensor_format: str = typer.Option("jpeg", "--sensor-format", help="sensor images: jpeg (depth lossless PNG + colour JPEG q95, ~0.4 MB/pair), png (both lossless PNG), fast (stored PNG, 1.5 MB/pair), compact (OpenCV's PNG, slow)"),
+    png: Optional[str] = typer.Option(None, "--png", help="older form of --sensor-format: fast or compact"),
 ) -> None:
     """Record a session: the sensor streams while the phone sweeps its focus ramps."""
     from dfdcap.capture.recorder import RecordStats, SimOptions, parse_size, record_from_specs
@@ -65,12 +66,12 @@ def record(
     stats = RecordStats()
     path = record_from_specs(
         sensor, phone, output, name=name, ramps=stacks, steps=steps, near_m=near, far_m=far,
-        spacing=spacing, phone_fps=fps, png=png, sim=sim, stats=stats,
+        spacing=spacing, phone_fps=fps, sensor_format=sensor_format, png=png, sim=sim, stats=stats,
     )
     out.print(str(path), soft_wrap=True, highlight=False)
     out.print(
-        f"complete: {stats.sensor_frames_written} sensor frames ({stats.sensor_frames_dropped} dropped), "
-        f"{stats.phone_frames} phone frames, {stats.probes} clock probes, {stats.duration_s:.1f} s",
+        f"complete: {stats.summary()}; {stats.phone_frames} phone frames, {stats.probes} clock probes, "
+        f"{stats.duration_s:.1f} s",
         soft_wrap=True, highlight=False,
     )
 

@@ -22,7 +22,10 @@ class SensorFrame:
 
     rgb: (H, W, 3) uint8 RGB; depth: (H, W) uint16 in the sensor's native unit
     (SensorIntrinsics.depth_scale_m), registered to the color camera, 0 = invalid.
-    t_device_ns: the sensor's own clock; t_host_ns: host CLOCK_MONOTONIC at arrival.
+    t_device_ns: the sensor's own clock (the depth frame's); t_host_ns: host CLOCK_MONOTONIC at
+    arrival; index: the depth frame number. t_color_device_ns: the colour frame's own stamp where
+    the device gives it (None: the same as depth's); a pair further apart than the sensor's
+    pair_tolerance_ns is stale and noted by the recorder, not dropped.
     """
 
     index: int
@@ -30,6 +33,7 @@ class SensorFrame:
     t_host_ns: int
     rgb: np.ndarray
     depth: np.ndarray
+    t_color_device_ns: int | None = None
 
 
 class _Device(abc.ABC):
@@ -51,9 +55,17 @@ class Sensor(_Device):
 
     info: DeviceInfo
     intrinsics: SensorIntrinsics
-    # The smallest delay from capture to host arrival, where the device documents it (the simulator
-    # knows its own); None = unknown, and clock sync then maps to capture + the smallest latency seen.
-    known_latency_ns: int | None = None
+    fps: float | None = None  # nominal frame rate (None: unknown); the recorder finds timestamp gaps with it
+    # Frames the device or its driver lost before they reached us (its own counter: a driver
+    # that kept only the newest frame, an incomplete or unpaired frameset); the recorder reports
+    # it beside the frame-number and timestamp gaps it sees itself.
+    dropped: int = 0
+    # depth and colour stamps further apart than this make a stale pair (None: half a frame period)
+    pair_tolerance_ns: int | None = None
+    # the largest depth code the device itself calls valid (None: the model table decides)
+    max_depth_code: int | None = None
+    # one-line notes about what was read (a fallback taken), copied into session.json
+    notes: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def frames(self) -> Iterator[SensorFrame]: ...

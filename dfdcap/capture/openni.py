@@ -192,11 +192,18 @@ class OpenNISensor(Sensor):
         try:
             self.is_file = bool(self._dev.is_file())
             self._open_streams(width, height, fps, registered)
+        except DeviceError:
+            self.close()
+            raise
+        except Exception as e:  # any other library error: one line, naming the source
+            self.close()
+            raise DeviceError(f"{uri_or_path or 'OpenNI device (any)'}: cannot set up the depth and colour streams "
+                              f"({_oni_message(e)})") from None
         except BaseException:
             self.close()
             raise
         self.timeout_s = timeout_s if timeout_s is not None else (FILE_TIMEOUT_S if self.is_file else LIVE_TIMEOUT_S)
-        self.dropped = 0  # frames without a partner (live only, normally)
+        self.dropped = 0  # frames without a partner (live only, normally): the device counter the recorder reports
 
     # opening ------------------------------------------------------------------------------
     def _open_streams(self, width: int, height: int, fps: int, registered: bool | None) -> None:
@@ -225,6 +232,11 @@ class OpenNISensor(Sensor):
         depth = color if registered else _camera_from_fov(self._depth, dmode.resolutionX, dmode.resolutionY)
         self.intrinsics = SensorIntrinsics(color, depth, scale, bool(registered), np.eye(4))
         self.fps = int(dmode.fps) or 30
+        self.pair_tolerance_ns = int(500e6 / self.fps)
+        try:  # the largest depth value the device reports as valid (e.g. 10000 mm for a PS1080)
+            self.max_depth_code = int(self._depth.get_max_pixel_value()) or None
+        except Exception:
+            self.max_depth_code = None
         info = dev.get_device_info()
         kind = "openni-file" if self.is_file else "openni"
         model = (info.name or b"").decode(errors="replace") or (info.vendor or b"").decode(errors="replace") or "unknown"
@@ -347,7 +359,7 @@ class OpenNISensor(Sensor):
             if abs(td - tc) <= tol_us:
                 dq.popleft()
                 cq.popleft()
-                yield SensorFrame(idx, td * 1000, t_host_ns, rgb, depth)
+                yield SensorFrame(idx, td * 1000, t_host_ns, rgb, depth, tc * 1000)
             elif td < tc:
                 dq.popleft()
                 self.dropped += 1

@@ -523,7 +523,7 @@ def pull_recording(device, remote_dir: str, writer: SessionWriter, where: str, *
                                f"{where}:{csv_remote}")
         truth_rows: list[tuple[int, str, int, str]] = []
         truth_remote = f"{remote_dir}/truth.csv"
-        if sync.exists(truth_remote):
+        if writer.truth_allowed and sync.exists(truth_remote):  # a simulated phone's truth, fully sim rig only
             truth_rows = _parse_truth_csv(_read_remote_verified(device, sync, truth_remote, where).decode("utf-8"),
                                           f"{where}:{truth_remote}")
         phone_dir = writer.path / "phone"

@@ -23,25 +23,50 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from dfdcap.capture.base import Phone, Sensor, SensorFrame
-from dfdcap.capture.session import SessionWriter
+from dfdcap.capture.sensor_models import DepthRule, clear_invalid_depth, depth_rule, known_latency_ns, sensor_facts
+from dfdcap.capture.session import SensorFormat, SessionWriter
 from dfdcap.errors import DeviceError, DfdcapError, SessionError
 from dfdcap.lens import FocusSchedule
 
 
-PNG_PRESETS = ("fast", "compact")
+SENSOR_FORMATS = ("jpeg", "png", "fast", "compact")
+DEFAULT_SENSOR_FORMAT = "jpeg"
+PNG_PRESETS = ("fast", "compact")  # the values of the older --png option, still accepted
+JPEG_QUALITY = 95
+
+
+def sensor_format(name: str) -> SensorFormat:
+    """The storage preset `name` (benchmarks/record_throughput.py measures them; 640x480 pairs):
+
+    jpeg     default: depth 16-bit PNG, deflate level 1 with the SUB filter and RLE strategy
+             (lossless, ~7 ms CPU); colour JPEG quality 95 (~4 ms). ~0.4 MB per pair. The
+             sensor's colour only serves calibration and pictures; the phone frames carry the
+             DFF signal, so a high-quality JPEG loses nothing the dataset needs.
+    png      lossless: depth and colour PNG with the same fast deflate.
+    fast     stored PNGs (no deflate): least CPU, ~1.5 MB per pair.
+    compact  OpenCV's default PNG (deflate level 1, adaptive filters): ~8x the CPU of fast.
+    """
+    import cv2
+
+    quick = (cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
+             cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE)
+    if name == "jpeg":
+        return SensorFormat(name, ".jpg", (cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY), quick)
+    if name == "png":
+        return SensorFormat(name, ".png", quick, quick)
+    if name == "fast":
+        stored = (cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE)
+        return SensorFormat(name, ".png", stored, stored)
+    if name == "compact":
+        return SensorFormat(name, ".png", (), ())
+    raise SessionError(f"sensor format {name!r}: expected one of {', '.join(SENSOR_FORMATS)}")
 
 
 def png_params(preset: str) -> tuple[int, ...]:
-    """OpenCV PNG flags of a preset. fast: stored (no deflate, no filter), ~1.5 ms CPU and
-    1.5 MB per 640x480 pair; compact: OpenCV's defaults (deflate level 1, RLE), ~13 ms CPU and
-    ~0.8 MB per pair on noisy frames (benchmarks/record_throughput.py). Both are lossless."""
-    import cv2
-
-    if preset == "fast":
-        return (cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE)
-    if preset == "compact":
-        return ()
-    raise SessionError(f"PNG preset {preset!r}: expected one of {', '.join(PNG_PRESETS)}")
+    """OpenCV flags of an older --png preset (fast | compact), for both images."""
+    if preset not in PNG_PRESETS:
+        raise SessionError(f"PNG preset {preset!r}: expected one of {', '.join(PNG_PRESETS)}")
+    return sensor_format(preset).depth_params
 
 
 def default_workers() -> int:
@@ -61,14 +86,81 @@ class RecordingInterrupted(SessionError):
 
 @dataclass
 class RecordStats:
-    """Counters of one recording (also stored in session.json under "recorder")."""
+    """Counters of one recording (also stored in session.json under "recorder").
+
+    Frames lost before the recorder saw them (sensor side) and frames the recorder itself
+    dropped (its encoding queue was full) are counted apart:
+    - sensor_lost: the best estimate of sensor-side losses, the largest of
+      sensor_lost_frame_numbers (gaps in the depth frame numbers), sensor_lost_timestamps
+      (device stamps more than 1.5 frame periods apart, in missing periods) and
+      sensor_device_dropped (the device's or driver's own counter);
+    - recorder_dropped: frames the recorder received and did not write.
+    stale_pairs: frames kept whose colour and depth stamps lie further apart than half a
+    period (listed in sensor/stale_pairs.csv), max_stale_gap_ms the largest such gap.
+    depth_pixels_cleared: pixels set to 0 by the sensor's invalid-code rule (depth_rule).
+    """
 
     sensor_frames_written: int = 0
-    sensor_frames_dropped: int = 0
+    recorder_dropped: int = 0
+    sensor_lost: int = 0
+    sensor_lost_frame_numbers: int = 0
+    sensor_lost_timestamps: int = 0
+    sensor_device_dropped: int = 0
+    stale_pairs: int = 0
+    max_stale_gap_ms: float = 0.0
+    depth_pixels_cleared: int = 0
     phone_frames: int = 0
     probes: int = 0
     max_queue_depth: int = 0
     duration_s: float = 0.0
+
+    def summary(self) -> str:
+        """One line for the screen: sensor side and recorder side apart."""
+        text = (f"{self.sensor_frames_written} sensor frames written; lost at the sensor {self.sensor_lost} "
+                f"(frame numbers {self.sensor_lost_frame_numbers}, timestamps {self.sensor_lost_timestamps}, "
+                f"device counter {self.sensor_device_dropped}); dropped by the recorder {self.recorder_dropped}")
+        if self.stale_pairs:
+            text += f"; {self.stale_pairs} stale depth/colour pairs kept (up to {self.max_stale_gap_ms:.0f} ms apart)"
+        if self.depth_pixels_cleared:
+            text += f"; {self.depth_pixels_cleared} invalid depth pixels set to 0"
+        return text
+
+
+class SensorLossTracker:
+    """Sees every frame the sensor delivers, in order (caller's thread, O(1) per frame), and
+    counts what is missing between them: frame-number gaps, device-timestamp gaps (by the
+    nominal fps) and stale depth/colour pairs (noted in the session with both stamps)."""
+
+    def __init__(self, writer: SessionWriter, fps: float | None, pair_tolerance_ns: int | None):
+        self._writer = writer
+        self.period_ns = 1e9 / fps if fps else None
+        self.tol_ns = pair_tolerance_ns if pair_tolerance_ns is not None else (
+            int(self.period_ns / 2) if self.period_ns else 16_666_667)
+        self.last_index: int | None = None
+        self.last_t_ns: int | None = None
+        self.lost_numbers = 0
+        self.lost_times = 0
+        self.stale = 0
+        self.max_stale_ns = 0
+
+    def observe(self, frame: SensorFrame) -> str | None:
+        """Count the gaps before `frame`; returns a warning line for a stale pair, else None."""
+        if self.last_index is not None and frame.index > self.last_index + 1:
+            self.lost_numbers += frame.index - self.last_index - 1
+        if self.last_t_ns is not None and self.period_ns:
+            dt = frame.t_device_ns - self.last_t_ns
+            if dt > 1.5 * self.period_ns:
+                self.lost_times += int(round(dt / self.period_ns)) - 1
+        self.last_index, self.last_t_ns = frame.index, frame.t_device_ns
+        tc = frame.t_color_device_ns
+        if tc is None or abs(tc - frame.t_device_ns) <= self.tol_ns:
+            return None
+        gap = abs(tc - frame.t_device_ns)
+        self.stale += 1
+        self.max_stale_ns = max(self.max_stale_ns, gap)
+        self._writer.append_stale_pair(frame.index, frame.t_device_ns, tc)
+        return (f"sensor frame {frame.index}: colour taken {(tc - frame.t_device_ns) / 1e6:+.0f} ms from its depth "
+                f"(more than {self.tol_ns / 1e6:.0f} ms); kept, both stamps in sensor/stale_pairs.csv")
 
 
 class SensorFrameSink:
@@ -84,12 +176,15 @@ class SensorFrameSink:
         workers: int,
         max_pending: int,
         on_full: Literal["drop", "wait"] = "drop",
+        rule: DepthRule | None = None,
     ):
         if workers < 1 or max_pending < 1:
             raise SessionError(f"recorder: workers and max_pending must be >= 1, got {workers} and {max_pending}")
         if on_full not in ("drop", "wait"):
             raise SessionError(f"recorder: on_full must be 'drop' or 'wait', got {on_full!r}")
         self._writer = writer
+        self._rule = rule
+        self.cleared = 0  # depth pixels set to 0 by the rule
         self._wait = on_full == "wait"
         self._slots = threading.Semaphore(max_pending)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="dfdcap-png")
@@ -116,13 +211,17 @@ class SensorFrameSink:
         if not self._slots.acquire(blocking=self._wait):
             self.dropped += 1
             return False
-        fut = self._pool.submit(
-            self._writer.save_sensor_frame, frame.index, frame.t_host_ns, frame.t_device_ns, frame.rgb, frame.depth
-        )
+        fut = self._pool.submit(self._save, frame)
         self._order.put(fut)
         self.submitted += 1
         self.max_depth = max(self.max_depth, self.depth)
         return True
+
+    def _save(self, frame: SensorFrame):
+        """Worker thread: apply the invalid-depth rule, encode and write both images."""
+        depth, n = (frame.depth, 0) if self._rule is None else clear_invalid_depth(frame.depth, self._rule)
+        rec = self._writer.save_sensor_frame(frame.index, frame.t_host_ns, frame.t_device_ns, frame.rgb, depth)
+        return rec, n
 
     def _commit_loop(self) -> None:
         while True:
@@ -130,8 +229,9 @@ class SensorFrameSink:
             if fut is None:
                 return
             try:
-                rec = fut.result()
+                rec, n = fut.result()
                 self._writer.append_sensor_record(rec)
+                self.cleared += n
                 self.written += 1
             except BaseException as e:  # disk full, permission: stop the recording, keep the rest
                 self._failed += 1
@@ -194,8 +294,8 @@ def _progress(enabled: bool, total_s: float):
         BarColumn(),
         TimeElapsedColumn(),
         TextColumn(
-            "sensor {task.fields[written]} written, queue {task.fields[queue]}, "
-            "dropped {task.fields[dropped]}; phone {task.fields[phone]}"
+            "sensor {task.fields[written]} written, lost at sensor {task.fields[lost]}, "
+            "recorder dropped {task.fields[dropped]}, queue {task.fields[queue]}; phone {task.fields[phone]}"
         ),
         console=Console(stderr=True),
         disable=not enabled,
@@ -212,13 +312,117 @@ def _status(enabled: bool, text: str):
     return Console(stderr=True).status(text) if enabled else contextlib.nullcontext()
 
 
+def _warn(enabled: bool, text: str) -> None:
+    """A yellow warning line on stderr (shown above a live progress bar)."""
+    if enabled:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True, highlight=False, markup=True)
+
+
 def _session_extra(sensor: Sensor, phone_fps: float) -> dict:
-    """session.json extras; a sensor that knows its fixed transport latency states it, so that
-    `dfdcap sync` maps device stamps to capture time rather than to the earliest arrival."""
+    """session.json extras. Only what the devices themselves report or the recorder measures:
+    a known sensor latency only from the per-model table (dfdcap.capture.sensor_models, with
+    its source), never from a simulator's configuration."""
     extra: dict = {"phone_fps": phone_fps}
-    if sensor.known_latency_ns is not None:
-        extra["sensor_latency_ns"] = int(sensor.known_latency_ns)
+    latency = known_latency_ns(sensor.info.model)
+    if latency is not None:
+        extra["sensor_latency_ns"] = int(latency)
+        extra["sensor_latency_source"] = sensor_facts(sensor.info.model).source
     return extra
+
+
+@dataclass
+class _Stream:
+    """What the sensor loop shares with record_session's cleanup."""
+
+    sink: SensorFrameSink
+    tracker: SensorLossTracker
+    notes: list[str]
+    progress: bool
+    play_to_end: bool = False  # a recording file: every frame of it, not only the sweep's time
+    phone_started: bool = False
+
+    def submit(self, frame: SensorFrame) -> None:
+        warning = self.tracker.observe(frame)
+        if warning is not None:
+            if self.tracker.stale <= 3:
+                _warn(self.progress, warning)
+            if self.tracker.stale == 1:
+                self.notes.append(warning)
+        self.sink.submit(frame)
+
+
+def _device_dropped(sensor: Sensor) -> int:
+    return int(getattr(sensor, "dropped", 0) or 0)
+
+
+def _sensor_lost(tracker: SensorLossTracker, sensor: Sensor) -> int:
+    """The best estimate of frames lost before the recorder: the largest of the three counts."""
+    return max(tracker.lost_numbers, tracker.lost_times, _device_dropped(sensor))
+
+
+def _update_stats(stats: RecordStats, stream: _Stream, sensor: Sensor) -> None:
+    sink, tr = stream.sink, stream.tracker
+    stats.sensor_frames_written = sink.written
+    stats.recorder_dropped = sink.dropped
+    stats.max_queue_depth = sink.max_depth
+    stats.depth_pixels_cleared = sink.cleared
+    stats.sensor_lost_frame_numbers = tr.lost_numbers
+    stats.sensor_lost_timestamps = tr.lost_times
+    stats.sensor_device_dropped = _device_dropped(sensor)
+    stats.sensor_lost = _sensor_lost(tr, sensor)
+    stats.stale_pairs = tr.stale
+    stats.max_stale_gap_ms = round(tr.max_stale_ns / 1e6, 3)
+
+
+def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, monitor: "PhoneMonitor",
+                       schedule: FocusSchedule, phone_fps: float, tail_s: float, timeout_s: float) -> None:
+    """The sensor loop: first frame, phone start, frames until the phone is done + tail_s (or
+    the end of a recording file, then wait for the phone)."""
+    sweep_s = schedule.n_frames / phone_fps
+    sink = stream.sink
+
+    def timed_out(t_sweep: float) -> None:
+        if time.monotonic() - t_sweep > timeout_s:
+            raise DeviceError(f"phone {phone.info.serial}: did not finish the sweep of {schedule.n_frames} frames "
+                              f"within {timeout_s:.0f} s")
+
+    with _progress(stream.progress, sweep_s) as bar:
+        fields = lambda phone_state: dict(  # noqa: E731
+            written=sink.written, queue=sink.depth, dropped=sink.dropped, phone=phone_state,
+            lost=_sensor_lost(stream.tracker, sensor))
+        task = bar.add_task("rec", total=sweep_s, **fields("starting"))
+        first = next(frames, None)  # the sensor streams before the sweep starts
+        if first is None:
+            raise DeviceError(f"sensor {sensor.info.model} {sensor.info.serial}: delivered no frames")
+        stream.submit(first)
+        phone.start(schedule, phone_fps)
+        stream.phone_started = True
+        t_sweep = time.monotonic()
+        monitor.start()
+        last_ui = 0.0
+        for frame in frames:
+            stream.submit(frame)
+            if monitor.error is not None:
+                raise monitor.error
+            done_ns = monitor.done_host_ns
+            if done_ns is not None and not stream.play_to_end and time.monotonic_ns() - done_ns >= tail_s * 1e9:
+                break
+            if done_ns is None:
+                timed_out(t_sweep)
+            now = time.monotonic()
+            if now - last_ui >= 0.1:
+                last_ui = now
+                bar.update(task, completed=min(now - t_sweep, sweep_s), **fields("done" if done_ns else "sweeping"))
+        else:  # the sensor stream ended (end of a recording file): let the phone finish
+            stream.notes.append(f"sensor stream ended after {sink.submitted + sink.dropped} frames")
+            while monitor.done_host_ns is None:
+                if monitor.error is not None:
+                    raise monitor.error
+                timed_out(t_sweep)
+                time.sleep(0.02)
+        bar.update(task, completed=sweep_s, **fields("done"))
 
 
 def record_session(
@@ -236,7 +440,9 @@ def record_session(
     workers: int | None = None,
     max_pending: int = 64,
     on_full: Literal["drop", "wait"] = "drop",
-    png: str = "fast",
+    play_to_end: bool = False,
+    sensor_format: str = DEFAULT_SENSOR_FORMAT,
+    png: str | None = None,
     timeout_s: float | None = None,
     progress: bool = True,
     stats: RecordStats | None = None,
@@ -248,9 +454,14 @@ def record_session(
     -> frames stream, probes every probe_interval_s -> the phone is done (+ tail_s of sensor
     frames, so the sensor covers the last phone frame) -> probes -> phone.stop, phone.fetch ->
     session.json complete. When encoding falls max_pending frames behind, a live sensor's new
-    frames are dropped and counted (on_full="drop", stats and session.json "recorder"); a
-    recording file's playback waits instead (on_full="wait"). png: "fast" or "compact"
-    (see png_params). workers: PNG writer threads (default: default_workers()).
+    frames are dropped and counted (on_full="drop"); a recording file's playback waits instead
+    (on_full="wait"). play_to_end: keep reading the sensor until its stream ends (a recording
+    file, played as fast as it decodes: its length, not the host's speed, decides what is kept).
+    Sensor-side losses are counted apart (RecordStats). Depth codes the
+    sensor's model calls invalid become 0 (dfdcap.capture.sensor_models). sensor_format: a
+    preset of sensor_format() (png: an older --png preset, used instead when given).
+    truth_rig: only for the fully simulated rig; without it the session gets no truth/ at all.
+    workers: writer threads (default: default_workers()).
 
     Ctrl-C or a DfdcapError (a sensor that stops delivering, a phone that does not finish within
     timeout_s, default 2x the sweep + 10 s) ends the recording: finished frames are indexed,
@@ -262,18 +473,21 @@ def record_session(
             f"recorder: need phone_fps > 0, probe_interval_s > 0, edge_probes >= 1, tail_s >= 0; got "
             f"{phone_fps}, {probe_interval_s}, {edge_probes}, {tail_s}"
         )
-    params = png_params(png)
+    fmt = sensor_format_of(sensor_format, png)
     workers = workers or default_workers()
-    sweep_s = schedule.n_frames / phone_fps
-    timeout_s = timeout_s if timeout_s is not None else 2 * sweep_s + 10.0
+    timeout_s = timeout_s if timeout_s is not None else 2 * schedule.n_frames / phone_fps + 10.0
     stats = stats if stats is not None else RecordStats()
+    rule = depth_rule(sensor.info.model, sensor.intrinsics.depth_scale_m, sensor.max_depth_code)
     writer = SessionWriter.create(
         out_dir, name, sensor.info, phone.info, schedule.to_dict(), extra=_session_extra(sensor, phone_fps)
     )
-    writer.png_params = params
+    writer.sensor_format = fmt
+    writer.truth_allowed = truth_rig is not None
     t_start = time.monotonic()
     status, message, cause = "interrupted", None, None
-    notes: list[str] = []
+    notes: list[str] = list(getattr(sensor, "notes", ()) or ())
+    for note in notes:
+        _warn(progress, note)
     started_phone = False
     try:
         writer.write_sensor_intrinsics(sensor.intrinsics)
@@ -284,65 +498,24 @@ def record_session(
             writer.append_probe(phone.probe())
             stats.probes += 1
 
-        sink = SensorFrameSink(writer, workers, max_pending, on_full)
+        stream = _Stream(SensorFrameSink(writer, workers, max_pending, on_full, rule),
+                         SensorLossTracker(writer, sensor.fps, sensor.pair_tolerance_ns), notes, progress, play_to_end)
         monitor = PhoneMonitor(phone, writer, probe_interval_s)
         frames = iter(sensor.frames())
         try:
-            with _progress(progress, sweep_s) as bar:
-                task = bar.add_task("rec", total=sweep_s, written=0, queue=0, dropped=0, phone="starting")
-                first = next(frames, None)  # the sensor streams before the sweep starts
-                if first is None:
-                    raise DeviceError(f"sensor {sensor.info.model} {sensor.info.serial}: delivered no frames")
-                sink.submit(first)
-                phone.start(schedule, phone_fps)
-                started_phone = True
-                t_sweep = time.monotonic()
-                monitor.start()
-                last_ui = 0.0
-                for frame in frames:
-                    sink.submit(frame)
-                    now = time.monotonic()
-                    if monitor.error is not None:
-                        raise monitor.error
-                    done_ns = monitor.done_host_ns
-                    if done_ns is not None and time.monotonic_ns() - done_ns >= tail_s * 1e9:
-                        break
-                    if done_ns is None and now - t_sweep > timeout_s:
-                        raise DeviceError(
-                            f"phone {phone.info.serial}: did not finish the sweep of {schedule.n_frames} frames "
-                            f"within {timeout_s:.0f} s"
-                        )
-                    if now - last_ui >= 0.1:
-                        last_ui = now
-                        bar.update(
-                            task, completed=min(now - t_sweep, sweep_s), written=sink.written, queue=sink.depth,
-                            dropped=sink.dropped, phone="done" if done_ns else "sweeping",
-                        )
-                else:  # the sensor stream ended (end of a recording file): let the phone finish
-                    notes.append(f"sensor stream ended after {sink.submitted + sink.dropped} frames")
-                    while monitor.done_host_ns is None:
-                        if monitor.error is not None:
-                            raise monitor.error
-                        if time.monotonic() - t_sweep > timeout_s:
-                            raise DeviceError(
-                                f"phone {phone.info.serial}: did not finish the sweep of {schedule.n_frames} "
-                                f"frames within {timeout_s:.0f} s"
-                            )
-                        time.sleep(0.02)
-                bar.update(task, completed=sweep_s, written=sink.written, queue=sink.depth, dropped=sink.dropped, phone="done")
+            _stream_until_done(frames, stream, sensor, phone, monitor, schedule, phone_fps, tail_s, timeout_s)
         finally:
+            started_phone = stream.phone_started  # an interruption then fetches what the phone has
             close = getattr(frames, "close", None)
             if close is not None:
                 close()  # stop the sensor stream (generator cleanup)
             if monitor.is_alive():
                 monitor.stop()
             stats.probes += monitor.probes
-            sink.close()  # every submitted frame written and indexed, in order
-            stats.sensor_frames_written = sink.written
-            stats.sensor_frames_dropped = sink.dropped
-            stats.max_queue_depth = sink.max_depth
-        if sink.error is not None:
-            raise SessionError(f"{writer.path}: writing sensor frames failed ({sink.error})") from sink.error
+            stream.sink.close()  # every submitted frame written and indexed, in order
+            _update_stats(stats, stream, sensor)
+        if stream.sink.error is not None:
+            raise SessionError(f"{writer.path}: writing sensor frames failed ({stream.sink.error})") from stream.sink.error
 
         for _ in range(edge_probes):
             writer.append_probe(phone.probe())
@@ -364,7 +537,7 @@ def record_session(
                 message = (message or "") + _salvage_phone(phone, writer, stats)
         finally:
             stats.duration_s = round(time.monotonic() - t_start, 3)
-            writer.meta["recorder"] = asdict(stats) | {"notes": notes, "png": png}
+            writer.meta["recorder"] = asdict(stats) | {"notes": notes, "sensor_format": fmt.name, "depth_rule": rule.to_dict()}
             writer.finish(status, message)
     if status != "complete":
         raise RecordingInterrupted(
@@ -373,6 +546,16 @@ def record_session(
             writer.path,
         ) from cause
     return writer.path
+
+
+def sensor_format_of(name: str | None, png: str | None = None) -> SensorFormat:
+    """The SensorFormat of --sensor-format, or of the older --png preset when that is given."""
+    if png is not None:
+        if name not in (None, DEFAULT_SENSOR_FORMAT, png):
+            raise SessionError(f"--png {png} and --sensor-format {name} disagree: give one of them")
+        png_params(png)  # checks the value
+        return sensor_format(png)
+    return sensor_format(name or DEFAULT_SENSOR_FORMAT)
 
 
 def _salvage_phone(phone: Phone, writer: SessionWriter, stats: RecordStats) -> str:
@@ -463,7 +646,8 @@ def record_from_specs(
     far_m: float | None = None,
     spacing: str = "diopters",
     phone_fps: float = 10.0,
-    png: str = "fast",
+    sensor_format: str = DEFAULT_SENSOR_FORMAT,
+    png: str | None = None,
     sim: SimOptions = SimOptions(),
     progress: bool = True,
     stats: RecordStats | None = None,
@@ -487,7 +671,7 @@ def record_from_specs(
         raise DfdcapError(f"--stacks and --steps must be >= 1, got {ramps} and {steps}")
     if not phone_fps > 0:
         raise DfdcapError(f"--fps must be > 0, got {phone_fps}")
-    png_params(png)
+    sensor_format_of(sensor_format, png)
     default_near, default_far = SENSOR_PRESET_FOCUS_M[sim.sensor_preset]
     schedule = FocusSchedule(
         near_m if near_m is not None else default_near, far_m if far_m is not None else default_far,
@@ -501,5 +685,5 @@ def record_from_specs(
         return record_session(
             sensor, phone, schedule, out_dir, name, phone_fps=phone_fps,
             truth_rig=rig.truth_rig if rig is not None and s_spec.kind == p_spec.kind == "sim" else None,
-            on_full="wait" if s_spec.is_file else "drop", png=png, progress=progress, stats=stats,
+            on_full="wait" if s_spec.is_file else "drop", play_to_end=s_spec.is_file, sensor_format=sensor_format, png=png, progress=progress, stats=stats,
         )

@@ -30,8 +30,21 @@ PHONE_COLUMNS = [
     "iso", "lens_state", "ramp", "step", "file",
 ]
 PROBE_COLUMNS = ["t_host_send_ns", "t_phone_ns", "t_host_recv_ns"]
+STALE_PAIR_COLUMNS = ["index", "t_depth_device_ns", "t_color_device_ns", "gap_ns"]
 STATUSES = ("recording", "complete", "interrupted")
 LOCK_NAME = "recording.lock"  # held (flock) by the writing process while status is "recording"
+
+
+@dataclass(frozen=True)
+class SensorFormat:
+    """How sensor frames are stored: depth is always a 16-bit PNG (lossless); colour is a PNG
+    or a JPEG (rgb_ext ".png" | ".jpg"); *_params are OpenCV imwrite flags. See
+    dfdcap.capture.recorder.sensor_format for the named presets."""
+
+    name: str = "png"
+    rgb_ext: str = ".png"
+    rgb_params: tuple[int, ...] = ()
+    depth_params: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,7 +192,10 @@ class SessionWriter:
         self._indexes: dict[str, _IndexFile] = {}
         self._lock = threading.Lock()
         self._lock_file = None  # the held recording.lock (see _hold_recording_lock)
-        self.png_params: tuple[int, ...] = ()  # OpenCV imwrite flags for sensor PNGs; () = defaults
+        # False when a real device is in the rig: truth/ (written by simulated devices) then stays
+        # absent, since it would describe a scene the real device never saw (see Session.has_truth)
+        self.truth_allowed = True
+        self.sensor_format = SensorFormat()  # how sensor frames are encoded (recorder: the chosen preset)
 
     def _hold_recording_lock(self) -> None:
         """Hold an exclusive flock on recording.lock until finish(): the kernel drops it when the
@@ -262,10 +278,18 @@ class SessionWriter:
         """
         if depth.dtype != np.uint16 or depth.ndim != 2:
             raise SessionError(f"sensor frame {index}: depth must be (H, W) uint16, got {depth.shape} {depth.dtype}")
-        rec = SensorFrameRecord(index, int(t_host_ns), int(t_device_ns), f"rgb/{t_host_ns}.png", f"depth/{t_host_ns}.png")
-        atomic_write_bytes(self.path / "sensor" / rec.rgb, encode_image(rgb, ".png", self.png_params))
-        atomic_write_bytes(self.path / "sensor" / rec.depth, encode_image(depth, ".png", self.png_params))
+        fmt = self.sensor_format
+        rec = SensorFrameRecord(index, int(t_host_ns), int(t_device_ns), f"rgb/{t_host_ns}{fmt.rgb_ext}", f"depth/{t_host_ns}.png")
+        atomic_write_bytes(self.path / "sensor" / rec.rgb, encode_image(rgb, fmt.rgb_ext, fmt.rgb_params))
+        atomic_write_bytes(self.path / "sensor" / rec.depth, encode_image(depth, ".png", fmt.depth_params))
         return rec
+
+    def append_stale_pair(self, index: int, t_depth_device_ns: int, t_color_device_ns: int) -> None:
+        """Note a frame whose colour image was taken apart from its depth (sensor/stale_pairs.csv):
+        the frame is kept (its depth is what ground truth needs), both device stamps are listed."""
+        self._index("sensor/stale_pairs.csv", ",".join(STALE_PAIR_COLUMNS)).append(
+            f"{index},{int(t_depth_device_ns)},{int(t_color_device_ns)},{int(t_color_device_ns) - int(t_depth_device_ns)}"
+        )
 
     def append_sensor_record(self, rec: SensorFrameRecord) -> None:
         """Index a frame whose files exist (call in frame order to keep rgb.txt sorted)."""
@@ -457,6 +481,10 @@ class Session:
 
     @property
     def has_truth(self) -> bool:
+        """True for a session of the fully simulated rig (sim sensor AND sim phone): truth/rig.json
+        then holds both cameras, T_phone_from_sensor and both true clocks, and truth/phone_depth
+        the true depth of the scene the sensor saw, which is what its consumers (pairing by true
+        clocks, the sync and dataset checks) assume. A session with any real device has no truth/."""
         return (self.path / "truth" / "rig.json").is_file()
 
     def truth_rig(self) -> dict:

@@ -157,12 +157,16 @@ class SimPhone(Phone):
 
     def fetch(self, writer: SessionWriter) -> int:
         """Write the captured frames, phone/frames.csv, truth/phone_depth/<index>.npz and
-        (if absent) truth/rig.json into the session. Returns the number of frames."""
-        if not (writer.path / "truth" / "rig.json").exists():
+        (if absent) truth/rig.json into the session. Returns the number of frames. No truth when
+        the writer says a real device is in the rig (writer.truth_allowed): the truth would
+        describe this simulated sensor and scene, not what the real sensor saw."""
+        truth = writer.truth_allowed
+        if truth and not (writer.path / "truth" / "rig.json").exists():
             writer.write_truth_rig(self.rig.truth_rig())
         n = 0
         for rec, rgb, depth in self.recorded_frames():
             writer.write_phone_frame(rec, rgb)
-            writer.write_truth_phone_depth(rec.index, depth)
+            if truth:
+                writer.write_truth_phone_depth(rec.index, depth)
             n += 1
         return n

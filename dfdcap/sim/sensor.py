@@ -85,8 +85,9 @@ class SimSensor(Sensor):
         cam = rig.sensor_camera_model()
         self.intrinsics = SensorIntrinsics(cam, cam, self.preset.depth_scale_m, True)
         self.fps = float(cfg.sensor_fps)
-        self.dropped = 0
-        self.known_latency_ns = int(cfg.sensor_min_latency_ns)
+        self.dropped = 0  # the simulated driver's counter: frames it lost or discarded
+        # No known latency: the simulator's true minimum latency is truth a real device does not
+        # report (dfdcap.capture.sensor_models holds documented per-model values; none for sims).
         self.true_capture_ns: dict[int, int] = {}  # frame index -> true capture time, host clock
         self._rng = np.random.default_rng(seed)
         self._closed = False

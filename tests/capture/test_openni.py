@@ -190,7 +190,7 @@ class TestRecordFromOni:
         schedule = FocusSchedule(0.2, 2.0, steps=2, ramps=1)
         with OpenNISensor(str(oni30)) as sensor:
             path = record_session(sensor, fake_phone, schedule, tmp_path, "oni", phone_fps=30.0, on_full="wait",
-                                  progress=False, tail_s=0.0)
+                                  progress=False, tail_s=0.0, play_to_end=True, sensor_format="png")
         s = Session(path)
         assert s.status == "complete"
         assert [r.index for r in s.sensor_frames] == list(range(1, 31))
@@ -255,7 +255,7 @@ def test_cli_record_from_oni_equals_source(tmp_path, oni30, frames30):
 
     depth, rgb, t_us = frames30
     result = CliRunner().invoke(app, ["record", "--sensor", str(oni30), "--phone", "sim", "-o", str(tmp_path / "s"),
-                                      "--stacks", "1", "--steps", "3"])
+                                      "--stacks", "1", "--steps", "3", "--sensor-format", "png"])
     assert result.exit_code == 0, result.output
     (path,) = (tmp_path / "s").iterdir()
     s = Session(path)

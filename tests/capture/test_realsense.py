@@ -136,6 +136,8 @@ def test_live_camera_streams_aligned_frames():
 
 
 def test_session_from_db3_equals_source(tmp_path, db3, fake_phone):
+    """Lossless format: the session holds the file's frames, except depth beyond the D405's
+    documented 0.5 m range and its 65535 code, which become 0 (no data)."""
     from dfdcap.capture.realsense import RealSenseSensor
     from dfdcap.capture.recorder import record_session
     from dfdcap.capture.session import Session
@@ -144,13 +146,19 @@ def test_session_from_db3_equals_source(tmp_path, db3, fake_phone):
     path, depth, rgb = db3
     with RealSenseSensor(str(path), align=False) as sensor:
         session = record_session(sensor, fake_phone, FocusSchedule(0.1, 0.5, steps=2, ramps=1), tmp_path, "db3",
-                                 on_full="wait", progress=False, tail_s=0.0)
+                                 on_full="wait", progress=False, tail_s=0.0, sensor_format="png", play_to_end=True)
     s = Session(session)
     assert s.status == "complete"
     idx = [r.index for r in s.sensor_frames]
     assert idx[0] <= N // 2 and idx == list(range(idx[0], N))  # see test_frames_come_back_as_injected
+    cleared = 0
     for r in s.sensor_frames:
-        assert np.array_equal(s.read_sensor_depth_raw(r), depth[r.index])
+        src = depth[r.index]
+        expected = np.where(src > 5000, 0, src)  # 0.5 m at 100 um
+        assert np.array_equal(s.read_sensor_depth_raw(r), expected)
         assert np.array_equal(s.read_sensor_rgb(r), rgb[r.index])
+        cleared += int(np.count_nonzero(src > 5000))
+    assert cleared > 0 and s.meta["recorder"]["depth_pixels_cleared"] == cleared
+    assert s.meta["recorder"]["depth_rule"] == {"max_code": 5000, "invalid_codes": [65535]}
     intr = s.sensor_intrinsics
     assert intr.depth_scale_m == 0.0001 and np.allclose(intr.T_color_from_depth[:3, 3], T_M)
