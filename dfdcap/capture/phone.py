@@ -424,6 +424,25 @@ class SyncConnection:
     def exists(self, path: str) -> bool:
         return self.stat(path)[0] != 0
 
+    def list_dir(self, path: str) -> list[tuple[str, int, int, int]]:
+        """(name, mode, size, mtime) of each entry of a folder (sync LIST; names are raw, unchecked,
+        '.' and '..' left out); [] for a folder that does not exist."""
+        try:
+            self._request(b"LIST", path)
+            out = []
+            while True:
+                head = self._c.read_exact(20)
+                if head[:4] == b"DONE":
+                    return out
+                if head[:4] != b"DENT":
+                    raise DeviceError(f"{self.where}: listing {path}: unexpected sync reply {head[:4]!r}")
+                mode, size, mtime, n = struct.unpack("<IIII", head[4:])
+                name = self._c.read_exact(n).decode("utf-8", "replace")
+                if name not in (".", ".."):
+                    out.append((name, mode, size, mtime))
+        except self._errors as e:
+            raise self._broke(f"listing of {path}", e) from None
+
     def iter_file(self, path: str) -> Iterator[bytes]:
         """The file's bytes in chunks; read it to the end (the session stays in step)."""
         try:
