@@ -211,12 +211,13 @@ class OpenCameraPhone(Phone):
         from dfdcap.capture.phone import SyncConnection
 
         with SyncConnection(self._device, self.where) as sync:
-            xmls = [(mtime, name) for name, mode, _size, mtime in sync.list_dir(BACKUP_DIR)
+            # newest first; within one second (mtime has 1 s steps) a backup dfdcap pushed wins
+            xmls = [(mtime, name.startswith("dfdcap_"), name) for name, mode, _size, mtime in sync.list_dir(BACKUP_DIR)
                     if name.endswith(".xml") and "/" not in name and not name.startswith(".")]
             if not xmls:
                 raise DeviceError(f"{self.where}: no Open Camera settings backup in {BACKUP_DIR}; on the phone: "
                                   f"Settings > Settings manager > Save settings (dfdcap reads the mode from it)")
-            name = max(xmls)[1]
+            name = max(xmls)[2]
             text = sync.read_bytes(f"{BACKUP_DIR}/{name}").decode("utf-8", "replace")
         prefs, s = parse_settings_xml(text, f"{self.where}:{BACKUP_DIR}/{name}")
         return name, prefs, s

@@ -92,7 +92,7 @@ def parse_photo_name(name: str) -> PhotoName | None:
 
     Only such names are ever pulled: a name with a slash, '..', a NUL or anything else is not
     one of the app's photos and is ignored (the pull writes to names it makes itself)."""
-    m = _NAME.match(name)
+    m = _NAME.fullmatch(name)
     if m is None:
         return None
     date, time_, ms, idx, ext = m.groups()

@@ -13,6 +13,7 @@ What a real phone with Open Camera shows the host, played by a SimPhone:
   cancels it (the photos taken so far stay). In standard photo mode a press takes one photo
   IMG_<time>.jpg;
 - `date +%s%N` (the phone's wall clock: its SimClock plus an epoch offset) and `date +%z`;
+- `lose_photos`: photos whose file never appears (a failed save), for tests;
 - `cmd media.camera watch` on Android 13+ (sdk >= 33): start/stop/dump, each photo's focus
   distance and lens state with its wall-clock time (last 100 kept). dfdcap does not read it yet.
 
@@ -72,7 +73,8 @@ class SimOpenCamera:
 
     def __init__(self, sim_phone, storage: str | os.PathLike, *,
                  settings: BracketingSettings = BracketingSettings(10.0, 2.0, 5), time_scale: float = 1.0,
-                 utc_offset: str = "+0100", write_offset_tag: bool = False, android_sdk: int = 34, seed: int = 0):
+                 utc_offset: str = "+0100", write_offset_tag: bool = False, android_sdk: int = 34, seed: int = 0,
+                 lose_photos: frozenset[tuple[int, int]] = frozenset()):
         self.sim = sim_phone
         self.storage = Path(storage)
         self.period_s = FRAME_PERIOD_S * time_scale
@@ -85,6 +87,8 @@ class SimOpenCamera:
         self._cancel = threading.Event()
         self.truth: dict[str, tuple[int, float, np.ndarray]] = {}  # photo name -> (t_host_ns, focus reached, depth)
         self.presses = 0
+        self.ramps_started = 0
+        self.lose_photos = lose_photos  # (ramp, step) whose file never reaches storage (a failed save)
         self._watch: collections.deque | None = None
         self.prefs: dict[str, tuple[str, str]] = {"preference_camera_api": ("string", "preference_camera_api_camera2")}
         self.settings = settings
@@ -179,11 +183,13 @@ class SimOpenCamera:
     def _ramp(self) -> None:
         focus = self.settings.focus_diopters()
         stamp = self._stamp(self.wall_ns(), "_")
+        ramp, self.ramps_started = self.ramps_started, self.ramps_started + 1
         for i, f in enumerate(focus):
             time.sleep(self.period_s)  # the app waits 500 ms after setting the focus
             if self._cancel.is_set():
                 return
-            self._capture(f"IMG_{stamp}_{i}.jpg", f, i)
+            if (ramp, i) not in self.lose_photos:
+                self._capture(f"IMG_{stamp}_{i}.jpg", f, i)
 
     def _single(self) -> None:
         self._capture(f"IMG_{self._stamp(self.wall_ns(), '.')}.jpg", None, 0)
