@@ -24,9 +24,12 @@ The photos on the phone are the user's: they are never deleted.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -361,9 +364,15 @@ def _describe(s: BracketingSettings) -> str:
 
 def pull_photos(device, sync, names: list[str], sizes: list[int], frames_dir: Path, first_index: int,
                 where: str) -> list[Path]:
-    """Pull one ramp's photos to frames_dir/<first_index + i>.<ext>: names checked, sha256sum on the
-    phone, each file pulled to a temporary name, verified, renamed; present and matching: skipped."""
-    from dfdcap.capture.phone import _inside, _pull_verified, _sha256_file, _shell
+    """Pull one ramp's photos to frames_dir/<first_index + i>.jpg; returns those paths.
+
+    Names are checked first (only Open Camera's photo names; nothing is written otherwise). The
+    phone's `sha256sum` of the photos runs while they stream (its own ADB connection), each to a
+    temporary name; a photo is renamed into place only once it matches the phone's checksum
+    (one re-pull on a mismatch). A photo already in the session with the right size and checksum
+    is not pulled again, so an interrupted fetch resumes.
+    """
+    from dfdcap.capture.phone import _inside, _sha256_file
 
     parsed = [parse_photo_name(nm) for nm in names]
     if any(p is None for p in parsed):
@@ -372,21 +381,53 @@ def pull_photos(device, sync, names: list[str], sizes: list[int], frames_dir: Pa
     if any(p.ext != "jpg" for p in parsed):
         raise DeviceError(f"{where}: {names[0]}...: RAW (.dng) photos are not supported; turn RAW off in Open Camera")
     remotes = [f"{PHOTO_DIR}/{nm}" for nm in names]
-    out = _shell(device, ["sha256sum", *remotes], where)
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    dests = [_inside(frames_dir, f"{first_index + i}.jpg") for i in range(len(names))]
+    with ThreadPoolExecutor(1, thread_name_prefix="dfdcap-sha256sum") as pool, contextlib.ExitStack() as temps:
+        sums_later = pool.submit(_remote_sha256s, device, remotes, where)  # the phone hashes while we pull
+        got: list[tuple[Path | None, str]] = []
+        for remote, size, dest in zip(remotes, sizes, dests):
+            if dest.is_file() and dest.stat().st_size == size:
+                got.append((None, _sha256_file(dest)))  # checked against the phone's sum below
+                continue
+            tmp = temps.enter_context(atomic_path(dest))
+            got.append((tmp, _stream_to(sync, remote, tmp, size)))
+        sums = sums_later.result()
+        for i, (tmp, sha) in enumerate(got):
+            if sha == sums[remotes[i]]:
+                continue
+            if tmp is None:  # a stale copy in the session: pull it again
+                tmp = temps.enter_context(atomic_path(dests[i]))
+            if _stream_to(sync, remotes[i], tmp, sizes[i]) != sums[remotes[i]]:
+                raise DeviceError(f"{where}: {remotes[i]} does not match the phone's sha256sum twice (changing on "
+                                  f"the phone, or a bad cable); nothing of this ramp was kept")
+    return dests
+
+
+def _remote_sha256s(device, remotes: list[str], where: str) -> dict[str, str]:
+    from dfdcap.capture.phone import _shell
+
+    out = _shell(device, ["sha256sum", *remotes], where, timeout_s=120.0)
     sums = {}
     for line in out.splitlines():
         parts = line.split(None, 1)
         if len(parts) == 2 and len(parts[0]) == 64:
             sums[parts[1].strip()] = parts[0].lower()
-    dests = []
-    for i, (remote, size) in enumerate(zip(remotes, sizes)):
-        if remote not in sums:
-            raise DeviceError(f"{where}: {remote} is gone from the phone (sha256sum: {out.strip()[:120]})")
-        dest = _inside(frames_dir, f"{first_index + i}.jpg")
-        if not (dest.is_file() and dest.stat().st_size == size and _sha256_file(dest) == sums[remote]):
-            _pull_verified(sync, remote, dest, size, sums[remote], where)
-        dests.append(dest)
-    return dests
+    gone = [r for r in remotes if r not in sums]
+    if gone:
+        raise DeviceError(f"{where}: {gone[0]} is gone from the phone (sha256sum: {out.strip()[:120]})")
+    return sums
+
+
+def _stream_to(sync, remote: str, path: Path, size: int) -> str:
+    """Pull remote into path; its sha256, or '' when its length is not `size`."""
+    h, n = hashlib.sha256(), 0
+    with open(path, "wb") as f:
+        for chunk in sync.iter_file(remote):
+            n += len(chunk)
+            h.update(chunk)
+            f.write(chunk)
+    return h.hexdigest() if n == size else ""
 
 
 # --- photos taken by hand: a folder -------------------------------------------------------------------
