@@ -91,7 +91,7 @@ def _opencamera_pull_ms(dev, srv, serial: str, tmp: Path, runs: int = 3) -> tupl
         dest = tmp / f"oc_{k}"
         t = time.perf_counter()
         with SyncConnection(dev, "bench") as sync:
-            pull_photos(dev, sync, OC_NAMES, [FRAME_BYTES] * N_FRAMES, dest, 0, "bench")
+            _ = pull_photos(dev, sync, OC_NAMES, [FRAME_BYTES] * N_FRAMES, dest, 0, "bench")
         ours.append((time.perf_counter() - t) * 1e3)
         t = time.perf_counter()
         srv.adb_cmd("-s", serial, "pull", PHOTO_DIR, str(tmp / f"cli_oc_{k}"))

@@ -128,10 +128,17 @@ def group_ramps(names: list[str], n: int, ignore: set[str] = frozenset()) -> lis
 def write_stack_session(writer: SessionWriter, ramps: list[list[Path]], settings: BracketingSettings,
                         utc_offset_s: int | None, extra: dict) -> int:
     """Index frames already placed at phone/frames/<index>.<ext> (ramps of local paths, in order):
-    EXIF per frame -> frames.csv rows, camera.json from the first frame, phone/opencamera.json
-    (settings, provenance, and `extra`: e.g. each ramp's file names on the phone)."""
+    EXIF per frame -> frames.csv rows (those not indexed yet), camera.json from the first frame,
+    phone/opencamera.json (settings, provenance, and `extra`: e.g. each ramp's file names on the
+    phone). Returns the number of frames."""
+    from dfdcap.capture.session import Session
+
     n = settings.n_images
     all_exif, camera, count = True, None, 0
+    try:
+        indexed = {r.index for r in Session(writer.path).phone_frames}
+    except SessionError:
+        indexed = set()
     for k, paths in enumerate(ramps):
         infos = [read_exif(p.read_bytes(), str(p)) for p in paths]
         names = [parse_photo_name(p.name) or _local_name(p, i) for i, p in enumerate(paths)]
@@ -140,7 +147,8 @@ def write_stack_session(writer: SessionWriter, ramps: list[list[Path]], settings
         recs, exif_ok = ramp_records(infos, names, settings, k, k * n, utc_offset_s)
         all_exif &= exif_ok
         for r in recs:
-            writer.append_phone_record(r)
+            if r.index not in indexed:
+                writer.append_phone_record(r)
             count += 1
     if camera is not None:
         if not all_exif:
@@ -340,21 +348,69 @@ class OpenCameraPhone(Phone):
         self._stopped = True
 
     def fetch(self, writer: SessionWriter) -> int:
-        """Pull every complete ramp (verified, resumable) and index it; returns the frame count."""
+        """Pull every complete ramp (verified, resumable) and index it; returns the frame count.
+        phone/opencamera.json names the ramps' photos first, so `dfdcap pull SESSION` can resume."""
         n = self.settings.n_images
-        local_ramps = []
-        from dfdcap.capture.phone import SyncConnection
-
-        with SyncConnection(self._device, self.where) as sync:
-            for k, ramp in enumerate(self.ramps):
-                names = [ramp.files[i][0] for i in range(n)]
-                local_ramps.append(pull_photos(self._device, sync, names, [ramp.files[i][1] for i in range(n)],
-                                               writer.path / "phone" / "frames", k * n, self.where))
-        if not local_ramps:
+        if not self.ramps:
             return 0
-        extra = {"serial": self.serial, "settings_backup": self.backup_name,
-                 "ramps": [{"stamp": r.stamp, "files": [r.files[i][0] for i in range(n)]} for r in self.ramps]}
-        return write_stack_session(writer, local_ramps, self.settings, self.utc_offset_s, extra)
+        ramps = [{"stamp": r.stamp, "files": [r.files[i][0] for i in range(n)],
+                  "sizes": [r.files[i][1] for i in range(n)]} for r in self.ramps]
+        atomic_write_json(writer.path / SIDECAR, {"package": PACKAGE, "serial": self.serial,
+                                                   "settings": asdict(self.settings), "settings_backup": self.backup_name,
+                                                   "utc_offset_s": self.utc_offset_s, "ramps": ramps})
+        return fetch_ramps(self._device, writer, ramps, self.settings, self.utc_offset_s, self.where,
+                           {"serial": self.serial, "settings_backup": self.backup_name})[0]
+
+
+def fetch_ramps(device, writer: SessionWriter, ramps: list[dict], settings: BracketingSettings,
+                utc_offset_s: int | None, where: str, extra: dict) -> tuple[int, int, int]:
+    """Pull the ramps ({"files", "sizes"} each, in order) into the session and index what is new.
+    Returns (frames, photos pulled now, bytes pulled now)."""
+    from dfdcap.capture.phone import SyncConnection
+
+    n = settings.n_images
+    local, pulled, nbytes = [], 0, 0
+    with SyncConnection(device, where) as sync:
+        for k, r in enumerate(ramps):
+            paths, p, b = pull_photos(device, sync, r["files"], r["sizes"], writer.path / "phone" / "frames", k * n, where)
+            local.append(paths)
+            pulled, nbytes = pulled + p, nbytes + b
+    return write_stack_session(writer, local, settings, utc_offset_s, extra | {"ramps": ramps}), pulled, nbytes
+
+
+def resume_opencamera_pull(session_dir, serial: str | None = None, *, adb_port: int | None = None):
+    """`dfdcap pull SESSION` for an Open Camera session: pull the photos phone/opencamera.json names
+    that the session lacks (verified; present ones are kept; the phone's photos stay). Returns a
+    dfdcap.capture.phone.PullResult."""
+    from dfdcap.capture.phone import PullResult, adb_client, find_device
+    from dfdcap.capture.session import Session
+    from dfdcap.fileio import read_json
+
+    session = Session(session_dir)
+    side_path = session.path / SIDECAR
+    if not side_path.is_file():
+        raise SessionError(f"{side_path}: missing; the recording ended before any ramp was complete (nothing to pull)")
+    side = read_json(side_path)
+    try:
+        settings = BracketingSettings(**side["settings"])
+        ramps, utc = side["ramps"], side.get("utc_offset_s")
+    except (KeyError, TypeError) as e:
+        raise SessionError(f"{side_path}: malformed ({e})") from None
+    device = find_device(adb_client(adb_port), serial or side.get("serial"))
+    where = f"phone {device.serial} ({session.path.name})"
+    t0 = time.monotonic()
+    writer = SessionWriter(session.path, session.meta)
+    try:
+        n, pulled, nbytes = fetch_ramps(device, writer, ramps, settings, utc, where,
+                        {k: side[k] for k in ("serial", "settings_backup") if k in side})
+    finally:
+        for f in writer._indexes.values():
+            f.close()
+    meta = read_json(session.path / "session.json")
+    res = PullResult(n, pulled, n - pulled, nbytes, 0, False, round(time.monotonic() - t0, 3))
+    meta["phone_pull"] = asdict(res) | {"finished_utc": datetime.now().astimezone().isoformat()}
+    atomic_write_json(session.path / "session.json", meta)
+    return res
 
 
 def _describe(s: BracketingSettings) -> str:
@@ -363,8 +419,9 @@ def _describe(s: BracketingSettings) -> str:
 
 
 def pull_photos(device, sync, names: list[str], sizes: list[int], frames_dir: Path, first_index: int,
-                where: str) -> list[Path]:
-    """Pull one ramp's photos to frames_dir/<first_index + i>.jpg; returns those paths.
+                where: str) -> tuple[list[Path], int, int]:
+    """Pull one ramp's photos to frames_dir/<first_index + i>.jpg; returns (those paths, photos
+    pulled, bytes pulled).
 
     Names are checked first (only Open Camera's photo names; nothing is written otherwise). The
     phone's `sha256sum` of the photos runs while they stream (its own ADB connection), each to a
@@ -386,12 +443,14 @@ def pull_photos(device, sync, names: list[str], sizes: list[int], frames_dir: Pa
     with ThreadPoolExecutor(1, thread_name_prefix="dfdcap-sha256sum") as pool, contextlib.ExitStack() as temps:
         sums_later = pool.submit(_remote_sha256s, device, remotes, where)  # the phone hashes while we pull
         got: list[tuple[Path | None, str]] = []
+        pulled = nbytes = 0
         for remote, size, dest in zip(remotes, sizes, dests):
             if dest.is_file() and dest.stat().st_size == size:
                 got.append((None, _sha256_file(dest)))  # checked against the phone's sum below
                 continue
             tmp = temps.enter_context(atomic_path(dest))
             got.append((tmp, _stream_to(sync, remote, tmp, size)))
+            pulled, nbytes = pulled + 1, nbytes + size
         sums = sums_later.result()
         for i, (tmp, sha) in enumerate(got):
             if sha == sums[remotes[i]]:
@@ -401,7 +460,7 @@ def pull_photos(device, sync, names: list[str], sizes: list[int], frames_dir: Pa
             if _stream_to(sync, remotes[i], tmp, sizes[i]) != sums[remotes[i]]:
                 raise DeviceError(f"{where}: {remotes[i]} does not match the phone's sha256sum twice (changing on "
                                   f"the phone, or a bad cable); nothing of this ramp was kept")
-    return dests
+    return dests, pulled, nbytes
 
 
 def _remote_sha256s(device, remotes: list[str], where: str) -> dict[str, str]:

@@ -635,6 +635,10 @@ def resume_pull(session_dir: str | os.PathLike, serial: str | None = None, recor
     path = session.path
     saved = read_json(path / RECORDING_FILE) if (path / RECORDING_FILE).is_file() else {}
     rig_phone = session.meta.get("rig", {}).get("phone", {})
+    if rig_phone.get("kind") == "opencamera":  # no companion app: the photos named in phone/opencamera.json
+        from dfdcap.capture.opencamera import resume_opencamera_pull
+
+        return resume_opencamera_pull(path, serial, adb_port=adb_port)
     if serial is None:
         serial = saved.get("serial") or (rig_phone.get("serial") if rig_phone.get("kind") == "adb" else None)
     phone = AdbPhone(serial, adb_port=adb_port, progress=progress)

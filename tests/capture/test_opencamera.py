@@ -356,3 +356,32 @@ def test_record_sync_build_against_truth(tmp_path, monkeypatch):
             assert mask.mean() > 0.3
             rel = np.abs(depth[mask] - truth[mask]) / truth[mask]
             assert np.median(rel) <= 0.005
+
+
+@needs_adb
+def test_cable_pulled_during_the_pull_then_dfdcap_pull_resumes(adb_server, tmp_path, monkeypatch, cli):
+    from dfdcap.capture.recorder import RecordingInterrupted
+
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(adb_server.port))
+    with sim_device(adb_server) as dev:
+        with host(dev) as phone:
+            dev.adbd.drop_after_recv = dev.adbd.recv_count + 7  # the cable goes during ramp 2's photos
+            with pytest.raises(RecordingInterrupted) as exc:
+                record(phone, tmp_path, 2)
+        s = Session(exc.value.path)
+        assert s.status == "interrupted" and "dfdcap pull SESSION" in s.meta["message"] and s.phone_frames == []
+        kept = {p.name: p.read_bytes() for p in (s.path / "phone" / "frames").iterdir()}
+        assert sorted(kept) == [f"{i}.jpg" for i in range(5)]  # ramp 1 verified and renamed; ramp 2 not at all
+        dev.adbd.start(dev.adbd.port)
+        adb_server.connect(dev.serial)
+        code, out, err = cli("pull", s.path)
+        assert code == 0, err
+        assert "10 phone frames (5 pulled, 5 already here" in " ".join(out.split())
+        s = Session(s.path)
+        assert [r.index for r in s.phone_frames] == list(range(10))
+        assert all((s.path / "phone" / "frames" / n).read_bytes() == b for n, b in kept.items())
+        side = json.loads((s.path / "phone" / "opencamera.json").read_text())
+        for r in s.phone_frames:
+            name = side["ramps"][r.ramp]["files"][r.step]
+            assert (s.path / "phone" / r.file).read_bytes() == (dev.storage / "sdcard/DCIM/OpenCamera" / name).read_bytes()
+        assert s.meta["phone_pull"]["pulled"] == 5
