@@ -15,7 +15,9 @@ What a real phone with Open Camera shows the host, played by a SimPhone:
 - `date +%s%N` (the phone's wall clock: its SimClock plus an epoch offset) and `date +%z`;
 - `lose_photos`: photos whose file never appears (a failed save), for tests;
 - `cmd media.camera watch` on Android 13+ (sdk >= 33): start/stop/dump, each photo's focus
-  distance and lens state with its wall-clock time (last 100 kept). dfdcap does not read it yet.
+  distance and lens state as camera server's TagMonitor prints result events
+  (`f<frame>:<sensor ns>ns:  0   RES: android.lens.focusDistance: [4.44875097]`, last 100 kept).
+  The host does not read it yet (focus comes from Open Camera's rule).
 
 time_scale < 1 makes the 0.5 s per photo shorter, for tests only (`--phone opencamera:sim`
 reads DFDCAP_SIM_OPENCAMERA_PERIOD_S; default 0.5 s, the app's own pace).
@@ -90,6 +92,7 @@ class SimOpenCamera:
         self.ramps_started = 0
         self.lose_photos = lose_photos  # (ramp, step) whose file never reaches storage (a failed save)
         self._watch: collections.deque | None = None
+        self._frame_number = 0
         self.prefs: dict[str, tuple[str, str]] = {"preference_camera_api": ("string", "preference_camera_api_camera2")}
         self.settings = settings
         self.save_settings("opencamera_settings.xml")
@@ -209,8 +212,12 @@ class SimOpenCamera:
         tmp.write_bytes(data)
         os.replace(tmp, folder / name)
         self.truth[name] = (t_host, reached, depth)
-        if self._watch is not None:
-            self._watch.append(f"{wall} {PACKAGE} android.lens.focusDistance {reached:.6f} android.lens.state 0\n")
+        if self._watch is not None:  # TagMonitor's result lines: frame number, sensor timestamp (boot clock)
+            self._frame_number += 1
+            t_sensor = int(self.sim.clock.device_from_host_ns(t_host))
+            head = f"f{self._frame_number}:{t_sensor}ns: {'0':>2}{'RES:':>30}"
+            self._watch.append(f"{head} android.lens.focusDistance: [{reached:0.8f}]\n")
+            self._watch.append(f"{head} android.lens.state: [STATIONARY]\n")
 
     def _exif_tags(self, wall_ns: int) -> dict:
         cfg = self.sim.rig.config
