@@ -385,3 +385,25 @@ def test_cable_pulled_during_the_pull_then_dfdcap_pull_resumes(adb_server, tmp_p
             name = side["ramps"][r.ramp]["files"][r.step]
             assert (s.path / "phone" / r.file).read_bytes() == (dev.storage / "sdcard/DCIM/OpenCamera" / name).read_bytes()
         assert s.meta["phone_pull"]["pulled"] == 5
+
+
+@pytest.mark.parametrize("sdk", [34, 32])
+def test_sim_watch_log_on_android_13(tmp_path, sdk):
+    from dfdcap.sim.adbd import FakeAdbd
+    from dfdcap.sim.opencamera import SimOpenCamera
+
+    cam = SimOpenCamera(small_rig().phone(), tmp_path, time_scale=0.02, android_sdk=sdk,
+                        settings=BracketingSettings(10.0, 1.0, 5))
+    adbd = FakeAdbd(tmp_path, commands=cam.commands())
+    start = adbd.run_shell("cmd media.camera watch start -m android.lens.focusDistance,android.lens.state "
+                           "-c net.sourceforge.opencamera")
+    adbd.run_shell("input keyevent 24")
+    cam.wait_idle()
+    dump = adbd.run_shell("cmd media.camera watch dump").decode()
+    if sdk < 33:
+        assert b"Unknown command" in start and "focusDistance" not in dump
+        return
+    got = [float(m.group(1)) for m in re.finditer(r"^f\d+:\d+ns:\s+0\s+RES: android\.lens\.focusDistance: \[([0-9.]+)\]$",
+                                                    dump, re.M)]
+    assert got == pytest.approx(bracketing_focus_diopters(10.0, 1.0, 5), abs=0.1)  # reached, with the sim lens error
+    assert dump.count("android.lens.state: [STATIONARY]") == 5
