@@ -213,7 +213,8 @@ class OpenCameraPhone(Phone):
         self._ramps_total = 0
         self._baseline: set[str] = set()
         self._current: RampFiles | None = None
-        self._t_trigger = 0.0
+        self._t_trigger = self._t_last_photo = 0.0
+        self._seen = 0
         self._last_sizes: dict[str, int] = {}
         self._stopped = False
 
@@ -302,7 +303,8 @@ class OpenCameraPhone(Phone):
     def _trigger(self) -> None:
         self._current = None
         self._last_sizes = {}
-        self._t_trigger = time.monotonic()
+        self._t_trigger = self._t_last_photo = time.monotonic()
+        self._seen = 0
         self._shell(self._device, ["input", "keyevent", str(KEYCODE_VOLUME_UP)], self.where)
 
     def _list_photos(self) -> list[tuple[str, int, int, int]]:
@@ -312,6 +314,8 @@ class OpenCameraPhone(Phone):
             return sync.list_dir(PHOTO_DIR)
 
     def timeout_s(self) -> float:
+        """A ramp is given up after N x 0.5 s + slack, or later while its photos keep arriving
+        (each new photo allows another 0.5 s + slack: a slow image saver is not a stall)."""
         return self.settings.n_images * self.frame_period_s + self.slack_s
 
     def is_done(self) -> bool:
@@ -334,8 +338,11 @@ class OpenCameraPhone(Phone):
                     return True
                 self._trigger()
                 return False
-        waited = time.monotonic() - self._t_trigger
-        if waited > self.timeout_s():
+        now = time.monotonic()
+        if self._current is not None and len(self._current.files) > self._seen:  # still arriving: wait on
+            self._seen, self._t_last_photo = len(self._current.files), now
+        waited = now - self._t_trigger
+        if now > max(self._t_trigger + self.timeout_s(), self._t_last_photo + self.frame_period_s + self.slack_s):
             have = len(self._current.files) if self._current else 0
             raise DeviceError(
                 f"{self.where}: ramp {len(self.ramps) + 1} of {self._ramps_total}: {have} of {n} photos in {PHOTO_DIR} "

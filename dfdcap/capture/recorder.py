@@ -504,4 +504,5 @@ def record_from_specs(
             sensor, phone, schedule, out_dir, name, phone_fps=phone_fps,
             truth_rig=rig.truth_rig if rig is not None and s_spec.kind == p_spec.kind == "sim" else None,
             on_full="wait" if s_spec.is_file else "drop", png=png, progress=progress, stats=stats,
+            timeout_s=float("inf") if p_spec.kind == "opencamera" else None,  # it gives up a stalled ramp itself
         )

@@ -10,8 +10,9 @@ What a real phone with Open Camera shows the host, played by a SimPhone:
   distances (plus the sim lens error), saved as IMG_yyyyMMdd_HHmmss[.SSS]_i.jpg in
   /sdcard/DCIM/OpenCamera with EXIF DateTimeOriginal + SubSecTimeOriginal (the phone's wall
   clock, local time), FocalLength, FNumber, FocalLengthIn35mmFilm; a key press during a ramp
-  cancels it (the photos taken so far stay). In standard photo mode a press takes one photo
-  IMG_<time>.jpg;
+  cancels it (the photos taken so far stay). Photos are saved in the background, as the app's
+  image saver does: a file may appear after the next exposure. In standard photo mode a press
+  takes one photo IMG_<time>.jpg;
 - `date +%s%N` (the phone's wall clock: its SimClock plus an epoch offset) and `date +%z`;
 - `lose_photos`: photos whose file never appears (a failed save), for tests;
 - `cmd media.camera watch` on Android 13+ (sdk >= 33): start/stop/dump, each photo's focus
@@ -28,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -93,6 +95,9 @@ class SimOpenCamera:
         self.lose_photos = lose_photos  # (ramp, step) whose file never reaches storage (a failed save)
         self._watch: collections.deque | None = None
         self._frame_number = 0
+        self._stamps: set[str] = set()
+        self._saves: queue.Queue = queue.Queue()
+        self._saver: threading.Thread | None = None
         self.prefs: dict[str, tuple[str, str]] = {"preference_camera_api": ("string", "preference_camera_api_camera2")}
         self.settings = settings
         self.save_settings("opencamera_settings.xml")
@@ -170,17 +175,21 @@ class SimOpenCamera:
             self._running = threading.Thread(target=target, daemon=True, name="opencamera-ramp")
             self._running.start()
 
-    def wait_idle(self, timeout_s: float = 30.0) -> None:
+    def wait_idle(self, timeout_s: float = 60.0) -> None:
+        """Until the running ramp is captured and every photo is saved."""
         t = self._running
         if t is not None:
             t.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while (self._saves.unfinished_tasks or not self._saves.empty()) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def _stamp(self, wall_ns: int, suffix: str) -> str:
         t = self.local_time(wall_ns)
         stamp = t.strftime("%Y%m%d_%H%M%S")
-        folder = self.local(PHOTO_DIR)
-        if folder.is_dir() and any(p.name.startswith(f"IMG_{stamp}{suffix}") for p in folder.iterdir()):
-            stamp += f".{t.microsecond // 1000:03d}"  # a second ramp in the same second
+        if stamp in self._stamps:  # a second ramp in the same second
+            stamp += f".{t.microsecond // 1000:03d}"
+        self._stamps.add(stamp)
         return stamp
 
     def _ramp(self) -> None:
@@ -198,26 +207,42 @@ class SimOpenCamera:
         self._capture(f"IMG_{self._stamp(self.wall_ns(), '.')}.jpg", None, 0)
 
     def _capture(self, name: str, focus_d: float | None, step: int) -> None:
+        """The exposure: its time and the focus the lens reached; the photo is saved in the
+        background (as the app's image saver does), so its file may appear later."""
         cfg = self.sim.rig.config
         t_host = time.monotonic_ns()
         asked = focus_d if focus_d is not None else 1.0
         reached = float(np.clip(asked + self._rng.normal(0, cfg.phone_focus_error_diopters), 0.0, cfg.phone_min_focus_diopters))
-        rec = PhoneFrameRecord(0, 0, asked, reached, int(cfg.phone_exposure_ns), int(cfg.phone_iso), "STATIONARY", 0, step, "")
-        rgb, depth = self.sim.render_frame(PlannedFrame(rec, t_host))
-        wall = self.wall_ns(t_host)
-        data = insert_app1(encode_image(rgb, ".jpg"), exif_app1(self._exif_tags(wall)))
-        folder = self.local(PHOTO_DIR)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".pending-{name}"
-        tmp.write_bytes(data)
-        os.replace(tmp, folder / name)
-        self.truth[name] = (t_host, reached, depth)
         if self._watch is not None:  # TagMonitor's result lines: frame number, sensor timestamp (boot clock)
             self._frame_number += 1
             t_sensor = int(self.sim.clock.device_from_host_ns(t_host))
             head = f"f{self._frame_number}:{t_sensor}ns: {'0':>2}{'RES:':>30}"
             self._watch.append(f"{head} android.lens.focusDistance: [{reached:0.8f}]\n")
             self._watch.append(f"{head} android.lens.state: [STATIONARY]\n")
+        if self._saver is None:
+            self._saver = threading.Thread(target=self._save_loop, daemon=True, name="opencamera-saver")
+            self._saver.start()
+        self._saves.put((name, asked, reached, step, t_host))
+
+    def _save_loop(self) -> None:
+        while True:
+            item = self._saves.get()
+            try:
+                self._save(*item)
+            finally:
+                self._saves.task_done()
+
+    def _save(self, name: str, asked: float, reached: float, step: int, t_host: int) -> None:
+        cfg = self.sim.rig.config
+        rec = PhoneFrameRecord(0, 0, asked, reached, int(cfg.phone_exposure_ns), int(cfg.phone_iso), "STATIONARY", 0, step, "")
+        rgb, depth = self.sim.render_frame(PlannedFrame(rec, t_host))
+        data = insert_app1(encode_image(rgb, ".jpg"), exif_app1(self._exif_tags(self.wall_ns(t_host))))
+        folder = self.local(PHOTO_DIR)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".pending-{name}"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)
+        self.truth[name] = (t_host, reached, depth)
 
     def _exif_tags(self, wall_ns: int) -> dict:
         cfg = self.sim.rig.config
