@@ -407,3 +407,13 @@ def test_sim_watch_log_on_android_13(tmp_path, sdk):
                                                     dump, re.M)]
     assert got == pytest.approx(bracketing_focus_diopters(10.0, 1.0, 5), abs=0.1)  # reached, with the sim lens error
     assert dump.count("android.lens.state: [STATIONARY]") == 5
+
+
+def test_phone_specs():
+    from dfdcap.capture.sources import SourceSpec, parse_phone_spec
+
+    assert parse_phone_spec("opencamera:R58M123") == SourceSpec("opencamera", "R58M123")
+    assert parse_phone_spec("opencamera:sim") == SourceSpec("opencamera", "sim")
+    assert parse_phone_spec("R58M123") == SourceSpec("adb", "R58M123")
+    with pytest.raises(DeviceError, match="opencamera:SERIAL"):
+        parse_phone_spec("opencamera:")
