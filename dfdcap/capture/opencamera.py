@@ -7,9 +7,11 @@ to a target focus distance when its volume-up key is pressed. The host
   with the source, target and N asked for. It cannot change the app's settings by itself
   (they are app-private): it pushes an edited backup there, and the user restores it once on
   the phone (Settings > Settings manager > Restore settings; the app restarts);
-- triggers each ramp with `input keyevent 24` (a second key press during a ramp cancels it, so
-  the host never presses again before all N photos are there), waits for the ramp's N files
-  `IMG_yyyyMMdd_HHmmss[.SSS]_i.jpg` in /sdcard/DCIM/OpenCamera (timeout N x 0.5 s + slack),
+- wakes the screen and brings the app to the front (`am start`), then triggers each ramp with
+  `input keyevent 24` (a second key press during a ramp cancels it, so the host never presses
+  again before all N photos are there), waits for the ramp's N files
+  `IMG_yyyyMMdd_HHmmss[.SSS]_i.jpg` in /sdcard/DCIM/OpenCamera (timeout N x 0.5 s + slack,
+  longer while photos keep arriving),
   and pulls every complete ramp with ADB sync, checked against `sha256sum` on the phone,
   resumable (files already in the session with the right size and checksum are kept);
 - writes each frame's focus from the app's own rule (opencamera_focus; `focus_source`
@@ -55,6 +57,7 @@ from dfdcap.lens import FocusSchedule
 
 OPENCAMERA_FPS = 1.0 / FRAME_PERIOD_S
 KEYCODE_VOLUME_UP = 24
+KEYCODE_WAKEUP = 224
 DIAGONAL_35MM_M = 43.2666e-3
 SIDECAR = "phone/opencamera.json"  # in the session: the phone's file of each frame, the settings, provenance
 
@@ -304,6 +307,12 @@ class OpenCameraPhone(Phone):
         """Trigger the first of schedule.ramps ramps (the app's own focus rule and pace apply)."""
         self._ramps_total = schedule.ramps
         self._baseline = {name for name, *_ in self._list_photos()}
+        # the key presses go to the app in front: wake the screen, bring Open Camera forward, let its camera open
+        self._shell(self._device, ["input", "keyevent", str(KEYCODE_WAKEUP)], self.where)
+        out = self._shell(self._device, ["am", "start", "-n", f"{PACKAGE}/.MainActivity"], self.where)
+        if "Error" in out:
+            raise DeviceError(f"{self.where}: cannot start Open Camera ({out.strip()[:160]})")
+        time.sleep(2 * self.frame_period_s)
         self._trigger()
 
     def _trigger(self) -> None:

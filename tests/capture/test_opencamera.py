@@ -174,6 +174,7 @@ def test_ramps_recorded_pulled_and_indexed(adb_server, tmp_path):
         with host(dev) as phone:
             path = record(phone, tmp_path, 2)
         assert dev.app.presses == 3  # one key press per ramp, never a second one during a ramp
+        assert "shell:am start -n net.sourceforge.opencamera/.MainActivity" in dev.adbd.opened  # brought to the front
         s = Session(path)
         assert s.status == "complete"
         focus = bracketing_focus_diopters(10.0, 2.0, 5)
