@@ -192,7 +192,7 @@ def test_ramps_recorded_pulled_and_indexed(adb_server, tmp_path):
         for r, n in zip(s.phone_frames, names):
             assert (path / "phone" / r.file).read_bytes() == (dev.storage / "sdcard/DCIM/OpenCamera" / n).read_bytes()
             t_host = dev.app.truth[n][0]
-            assert abs(r.t_phone_ns - dev.app.wall_ns(t_host)) < 1_000_000  # EXIF keeps milliseconds
+            assert abs(r.t_phone_ns - dev.app.wall_ns(t_host)) < 1_100_000  # EXIF keeps ms; the sim clock jitters 20 us
         # clock probes are `date +%s%N` round trips on the same wall clock
         probes = s.probes()
         assert len(probes) >= 10 and np.all(probes[:, 0] <= probes[:, 2])
@@ -308,7 +308,7 @@ def test_import_opencamera_folder(tmp_path, cli):
     t = [r.t_phone_ns for r in s.phone_frames]
     assert all(b > a for a, b in zip(t, t[1:]))
     truth = sorted(cam.wall_ns(t_host) for t_host, _f, _d in cam.truth.values())
-    assert np.abs(np.array(t) - np.array(truth)).max() < 1_000_000  # EXIF with OffsetTimeOriginal
+    assert np.abs(np.array(t) - np.array(truth)).max() < 1_100_000  # EXIF (ms) with OffsetTimeOriginal; clock jitter 20 us
     assert s.read_phone_frame(s.phone_frames[0]).shape == (120, 160, 3)
     code, _, err = cli("import-opencamera", folder, "--source-diopters", "2", "--target-diopters", "8",
                        "-n", "7", "-o", tmp_path / "s2")
