@@ -79,7 +79,7 @@ def _write_opencamera_photos(root: Path, n: int, nbytes: int) -> None:
         (d / name).write_bytes(os.urandom(nbytes))
 
 
-def _opencamera_pull_ms(dev, srv, serial: str, tmp: Path, runs: int = 3) -> tuple[float, float]:
+def _opencamera_pull_ms(dev, srv, serial: str, tmp: Path, runs: int = 5) -> tuple[float, float]:
     """Median ms of pull_photos (fresh destination each run) and of `adb pull` of the same folder."""
     import shutil
 

@@ -464,14 +464,18 @@ def pull_photos(device, sync, names: list[str], sizes: list[int], frames_dir: Pa
     dests = [_inside(frames_dir, f"{first_index + i}.jpg") for i in range(len(names))]
     with ThreadPoolExecutor(1, thread_name_prefix="dfdcap-sha256sum") as pool, contextlib.ExitStack() as temps:
         sums_later = pool.submit(_remote_sha256s, device, remotes, where)  # the phone hashes while we pull
+        have = [dest.is_file() and dest.stat().st_size == size for dest, size in zip(dests, sizes)]
+        for remote, present in zip(remotes, have):  # every request in flight at once: no round trip a photo
+            if not present:
+                sync.send_recv(remote)
         got: list[tuple[Path | None, str]] = []
         pulled = nbytes = 0
-        for remote, size, dest in zip(remotes, sizes, dests):
-            if dest.is_file() and dest.stat().st_size == size:
+        for remote, size, dest, present in zip(remotes, sizes, dests, have):
+            if present:
                 got.append((None, _sha256_file(dest)))  # checked against the phone's sum below
                 continue
             tmp = temps.enter_context(atomic_path(dest))
-            got.append((tmp, _stream_to(sync, remote, tmp, size)))
+            got.append((tmp, _stream_to(sync, remote, tmp, size, requested=True)))
             pulled, nbytes = pulled + 1, nbytes + size
         sums = sums_later.result()
         for i, (tmp, sha) in enumerate(got):
@@ -500,11 +504,12 @@ def _remote_sha256s(device, remotes: list[str], where: str) -> dict[str, str]:
     return sums
 
 
-def _stream_to(sync, remote: str, path: Path, size: int) -> str:
-    """Pull remote into path; its sha256, or '' when its length is not `size`."""
+def _stream_to(sync, remote: str, path: Path, size: int, requested: bool = False) -> str:
+    """Pull remote into path (requested: its RECV was sent already); its sha256, or '' when its
+    length is not `size`."""
     h, n = hashlib.sha256(), 0
     with open(path, "wb") as f:
-        for chunk in sync.iter_file(remote):
+        for chunk in (sync.iter_recv_reply(remote) if requested else sync.iter_file(remote)):
             n += len(chunk)
             h.update(chunk)
             f.write(chunk)
