@@ -7,6 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 # The main job on the simulated rig: record -> calibrate -> sync -> build-dataset -> train -> evaluate.
+# `make demo PHONE=opencamera:sim` records with the simulated Open Camera (0.5 s a photo) instead.
 demo: setup
 	bash scripts/demo.sh $(DEMO)
 

@@ -3,6 +3,9 @@
 Peers measured in the same run: `adb shell true` and `adb pull` (the adb CLI, a subprocess
 each) against dfdcap's adbutils path (AdbPhone's shell, probe, and verified pull).
 The fake phone runs in a child process, so that it does not share the GIL with the client.
+Open Camera: the same check for a focus bracket of photos in /sdcard/DCIM/OpenCamera pulled by
+dfdcap.capture.opencamera.pull_photos (sha256sum on the phone, each photo verified) against
+`adb pull` of that folder; the target is >= 80 % of `adb pull`'s throughput.
 Run: python benchmarks/phone_adb.py
 """
 
@@ -63,6 +66,42 @@ def _write_recording(root: Path, n: int, nbytes: int) -> None:
     (d / "frames.csv").write_text("\n".join(rows) + "\n")
 
 
+OC_NAMES = [f"IMG_20261202_120000_{i}.jpg" for i in range(N_FRAMES)]
+
+
+def _write_opencamera_photos(root: Path, n: int, nbytes: int) -> None:
+    """A bracket as Open Camera leaves it: IMG_<time>_<i>.jpg in DCIM/OpenCamera (random bytes: only the pull is timed)."""
+    from dfdcap.capture.opencamera_focus import PHOTO_DIR
+
+    d = root / PHOTO_DIR.lstrip("/")
+    d.mkdir(parents=True)
+    for name in OC_NAMES[:n]:
+        (d / name).write_bytes(os.urandom(nbytes))
+
+
+def _opencamera_pull_ms(dev, srv, serial: str, tmp: Path, runs: int = 5) -> tuple[float, float]:
+    """Median ms of pull_photos (fresh destination each run) and of `adb pull` of the same folder."""
+    import shutil
+
+    from dfdcap.capture.opencamera import pull_photos
+    from dfdcap.capture.opencamera_focus import PHOTO_DIR
+
+    ours, cli = [], []
+    for k in range(runs):
+        dest = tmp / f"oc_{k}"
+        t = time.perf_counter()
+        with SyncConnection(dev, "bench") as sync:
+            _ = pull_photos(dev, sync, OC_NAMES, [FRAME_BYTES] * N_FRAMES, dest, 0, "bench")
+        ours.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        srv.adb_cmd("-s", serial, "pull", PHOTO_DIR, str(tmp / f"cli_oc_{k}"))
+        cli.append((time.perf_counter() - t) * 1e3)
+        assert (dest / "3.jpg").read_bytes() == (tmp / f"cli_oc_{k}" / OC_NAMES[3]).read_bytes()
+        shutil.rmtree(dest)
+        shutil.rmtree(tmp / f"cli_oc_{k}")
+    return statistics.median(ours), statistics.median(cli)
+
+
 def _phone_process(root: str, size: int, conn) -> None:
     """The fake phone (adbd + companion app) in its own process; sends its port, waits for 'stop'."""
     app = CompanionApp(_StillPhone(), root)
@@ -71,6 +110,7 @@ def _phone_process(root: str, size: int, conn) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(os.urandom(size))
     _write_recording(Path(root), N_FRAMES, FRAME_BYTES)
+    _write_opencamera_photos(Path(root), N_FRAMES, FRAME_BYTES)
     conn.send((adbd.start(), hashlib.sha256(p.read_bytes()).hexdigest()))
     conn.recv()
     adbd.close()
@@ -109,6 +149,7 @@ def main() -> None:
                 srv.adb_cmd("-s", serial, "pull", recording_dir(RID), str(Path(tmp) / "cli_rec"))
                 cli_rec = (time.perf_counter() - t) * 1e3
                 assert res.pulled == N_FRAMES
+                oc_pull, cli_oc = _opencamera_pull_ms(dev, srv, serial, Path(tmp))
         finally:
             parent.send("stop")
             proc.join(10)
@@ -117,6 +158,9 @@ def main() -> None:
     print(f"recording pull ({N_FRAMES} frames x {FRAME_BYTES >> 20} MiB, frames.csv checked by sha256sum on the phone, "
           f"every frame verified): {rec_pull:.0f} ms = {rec_mib / rec_pull * 1e3:.0f} MiB/s; `adb pull` of the folder "
           f"{cli_rec:.0f} ms (ratio ours/CLI time {rec_pull / cli_rec:.2f})")
+    print(f"Open Camera bracket pull ({N_FRAMES} photos x {FRAME_BYTES >> 20} MiB, sha256sum on the phone, each verified): "
+          f"{oc_pull:.0f} ms = {rec_mib / oc_pull * 1e3:.0f} MiB/s; `adb pull` of the folder {cli_oc:.0f} ms = "
+          f"{rec_mib / cli_oc * 1e3:.0f} MiB/s (throughput ours/CLI {cli_oc / oc_pull:.2f}, target >= 0.80)")
     print(f"shell round trip: adbutils {ours_shell:.1f} ms, `adb shell true` CLI {cli_shell:.1f} ms "
           f"(ratio ours/CLI {ours_shell / cli_shell:.2f})")
     print(f"clock probe (JSON `time` over adb forward): {probe:.2f} ms round trip")

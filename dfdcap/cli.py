@@ -43,7 +43,7 @@ def report(
 @app.command()
 def record(
     sensor: str = typer.Option("sim", "--sensor", help="sim, openni[:URI], realsense[:SERIAL], or FILE.oni / FILE.bag / FILE.db3"),
-    phone: str = typer.Option("sim", "--phone", help="sim or an ADB serial"),
+    phone: str = typer.Option("sim", "--phone", help="sim, an ADB serial (companion app), or opencamera:SERIAL (Open Camera's Focus Bracketing mode: static scenes only, 0.5 s a photo; opencamera:sim on the simulated rig)"),
     output: Path = typer.Option(Path("sessions"), "-o", "--output", help="folder that receives the session folder"),
     name: Optional[str] = typer.Option(None, "--name", help="session name (letters, digits, . _ -)"),
     stacks: int = typer.Option(5, "--stacks", help="focus ramps (one stack each)"),
@@ -59,7 +59,11 @@ def record(
     sensor_format: str = typer.Option("jpeg", "--sensor-format", help="sensor images: jpeg (depth lossless PNG + colour JPEG q95, ~0.4 MB/pair), png (both lossless PNG), fast (stored PNG, 1.5 MB/pair), compact (OpenCV's PNG, slow)"),
     png: Optional[str] = typer.Option(None, "--png", help="older form of --sensor-format: fast or compact"),
 ) -> None:
-    """Record a session: the sensor streams while the phone sweeps its focus ramps."""
+    """Record a session: the sensor streams while the phone sweeps its focus ramps.
+
+    With --phone opencamera:SERIAL the phone runs Open Camera (no companion app): each ramp takes
+    0.5 s a photo, so only static scenes give valid stacks; without --near/--far the phone's own
+    bracketing settings apply (see README, "A real phone today")."""
     from dfdcap.capture.recorder import RecordStats, SimOptions, parse_size, record_from_specs
 
     sim = SimOptions(sensor_preset, scene, seed, parse_size(phone_size, "--phone-size") if phone_size else None)
@@ -471,6 +475,28 @@ def export(
 
     path, n = export_ply(dataset, output, split, index)
     out.print(f"wrote {path} ({n} points)")
+
+
+@app.command("import-opencamera")
+def import_opencamera_cmd(
+    folder: Path = typer.Argument(..., help="folder with Open Camera's focus bracketing photos IMG_<date>_<time>_<i>.jpg"),
+    source: float = typer.Option(..., "--source-diopters", help="the bracket's source focus, diopters (Open Camera's manual focus)"),
+    target: float = typer.Option(..., "--target-diopters", help="the bracket's target focus, diopters"),
+    n: int = typer.Option(..., "-n", "--n-images", help="photos per bracket (Open Camera's setting)"),
+    output: Path = typer.Option(Path("sessions"), "-o", "--output", help="folder that receives the session folder"),
+    name: str = typer.Option("opencamera", "--name", help="session name (letters, digits, . _ -)"),
+    utc_offset: Optional[str] = typer.Option(None, "--utc-offset", help="the phone's UTC offset +HH:MM when the photos lack OffsetTimeOriginal (default UTC)"),
+) -> None:
+    """Make a phone-only session from Open Camera focus brackets taken by hand (no ADB, no sensor):
+    focus per photo from Open Camera's rule, time from EXIF. Static scenes only."""
+    from dfdcap.capture.opencamera import import_opencamera
+    from dfdcap.capture.opencamera_focus import BracketingSettings
+
+    r = import_opencamera(folder, BracketingSettings(source, target, n), output, name=name, utc_offset=utc_offset)
+    out.print(str(r.path), soft_wrap=True, highlight=False)
+    out.print(f"{r.ramps} focus brackets, {r.frames} photos"
+              + (f"; skipped {len(r.skipped_incomplete)} incomplete: {', '.join(r.skipped_incomplete)}" if r.skipped_incomplete else ""),
+              soft_wrap=True, highlight=False)
 
 
 def _usage_error_types() -> tuple[type, ...]:

@@ -9,7 +9,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # The close-range rig (a D405-like sensor, 7-50 cm, focus 0.1-0.5 m): where defocus is strong.
 PRESET=${PRESET:-d405}
 say "record a session on the simulated rig (virtual $PRESET-like sensor + virtual Galaxy S7)"
-dfdcap record --sensor sim --phone sim --sensor-preset "$PRESET" -o "$D/sessions" --name demo --stacks 6
+dfdcap record --sensor sim --phone "${PHONE:-sim}" --sensor-preset "$PRESET" -o "$D/sessions" --name demo --stacks 6
 S=$(ls -d "$D"/sessions/*_demo)
 
 say "render calibration boards seen by both cameras, then calibrate"

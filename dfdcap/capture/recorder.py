@@ -657,7 +657,7 @@ def record_from_specs(
     from dfdcap.capture.sources import open_phone, open_sensor, parse_phone_spec, parse_sensor_spec
 
     s_spec, p_spec = parse_sensor_spec(sensor_spec), parse_phone_spec(phone_spec)
-    uses_sim = "sim" in (s_spec.kind, p_spec.kind)
+    uses_sim = "sim" in (s_spec.kind, p_spec.kind) or p_spec.arg == "sim"
     if sim.sensor_preset not in SENSOR_PRESET_FOCUS_M:
         raise DfdcapError(f"sensor preset {sim.sensor_preset!r}: expected one of {', '.join(SENSOR_PRESET_FOCUS_M)}")
     if not uses_sim and sim.scene is not None:
@@ -682,8 +682,11 @@ def record_from_specs(
 
     rig = build_sim_rig(sim, phone_fps) if uses_sim else None
     with open_sensor(sensor_spec, rig=rig) as sensor, open_phone(phone_spec, rig=rig, image_size=sim.phone_size) as phone:
+        if p_spec.kind == "opencamera":  # Open Camera's own focus rule and pace (capture/opencamera.py)
+            schedule, phone_fps = phone.bracketing_schedule(ramps, schedule if near_m or far_m else None)
         return record_session(
             sensor, phone, schedule, out_dir, name, phone_fps=phone_fps,
             truth_rig=rig.truth_rig if rig is not None and s_spec.kind == p_spec.kind == "sim" else None,
             on_full="wait" if s_spec.is_file else "drop", play_to_end=s_spec.is_file, sensor_format=sensor_format, png=png, progress=progress, stats=stats,
+            timeout_s=float("inf") if p_spec.kind == "opencamera" else None,  # it gives up a stalled ramp itself
         )

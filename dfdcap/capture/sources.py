@@ -2,7 +2,8 @@
 
 Sensor specs: "sim", "openni" (first device), "openni:URI", "realsense" (first device),
 "realsense:SERIAL", or a recording file: PATH.oni (OpenNI2), PATH.bag / PATH.db3 (RealSense).
-Phone specs: "sim" or an ADB serial.
+Phone specs: "sim", an ADB serial (the companion app), or "opencamera:SERIAL" (Open Camera's
+Focus Bracketing mode, no companion app; "opencamera:sim" plays it on the simulated rig).
 
 The vendor modules (openni.py, realsense.py, phone.py and the libraries behind them) are
 imported only when their spec is opened, so other commands work without them.
@@ -24,12 +25,12 @@ if TYPE_CHECKING:  # pragma: no cover
 SENSOR_NAMES = ("sim", "openni", "realsense")
 SENSOR_FILE_KINDS = {".oni": "openni", ".bag": "realsense", ".db3": "realsense"}
 SENSOR_ACCEPTED = "sim, openni[:URI], realsense[:SERIAL], or a recording file PATH.oni, PATH.bag, PATH.db3"
-PHONE_ACCEPTED = "sim or an ADB serial (see `adb devices`)"
+PHONE_ACCEPTED = "sim, an ADB serial (see `adb devices`), or opencamera:SERIAL / opencamera:sim"
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """A parsed spec: kind ("sim" | "openni" | "realsense" | "adb"), an argument (URI, serial,
+    """A parsed spec: kind ("sim" | "openni" | "realsense" | "adb" | "opencamera"), an argument (URI, serial,
     file path or None), and whether it is a recording file (played back, not live)."""
 
     kind: str
@@ -67,6 +68,11 @@ def parse_phone_spec(spec: str) -> SourceSpec:
         return SourceSpec("sim")
     if not s or any(c.isspace() for c in s) or s.startswith("-"):
         raise DeviceError(f"unknown phone {spec!r}: expected {PHONE_ACCEPTED}")
+    head, sep, tail = s.partition(":")
+    if head == "opencamera":
+        if not tail:
+            raise DeviceError(f"phone {spec!r}: name the phone, opencamera:SERIAL (see `adb devices`) or opencamera:sim")
+        return SourceSpec("opencamera", tail)
     return SourceSpec("adb", s)
 
 
@@ -104,6 +110,15 @@ def open_phone(spec: str, rig=None, image_size: tuple[int, int] | None = None) -
 
             rig = shared_rig()
         return rig.phone()
+    if p.kind == "opencamera":
+        if p.arg == "sim":
+            from dfdcap.sim.opencamera import SimOpenCameraPhone
+            from dfdcap.sim.rig import shared_rig
+
+            return SimOpenCameraPhone(rig if rig is not None else shared_rig())
+        from dfdcap.capture.opencamera import OpenCameraPhone
+
+        return OpenCameraPhone(p.arg)
     from dfdcap.capture.phone import AdbPhone
 
     return AdbPhone(p.arg, image_size=image_size)

@@ -182,7 +182,13 @@ class _Transport:
     def _dispatch(self, cmd: int, arg0: int, arg1: int, data: bytes) -> None:
         if cmd == A_CNXN:
             self.max_payload = max(4096, min(MAX_PAYLOAD, arg1))
+            if not self.d.authorized:  # ask for a key the phone never accepts: the server says "unauthorized"
+                self.send(A_AUTH, 1, 0, os.urandom(20))
+                return
             self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.d.banner().encode())
+        elif cmd == A_AUTH:
+            if arg0 == 2:  # a signature: refused, ask again (arg0 3, a public key: the user never taps)
+                self.send(A_AUTH, 1, 0, os.urandom(20))
         elif cmd == A_OPEN:
             service = data.rstrip(b"\x00").decode("utf-8", "replace")
             with self._lock:
@@ -238,7 +244,9 @@ class FakeAdbd:
     root_dir plays the phone's `/`; `network` maps phone TCP ports to host ports on 127.0.0.1
     (an app "listening" on the phone); `packages` maps installed package names to a launcher
     called by `am start -n <package>/<activity>`. `drop_after_recv=N` pulls the cable after the
-    N-th sync RECV finished (to test resumed pulls).
+    N-th sync RECV finished (to test resumed pulls). `commands` adds shell commands (name ->
+    f(args) -> (output, status)), e.g. a simulated app's `input`, `date`, `cmd`. authorized=False
+    plays a phone whose USB debugging prompt was never accepted (adb lists it "unauthorized").
     """
 
     def __init__(
@@ -251,7 +259,11 @@ class FakeAdbd:
         network: dict[int, int] | None = None,
         packages: dict[str, Callable[[], None] | None] | None = None,
         drop_after_recv: int | None = None,
+        commands: dict[str, Callable[[list[str]], tuple[bytes, int]]] | None = None,
+        authorized: bool = True,
     ):
+        self.commands = dict(commands or {})
+        self.authorized = authorized
         self.root = Path(root_dir).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.props = {
@@ -390,6 +402,8 @@ class FakeAdbd:
     def _run_one(self, argv: list[str]) -> tuple[bytes, int]:
         name, args = argv[0], argv[1:]
         try:
+            if name in self.commands:
+                return self.commands[name](args)
             if name == "echo":
                 return (" ".join(args) + "\n").encode(), 0
             if name == "true":
