@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -74,7 +77,7 @@ class BuildOptions:
     val_fraction: float = 0.0
     test_fraction: float = 0.0
     edge_rel: float = 0.03
-    workers: int = 2
+    workers: int | None = None  # stack-building processes; None = one per core
 
 
 @dataclass
@@ -309,6 +312,81 @@ def build_sample(
     return Sample(np.stack(frames), focus_m, rep.depth_m, rep.mask, coc, prov)
 
 
+def resolve_workers(workers: int | None, n_jobs: int) -> int:
+    """Processes for n_jobs stacks: `workers` (None = the cores this process may use), at most n_jobs."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers < 1:
+        raise DatasetError(f"--workers {workers}: expected 1 or more")
+    return max(1, min(int(workers), n_jobs))
+
+
+@dataclass(frozen=True)
+class _StackContext:
+    """What every stack job needs besides its (plan, stack) numbers; a worker process gets it once."""
+
+    plans: list[SessionPlan]
+    rig: RigGeometry
+    geometry: OutputGeometry
+    lens_attrs: dict
+    opts: BuildOptions
+    scales: list[float]
+    out_camera: CameraModel
+
+    def make(self, job: tuple[int, int]) -> tuple[str, Sample]:
+        """(split, sample) of stack j of plan i: build_sample, the per-stack work."""
+        i, j = job
+        p = self.plans[i]
+        return p.split, build_sample(p, p.stacks[j], self.rig, self.geometry, self.lens_attrs, self.opts,
+                                     self.scales[i], self.out_camera)
+
+
+_worker_context: _StackContext | None = None  # set in each worker process by _init_worker
+
+
+def _init_worker(ctx: _StackContext) -> None:
+    global _worker_context
+    _worker_context = ctx
+
+
+def _make_in_worker(job: tuple[int, int]) -> tuple[str, Sample]:
+    return _worker_context.make(job)
+
+
+@contextlib.contextmanager
+def _stack_pool(ctx: _StackContext, workers: int) -> Iterator[Callable[[list], Iterator[tuple[str, Sample]]]]:
+    """A function jobs -> (split, sample) in job order, computed by `workers` processes (forked:
+    they inherit the sessions and the compiled kernels; no HDF5 file is open yet), at most
+    2 * workers stacks ahead of the consumer. workers == 1: in this process."""
+    if workers == 1:
+        yield lambda jobs: (ctx.make(j) for j in jobs)
+        return
+    from dfdcap.dataset.reproject import warm_up
+
+    warm_up()  # compile or load the kernels once, before the fork
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if fork else None),
+                             initializer=_init_worker, initargs=(ctx,))
+
+    def ordered(jobs: list) -> Iterator[tuple[str, Sample]]:
+        window = 2 * workers
+        futures = [ex.submit(_make_in_worker, j) for j in jobs[:window]]
+        for k in range(len(jobs)):
+            try:
+                result = futures[k].result()
+            except BrokenProcessPool as e:
+                raise DatasetError(f"build-dataset: a worker process died ({e}); try --workers 1") from None
+            futures[k] = None
+            if k + window < len(jobs):
+                futures.append(ex.submit(_make_in_worker, jobs[k + window]))
+            yield result
+
+    try:
+        yield ordered
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
 def build_dataset(
     session_dirs: list[str | os.PathLike],
     rig: RigGeometry,
@@ -327,7 +405,7 @@ def build_dataset(
         raise DatasetError(f"{out_path}: exists; pass --force to overwrite it")
     t0 = time.perf_counter()
     plans, geometry, lens_attrs = plan_sessions(session_dirs, rig, opts, pairing)
-    jobs = [(p, st) for p in plans for st in p.stacks]
+    jobs = [(i, j) for i, p in enumerate(plans) for j in range(len(p.stacks))]
     if not jobs:
         skipped = sum(p.skipped_unpaired for p in plans)
         raise DatasetError(
@@ -335,7 +413,7 @@ def build_dataset(
             + (f" ({skipped} stacks had no sensor partner)" if skipped else "")
         )
     out_camera = geometry.camera(rig.phone)
-    scales = {id(p): p.session.sensor_intrinsics.depth_scale_m for p in plans}
+    scales = [p.session.sensor_intrinsics.depth_scale_m for p in plans]
     attrs = dict(lens_attrs)
     attrs.update(
         reference_frame=REFERENCE_FRAME,
@@ -354,29 +432,16 @@ def build_dataset(
         attrs["calibration"] = calibration_doc
     n_frames = 0
     valid = []
-
-    def make(job):
-        p, st = job
-        return p.split, build_sample(p, st, rig, geometry, lens_attrs, opts, scales[id(p)], out_camera)
-
-    with write_dataset(out_path, attrs, force=force) as w:
-        workers = max(1, int(opts.workers))
-        with ThreadPoolExecutor(workers) as ex:
-            window = 2 * workers
-            futures = [ex.submit(make, j) for j in jobs[:window]]
-            nxt = window
-            for k in range(len(jobs)):
-                split, sample = futures[k].result()
-                futures[k] = None
-                if nxt < len(jobs):
-                    futures.append(ex.submit(make, jobs[nxt]))
-                    nxt += 1
+    ctx = _StackContext(plans, rig, geometry, lens_attrs, opts, scales, out_camera)
+    with _stack_pool(ctx, resolve_workers(opts.workers, len(jobs))) as make:
+        with write_dataset(out_path, attrs, force=force) as w:
+            for k, (split, sample) in enumerate(make(jobs)):
                 w.append(split, sample)
                 n_frames += sample.stack.shape[0]
                 valid.append(sample.provenance["valid_fraction"])
                 if progress:
                     progress(k + 1, len(jobs))
-        counts = dict(w.counts)
+            counts = dict(w.counts)
     return BuildSummary(
         out_path, counts, n_frames, sum(p.skipped_unpaired for p in plans),
         time.perf_counter() - t0, float(np.mean(valid)),
