@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import math
 import os
-import contextlib
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -26,7 +23,8 @@ from dfdcap.cameras import CameraModel
 from dfdcap.capture.session import Session
 from dfdcap.dataset.fusion import FUSE_MODES, fuse_depth
 from dfdcap.dataset.h5io import Sample, write_dataset
-from dfdcap.dataset.reproject import reproject_depth
+from dfdcap.dataset.reproject import reproject_depth, warm_up
+from dfdcap.dataset.stack_pool import SampleLayout, ordered_samples
 from dfdcap.dataset.stacks import REFERENCE_FRAME, OutputGeometry, coc_maps, group_stacks, make_geometry, reference_position
 from dfdcap.errors import DatasetError, DfdcapError
 
@@ -341,52 +339,6 @@ class _StackContext:
                                      self.scales[i], self.out_camera)
 
 
-_worker_context: _StackContext | None = None  # set in each worker process by _init_worker
-
-
-def _init_worker(ctx: _StackContext) -> None:
-    global _worker_context
-    _worker_context = ctx
-
-
-def _make_in_worker(job: tuple[int, int]) -> tuple[str, Sample]:
-    return _worker_context.make(job)
-
-
-@contextlib.contextmanager
-def _stack_pool(ctx: _StackContext, workers: int) -> Iterator[Callable[[list], Iterator[tuple[str, Sample]]]]:
-    """A function jobs -> (split, sample) in job order, computed by `workers` processes (forked:
-    they inherit the sessions and the compiled kernels; no HDF5 file is open yet), at most
-    2 * workers stacks ahead of the consumer. workers == 1: in this process."""
-    if workers == 1:
-        yield lambda jobs: (ctx.make(j) for j in jobs)
-        return
-    from dfdcap.dataset.reproject import warm_up
-
-    warm_up()  # compile or load the kernels once, before the fork
-    fork = "fork" in multiprocessing.get_all_start_methods()
-    ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if fork else None),
-                             initializer=_init_worker, initargs=(ctx,))
-
-    def ordered(jobs: list) -> Iterator[tuple[str, Sample]]:
-        window = 2 * workers
-        futures = [ex.submit(_make_in_worker, j) for j in jobs[:window]]
-        for k in range(len(jobs)):
-            try:
-                result = futures[k].result()
-            except BrokenProcessPool as e:
-                raise DatasetError(f"build-dataset: a worker process died ({e}); try --workers 1") from None
-            futures[k] = None
-            if k + window < len(jobs):
-                futures.append(ex.submit(_make_in_worker, jobs[k + window]))
-            yield result
-
-    try:
-        yield ordered
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
-
-
 def build_dataset(
     session_dirs: list[str | os.PathLike],
     rig: RigGeometry,
@@ -433,15 +385,20 @@ def build_dataset(
     n_frames = 0
     valid = []
     ctx = _StackContext(plans, rig, geometry, lens_attrs, opts, scales, out_camera)
-    with _stack_pool(ctx, resolve_workers(opts.workers, len(jobs))) as make:
+    layout = SampleLayout(len(plans[jobs[0][0]].stacks[0]), geometry.size[1], geometry.size[0], opts.coc)
+    samples = ordered_samples(ctx.make, jobs, resolve_workers(opts.workers, len(jobs)), layout, warm_up)
+    try:  # the workers fork before the output file is opened
+        first = next(samples)
         with write_dataset(out_path, attrs, force=force) as w:
-            for k, (split, sample) in enumerate(make(jobs)):
+            for k, (split, sample) in enumerate(itertools.chain([first], samples)):
                 w.append(split, sample)
                 n_frames += sample.stack.shape[0]
                 valid.append(sample.provenance["valid_fraction"])
                 if progress:
                     progress(k + 1, len(jobs))
             counts = dict(w.counts)
+    finally:
+        samples.close()
     return BuildSummary(
         out_path, counts, n_frames, sum(p.skipped_unpaired for p in plans),
         time.perf_counter() - t0, float(np.mean(valid)),
