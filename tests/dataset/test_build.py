@@ -185,6 +185,7 @@ class TestReportExportCli:
 
 
 class TestWorkers:
+    @pytest.mark.slow
     def test_one_and_many_worker_processes_write_the_same_file(self, box_sessions, tmp_path):
         opts = dict(val=(box_sessions[1].name,), frames=4)
         paths = []
@@ -214,4 +215,18 @@ class TestWorkers:
     def test_workers_below_one_is_an_error(self, box_sessions, tmp_path):
         with pytest.raises(DatasetError, match="--workers 0"):
             build_dataset(box_sessions, RIG, tmp_path / "x.h5", BuildOptions(workers=0))
+        assert not (tmp_path / "x.h5").exists()
+
+    def test_an_error_in_a_worker_reaches_the_caller_as_one_line(self, box_sessions, tmp_path):
+        import shutil
+
+        from dfdcap.errors import DfdcapError
+
+        bad = tmp_path / box_sessions[0].name
+        shutil.copytree(box_sessions[0], bad)
+        frame = sorted((bad / "phone" / "frames").iterdir())[-1]
+        frame.write_bytes(b"not a png")
+        with pytest.raises(DfdcapError) as e:
+            build_dataset([bad, box_sessions[1]], RIG, tmp_path / "x.h5", BuildOptions(workers=2))
+        assert frame.name in str(e.value) and "\n" not in str(e.value)
         assert not (tmp_path / "x.h5").exists()

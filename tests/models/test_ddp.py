@@ -49,3 +49,26 @@ def test_two_process_ddp_finetune_trains_both_ranks_and_writes_once(tmp_path):
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith(("epoch", "step")) or "val/loss" in rows[0]
     assert sum("," in r for r in rows[1:]) >= 1
+
+
+class TestHardwareOptions:
+    def test_parse_devices(self):
+        from dfdcap.errors import ModelError
+        from dfdcap.models.train import parse_devices
+
+        assert parse_devices("auto") == "auto" and parse_devices("2") == 2 and parse_devices("-1") == -1
+        assert parse_devices("0,2") == (0, 2)
+        with pytest.raises(ModelError, match="--devices 'two'"):
+            parse_devices("two")
+
+    def test_unavailable_accelerator_is_one_line_error(self, tmp_path):
+        from dfdcap.errors import ModelError
+        from dfdcap.models.train import Hardware, finetune
+
+        data = tmp_path / "d.h5"
+        write_h5(data, {"train": 2, "val": 1})
+        with pytest.raises(ModelError) as e:
+            finetune("poolnet", data, tmp_path / "run", epochs=1, crop=32, tiny=True, progress=False,
+                     hardware=Hardware(accelerator="cpu", devices=2, strategy="no-such-strategy"))
+        assert "no-such-strategy" in str(e.value) and "\n" not in str(e.value)
+        assert not (tmp_path / "run" / "run.json").exists()
