@@ -52,6 +52,54 @@ def _time_all(methods, repeat: int, warmup: int = 3) -> dict:
             for name, _ in methods}
 
 
+def stage_times(depth_s, sensor, phone, T, pc_fn, proj_fn, repeat: int) -> dict:
+    """Median CPU ms of each stage of ours (the kernels reproject_depth runs, called directly) and
+    of Open3D's two calls, interleaved like _time_all: where the time goes, and why the ratio
+    to Open3D is what it is (ours fills footprints and keeps a flagged z-buffer per pixel,
+    Open3D writes one pixel per point and leaves the rest empty)."""
+    from dfdcap.dataset import reproject as R
+
+    h, w = depth_s.shape
+    W, H = phone.size
+    ws = R._workspace(h, w, H, W)
+    lin = (sensor.fx, sensor.fy, sensor.cx, sensor.cy, float(sensor.K[0, 1]))
+    M = np.ascontiguousarray(T[:3], np.float32)
+    c = R._projection_params(phone)
+    depth = np.empty((H, W), np.float32)
+    mask = np.empty((H, W), bool)
+
+    def prepare():
+        R._prepare_all(depth_s, R._NO_RAYS, R._NO_RAYS, lin, M, c, 0.03, 12.0, H, ws.arrays)
+
+    def render():  # boxes, drawing, finishing rows; into arrays already paged in
+        R._render(0.03, 12.0, 1.0, ws.arrays, ws.ring, R._RING - 1, depth.view(np.int32), mask)
+
+    def fresh_outputs():  # what a call pays for its new output arrays (page faults), as Open3D does
+        np.empty((H, W), np.float32).fill(0)
+        np.empty((H, W), bool).fill(0)
+
+    state = {}
+
+    def o3d_points():
+        state["pc"] = pc_fn()
+
+    def o3d_project():
+        proj_fn(state["pc"])
+
+    stages = [("ours: _prepare_all (positions, flags, quads)", prepare), ("ours: _render (boxes, draw, finish)", render),
+              ("ours: fresh output arrays", fresh_outputs), ("open3d: create_from_depth_image", o3d_points),
+              ("open3d: project_to_depth_image", o3d_project)]
+    for _, fn in stages:
+        fn()
+    cpu = {name: [] for name, _ in stages}
+    for _ in range(repeat):
+        for name, fn in stages:
+            t = time.process_time()
+            fn()
+            cpu[name].append(time.process_time() - t)
+    return {name: 1e3 * float(np.median(v)) for name, v in cpu.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=41)
@@ -117,9 +165,14 @@ def main() -> None:
     To = o3d.core.Tensor(T, o3d.core.float64)
     img = o3d.t.geometry.Image(o3d.core.Tensor(depth_s, device=dev))
 
-    def open3d():
-        pc = o3d.t.geometry.PointCloud.create_from_depth_image(img, Ko, depth_scale=1.0, depth_max=100.0)
+    def o3d_points():
+        return o3d.t.geometry.PointCloud.create_from_depth_image(img, Ko, depth_scale=1.0, depth_max=100.0)
+
+    def o3d_project(pc):
         return pc.project_to_depth_image(W, H, Kpo, To, depth_scale=1.0, depth_max=100.0).as_tensor().numpy()[..., 0]
+
+    def open3d():
+        return o3d_project(o3d_points())
 
     methods = [("ours", ours), ("cv2.registerDepth", reg(False)), ("cv2.registerDepth dilate", reg(True)), ("open3d t.geometry", open3d)]
     results = {}
@@ -147,6 +200,14 @@ def main() -> None:
     print("speed-up of ours (median wall): " + ", ".join(f"{results[n][0] / t_ours:.1f}x vs {n}" for n in others))
     print("speed-up of ours (median CPU time, all threads): " + ", ".join(f"{results[n][1] / c_ours:.1f}x vs {n}" for n in others))
     print("speed-up of ours (fastest wall): " + ", ".join(f"{results[n][2] / b_ours:.1f}x vs {n}" for n in others))
+    stages = stage_times(depth_s, sensor, phone, T, o3d_points, o3d_project, args.repeat)
+    print("where the time goes (median CPU ms of each stage, interleaved):")
+    for name, ms in stages.items():
+        print(f"  {name:46s} {ms:7.2f}")
+    print(f"  ours, stages summed {sum(v for k, v in stages.items() if k.startswith('ours')):.2f} ms; "
+          f"open3d {sum(v for k, v in stages.items() if k.startswith('open3d')):.2f} ms "
+          f"(its projection writes one pixel per point: {100 * results['open3d t.geometry'][5]:.1f} % of the co-visible "
+          f"pixels filled, ours {100 * results['ours'][5]:.1f} %)")
     print("median |rel| error of each / ours (on the pixels each fills): "
           + ", ".join(f"{results[n][3] / max(results['ours'][3], 1e-12):.3g}x for {n}" for n in others))
 

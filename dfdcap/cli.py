@@ -327,12 +327,20 @@ def pretrain(
     lr: float = typer.Option(1e-3, "--lr"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (e.g. width=8, coc=true)"),
     seed: int = typer.Option(0, "--seed"),
+    accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto | cpu | gpu | mps"),
+    devices: str = typer.Option("auto", "--devices", help="devices per node: auto, a count (-1 = all) or ids 0,1"),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="machines (under torchrun / SLURM)"),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto | ddp | ddp_spawn | fsdp ..."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes per training process"),
 ) -> None:
     """Pretrain a DFF network on synthetic focus stacks drawn on the fly from the thin-lens simulator."""
-    from dfdcap.models.train import pretrain as run
+    from dfdcap.models.train import Hardware, parse_devices, pretrain as run
 
+    hw = Hardware(accelerator, parse_devices(devices), num_nodes, strategy, workers)
     r = run(model, output, steps=steps, size=size, batch_size=batch_size, frames=frames, lr=lr,
-            config=_model_options(set_), seed=seed)
+            config=_model_options(set_), seed=seed, hardware=hw)
+    if not r.is_global_zero:
+        return
     out.print(f"wrote {r.best_pt} (best validation loss {r.best_val_loss:.5f} m², {r.global_step} steps); run in {r.run_dir}")
 
 
@@ -349,12 +357,20 @@ def finetune(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the run folder's last.ckpt"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (without --init)"),
     precision: Optional[str] = typer.Option(None, "--precision", help="Lightning precision, e.g. 16-mixed"),
+    accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto | cpu | gpu | mps"),
+    devices: str = typer.Option("auto", "--devices", help="devices per node: auto, a count (-1 = all) or ids 0,1"),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="machines (under torchrun / SLURM)"),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto | ddp | ddp_spawn | fsdp ..."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes per training process"),
 ) -> None:
     """Fine-tune a DFF network on a dataset file (masked MSE, random crops, stacks of 4-5 frames, Adam)."""
-    from dfdcap.models.train import finetune as run
+    from dfdcap.models.train import Hardware, finetune as run, parse_devices
 
+    hw = Hardware(accelerator, parse_devices(devices), num_nodes, strategy, workers)
     r = run(model, data, output, init=init, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
-            resume=resume, config=_model_options(set_), precision=precision)
+            resume=resume, config=_model_options(set_), precision=precision, hardware=hw)
+    if not r.is_global_zero:
+        return
     if r.resumed_from:
         out.print(f"resumed from {r.resumed_from}")
     out.print(f"best validation loss {r.best_val_loss:.5f} m² -> {r.best_pt}; last -> {r.last_pt}")
@@ -424,6 +440,7 @@ def build_dataset_cmd(
     no_coc: bool = typer.Option(False, "--no-coc", help="do not store CoC maps"),
     ply: Optional[Path] = typer.Option(None, "--ply", help="also write the first sample as a coloured point cloud"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="processes building stacks (default: one per core)"),
 ) -> None:
     """Reproject sensor depth into the phone view and write focus stacks + depth + mask + CoC (HDF5)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -438,7 +455,7 @@ def build_dataset_cmd(
     except DfdcapError as e:
         raise DatasetError(str(e)) from None
     opts = BuildOptions(frames=frames, size=size, crop=crop, fuse=fuse, coc=not no_coc, val=tuple(val or ()),
-                        test=tuple(test or ()), val_fraction=val_fraction, test_fraction=test_fraction)
+                        test=tuple(test or ()), val_fraction=val_fraction, test_fraction=test_fraction, workers=workers)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("stacks", total=None)

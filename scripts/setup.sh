@@ -12,3 +12,5 @@ PY=${PYTHON:-python3}
 # torch first and pinned: the CPU build; a looser requirement may pull a multi-GB CUDA build.
 $PY -m pip install -q torch==2.13.0
 $PY -m pip install -q -e '.[dev]'
+# Compile the reprojection kernels now (numba caches them on disk), not in the first build-dataset.
+$PY -c "from dfdcap.dataset.reproject import warm_up; warm_up()"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,7 +23,8 @@ from dfdcap.cameras import CameraModel
 from dfdcap.capture.session import Session
 from dfdcap.dataset.fusion import FUSE_MODES, fuse_depth
 from dfdcap.dataset.h5io import Sample, write_dataset
-from dfdcap.dataset.reproject import reproject_depth
+from dfdcap.dataset.reproject import reproject_depth, warm_up
+from dfdcap.dataset.stack_pool import SampleLayout, ordered_samples
 from dfdcap.dataset.stacks import REFERENCE_FRAME, OutputGeometry, coc_maps, make_geometry, reference_position, split_ramps
 from dfdcap.dataset.validate import check_depth_png, check_files_exist
 from dfdcap.errors import DatasetError, DfdcapError
@@ -75,7 +76,7 @@ class BuildOptions:
     val_fraction: float = 0.0
     test_fraction: float = 0.0
     edge_rel: float = 0.03
-    workers: int = 2
+    workers: int | None = None  # stack-building processes; None = one per core
 
 
 @dataclass
@@ -335,6 +336,35 @@ def build_sample(
     return Sample(np.stack(frames), focus_m, rep.depth_m, rep.mask, coc, prov)
 
 
+def resolve_workers(workers: int | None, n_jobs: int) -> int:
+    """Processes for n_jobs stacks: `workers` (None = the cores this process may use), at most n_jobs."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers < 1:
+        raise DatasetError(f"--workers {workers}: expected 1 or more")
+    return max(1, min(int(workers), n_jobs))
+
+
+@dataclass(frozen=True)
+class _StackContext:
+    """What every stack job needs besides its (plan, stack) numbers; a worker process gets it once."""
+
+    plans: list[SessionPlan]
+    rig: RigGeometry
+    geometry: OutputGeometry
+    lens_attrs: dict
+    opts: BuildOptions
+    scales: list[float]
+    out_camera: CameraModel
+
+    def make(self, job: tuple[int, int]) -> tuple[str, Sample]:
+        """(split, sample) of stack j of plan i: build_sample, the per-stack work."""
+        i, j = job
+        p = self.plans[i]
+        return p.split, build_sample(p, p.stacks[j], self.rig, self.geometry, self.lens_attrs, self.opts,
+                                     self.scales[i], self.out_camera)
+
+
 def build_dataset(
     session_dirs: list[str | os.PathLike],
     rig: RigGeometry,
@@ -353,7 +383,7 @@ def build_dataset(
         raise DatasetError(f"{out_path}: exists; pass --force to overwrite it")
     t0 = time.perf_counter()
     plans, geometry, lens_attrs = plan_sessions(session_dirs, rig, opts, pairing)
-    jobs = [(p, st) for p in plans for st in p.stacks]
+    jobs = [(i, j) for i, p in enumerate(plans) for j in range(len(p.stacks))]
     if not jobs:
         skipped = sum(p.skipped_unpaired for p in plans)
         raise DatasetError(
@@ -361,7 +391,7 @@ def build_dataset(
             + (f" ({skipped} stacks had no sensor partner)" if skipped else "")
         )
     out_camera = geometry.camera(rig.phone)
-    scales = {id(p): p.session.sensor_intrinsics.depth_scale_m for p in plans}
+    scales = [p.session.sensor_intrinsics.depth_scale_m for p in plans]
     attrs = dict(lens_attrs)
     attrs.update(
         reference_frame=REFERENCE_FRAME,
@@ -380,29 +410,21 @@ def build_dataset(
         attrs["calibration"] = calibration_doc
     n_frames = 0
     valid = []
-
-    def make(job):
-        p, st = job
-        return p.split, build_sample(p, st, rig, geometry, lens_attrs, opts, scales[id(p)], out_camera)
-
-    with write_dataset(out_path, attrs, force=force) as w:
-        workers = max(1, int(opts.workers))
-        with ThreadPoolExecutor(workers) as ex:
-            window = 2 * workers
-            futures = [ex.submit(make, j) for j in jobs[:window]]
-            nxt = window
-            for k in range(len(jobs)):
-                split, sample = futures[k].result()
-                futures[k] = None
-                if nxt < len(jobs):
-                    futures.append(ex.submit(make, jobs[nxt]))
-                    nxt += 1
+    ctx = _StackContext(plans, rig, geometry, lens_attrs, opts, scales, out_camera)
+    layout = SampleLayout(len(plans[jobs[0][0]].stacks[0]), geometry.size[1], geometry.size[0], opts.coc)
+    samples = ordered_samples(ctx.make, jobs, resolve_workers(opts.workers, len(jobs)), layout, warm_up)
+    try:  # the workers fork before the output file is opened
+        first = next(samples)
+        with write_dataset(out_path, attrs, force=force) as w:
+            for k, (split, sample) in enumerate(itertools.chain([first], samples)):
                 w.append(split, sample)
                 n_frames += sample.stack.shape[0]
                 valid.append(sample.provenance["valid_fraction"])
                 if progress:
                     progress(k + 1, len(jobs))
-        counts = dict(w.counts)
+            counts = dict(w.counts)
+    finally:
+        samples.close()
     return BuildSummary(
         out_path, counts, n_frames, sum(p.skipped_unpaired for p in plans),
         time.perf_counter() - t0, float(np.mean(valid)),

@@ -109,15 +109,15 @@ class DatasetWriter:
         has_coc = f"coc_{split}" in h5
         if has_coc != (sample.coc_px is not None):
             raise DatasetError(f"split {split!r}: every sample must carry CoC maps or none does")
-        values = {
+        values = {  # asarray: no copy of what already has the file's type
             "stack": sample.stack,
-            "depth": sample.depth_m.astype(np.float32),
-            "mask": sample.mask.astype(np.uint8),
+            "depth": np.asarray(sample.depth_m, np.float32),
+            "mask": sample.mask.view(np.uint8) if sample.mask.dtype == np.bool_ else sample.mask.astype(np.uint8),
             "focus": np.asarray(sample.focus_m, np.float32),
             "provenance": json.dumps(sample.provenance, default=json_default),
         }
         if has_coc:
-            values["coc"] = sample.coc_px.astype(np.float32)
+            values["coc"] = np.asarray(sample.coc_px, np.float32)
         for key, value in values.items():
             ds = h5[f"{key}_{split}"]
             ds.resize(n + 1, axis=0)

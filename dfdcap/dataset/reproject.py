@@ -41,8 +41,9 @@ Speed (640x480 -> 1920x1080 in ~3.5 ms on one core; see benchmarks/reproject.py)
   that LLVM vectorises (error_model="numpy": no division check; fastmath stays off).
 - per source row: _boxes computes every point's box and depth plane (vectorised, in L1), and
   _draw writes them into the z-buffer with explicit vector operations (LLVM intrinsics):
-  a box row is a 4-lane masked min-update, and four boxes of a row at once are one 16-lane
-  operation where their columns do not overlap.
+  a box row is a 4-lane min-update (load, compare, blend, plain store: AVX2's masked store,
+  vpmaskmovd, is slow on AMD Zen; on a Zen 3 VM the blend made _render ~25 % faster), and four
+  boxes of a row at once are one 16-lane operation where their columns do not overlap.
 - target rows are finished (keys -> depth and mask) as soon as no later source row reaches
   them, so the z-buffer is a ring of 128 rows that stays in cache; where source rows reach the
   target out of order (a rotated camera), the whole z-buffer is used instead.
@@ -59,7 +60,6 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from llvmlite import binding as _llvm
 from llvmlite import ir
 from numba import literally, njit, types
 from numba.core import cgutils
@@ -83,11 +83,6 @@ def _kernel(fn):
         return njit(cache=True, **_JIT)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         return njit(cache=False, **_JIT)(fn)
-
-
-def _masked_store_name(lanes: int) -> str:
-    """LLVM's name of the masked store of <lanes x i32>: opaque pointers (LLVM >= 15) or typed."""
-    return f"llvm.masked.store.v{lanes}i32." + ("p0" if _llvm.llvm_version_info[0] >= 15 else f"p0v{lanes}i32")
 
 
 @dataclass(frozen=True)
@@ -267,8 +262,8 @@ _GROUP_PAD = 2 * _GROUP  # the per-row box arrays have this many spare elements 
 @intrinsic
 def _span_min(typingctx, zb, y, x0, n, d0, gx, flag):
     """zb[y, x0 + k] = min(zb[y, x0 + k], key(d0 + k * gx)) for k < min(n, _SPAN), as one
-    vector operation with a masked store (only the lanes that change are written).
-    zb: (rows, cols) int32, C order, readable up to [y, x0 + _SPAN - 1].
+    vector operation: load, blend, store all _SPAN lanes (lanes past the box get their own value).
+    zb: (rows, cols) int32, C order, readable and writable up to [y, x0 + _SPAN - 1].
     key(d) = float32 bits of d with the lowest bit replaced by `flag` (1 trusted, 0 uncertain)."""
     lanes = _SPAN
 
@@ -291,9 +286,7 @@ def _span_min(typingctx, zb, y, x0, n, d0, gx, flag):
         keys = builder.or_(builder.and_(builder.bitcast(d, vi), ir.Constant(vi, [-2] * lanes)), splat(fl_, vi))
         inbox = builder.icmp_signed("<", ir.Constant(vi, list(range(lanes))), splat(builder.trunc(n_, i32), vi))
         take = builder.and_(inbox, builder.icmp_signed("<", keys, old))
-        fnty = ir.FunctionType(ir.VoidType(), [vi, vi.as_pointer(), i32, ir.VectorType(ir.IntType(1), lanes)])
-        store = cgutils.get_or_insert_function(builder.module, fnty, _masked_store_name(lanes))
-        builder.call(store, [keys, vptr, ir.Constant(i32, 4), take])
+        builder.store(builder.select(take, keys, old), vptr, align=4)  # a blend and a plain store (see _draw_group)
         return context.get_dummy_value()
 
     return types.void(zb, types.intp, types.intp, types.intp, types.float32, types.float32, types.int32), codegen
@@ -363,8 +356,6 @@ def _draw_group(typingctx, zb, ymask, rows, X0, Y0, META, D0, GX, GY, c):
             in_x = builder.icmp_signed("<", lane_i, nxl)
             base = builder.fadd(shuffle(da, even_l), builder.fmul(shuffle(gxa, even_l), lane_f))
             gyl = shuffle(gya, even_l)
-            store_t = ir.FunctionType(ir.VoidType(), [vec(i32, 4), vec(i32, 4).as_pointer(), i32, vec(i1, 4)])
-            store = cgutils.get_or_insert_function(builder.module, store_t, _masked_store_name(4))
             # the boxes' row addresses as one <G x i64> vector: data + row * stride + x * 4
             yg = builder.sext(shuffle(ya, even), vec(i64, G))
             cols = builder.add(builder.mul(builder.sext(xg, vec(i64, G)), const(i64, [4] * G)),
@@ -385,10 +376,9 @@ def _draw_group(typingctx, zb, ymask, rows, X0, Y0, META, D0, GX, GY, c):
                 keys = builder.or_(builder.and_(builder.bitcast(d, vec(i32, L)), const(i32, [-2] * L)), flag)
                 take = builder.and_(in_x, builder.icmp_signed(">", nyl, const(i32, [dy] * L)))
                 take = builder.and_(take, builder.icmp_signed("<", keys, old))
-                for k in range(G):
-                    sl = list(range(4 * k, 4 * k + 4))
-                    builder.call(store, [builder.shuffle_vector(keys, keys, const(i32, sl)), ptrs[k], ir.Constant(i32, 4),
-                                         builder.shuffle_vector(take, take, const(i32, sl))])
+                new = builder.select(take, keys, old)
+                for k in range(G):  # in order: a span's lanes past its box (old values) may lie under the next box
+                    builder.store(builder.shuffle_vector(new, new, const(i32, list(range(4 * k, 4 * k + 4)))), ptrs[k], align=4)
             builder.store(ir.Constant(i64, 1), result)
         return builder.load(result)
 
@@ -503,7 +493,7 @@ def _draw(X0, Y0, META, D0, GX, GY, rows, ymask, zb):
     w = X0.size - _GROUP_PAD
     mask12 = (1 << _META_BITS) - 1
     # even columns, then odd ones: a span's load must not overlap the span stored just
-    # before it (a masked store does not forward to a load; the load would wait for it)
+    # before it (a partly overlapping store does not forward to a load; the load would wait)
     group = False
     for c0 in range(2):
         for c in range(c0, w, 2):
@@ -714,3 +704,19 @@ def reproject_depth(
     _render(tol, max_fp, e_border, ws.arrays, zb, ymask, depth.view(np.int32), mask)
     ws.empty[name] = True
     return Reprojected(depth, mask)
+
+
+def warm_up() -> None:
+    """Compile every kernel specialisation reproject_depth uses (pinhole and distorted sources), or
+    load them from numba's on-disk cache: scripts/setup.sh runs this once after installing, so
+    the first build-dataset spends ~0.4 s loading instead of seconds compiling; build-dataset
+    calls it before forking its workers, which then inherit the compiled code."""
+    K = np.array([[20.0, 0, 7.5], [0, 20.0, 5.5], [0, 0, 1]])
+    pinhole = CameraModel(K, np.zeros(5), (16, 12))
+    distorted = CameraModel(K, np.array([0.05, -0.02, 0.001, 0.0, 0.0]), (16, 12))
+    target = pinhole.scaled(3.0)
+    depth = np.full((12, 16), 1.0, np.float32)
+    for source in (pinhole, distorted):
+        reproject_depth(depth, source, target, np.eye(4))
+    project_points_f32(target, np.zeros(1), np.zeros(1), np.ones(1))
+

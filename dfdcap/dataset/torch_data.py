@@ -57,18 +57,23 @@ class FocusStackDataset(Dataset):
         # seed=None: torch's generator, which DataLoader seeds differently in every worker
         self._rng = None if seed is None else np.random.default_rng(seed)
         self._file: DatasetFile | None = None
+        self._pid: int | None = None
 
     def __len__(self) -> int:
         return self._n
 
     def _f(self) -> DatasetFile:
-        if self._file is None:
+        """This process's handle: opened on first use in each process (a DataLoader worker, a DDP
+        rank), never inherited through fork -- an HDF5 handle shared across fork reads garbage."""
+        if self._file is None or self._pid != os.getpid():
             self._file = DatasetFile(self.h5_path, ddff_units=self.ddff_units)
+            self._pid = os.getpid()
         return self._file
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_file"] = None
+        state["_pid"] = None
         return state
 
     def _window(self) -> tuple[slice, slice]:

@@ -37,8 +37,17 @@ def draw_synthetic(rng: np.random.Generator, size: int, frames: int) -> dict[str
     return item_from_sim(random_focus_stack(rng, (size, size), frames))
 
 
+def process_rank() -> int:
+    """This training process's global rank (0 without torch.distributed): set up by Lightning's DDP,
+    and still readable in a DataLoader worker forked from that process."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 class SyntheticStacks(IterableDataset):
-    """An endless stream of random synthetic stacks; each worker gets its own seed."""
+    """An endless stream of random synthetic stacks; each worker of each training process (rank)
+    gets its own seed, so no two draw the same stacks."""
 
     def __init__(self, size: int = 128, frames: int = 5, seed: int = 0):
         self.size, self.frames, self.seed = size, frames, seed
@@ -46,7 +55,7 @@ class SyntheticStacks(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         wid = info.id if info is not None else 0
-        rng = np.random.default_rng([self.seed, wid, int(torch.initial_seed() % 2**31)])
+        rng = np.random.default_rng([self.seed, process_rank(), wid, int(torch.initial_seed() % 2**31)])
         while True:
             yield draw_synthetic(rng, self.size, self.frames)
 

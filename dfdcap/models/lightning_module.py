@@ -58,8 +58,10 @@ class DFFModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, parts, out = self.model_step(batch)
         bs = batch["stack"].shape[0]
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=bs)
-        self.log("val/rms", torch.sqrt(masked_mse(out["depth"], batch["depth_m"], batch["mask"])), on_epoch=True, batch_size=bs)
+        # sync_dist: under DDP every rank validates its share; the epoch value is their mean, the same on all
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("val/rms", torch.sqrt(masked_mse(out["depth"], batch["depth_m"], batch["mask"])), on_epoch=True,
+                 batch_size=bs, sync_dist=True)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

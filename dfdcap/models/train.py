@@ -34,6 +34,7 @@ class TrainResult:
     best_val_loss: float
     resumed_from: Path | None = None
     history: list[dict] = field(default_factory=list)
+    is_global_zero: bool = True  # False in the other processes of a multi-process run (they print nothing)
 
 
 def _quiet_lightning() -> None:
@@ -58,11 +59,44 @@ def model_config(name: str, config: dict | None, tiny: bool = False) -> dict:
     return cfg
 
 
+@dataclass(frozen=True)
+class Hardware:
+    """Where training runs, as Lightning's Trainer takes it: accelerator (cpu | gpu | mps | auto),
+    devices ("auto", a count, -1 = all, or a list of ids), num_nodes, strategy (auto | ddp | ddp_spawn |
+    fsdp | ...), and DataLoader worker processes per training process. Under torchrun or SLURM
+    Lightning reads the ranks from the environment; devices x num_nodes must match the launch."""
+
+    accelerator: str = "auto"
+    devices: int | str | tuple[int, ...] = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    workers: int = 0
+
+
+def parse_devices(text: str | int) -> int | str | tuple[int, ...]:
+    """--devices: "auto", a count ("2", "-1" = all) or a comma list of device ids ("0,2")."""
+    t = str(text).strip()
+    try:
+        if "," in t:
+            return tuple(int(x) for x in t.split(",") if x.strip())
+        return "auto" if t == "auto" else int(t)
+    except ValueError:
+        raise ModelError(f"--devices {text!r}: expected auto, a count (2, -1 = all) or ids (0,1)") from None
+
+
+def _loader_kw(hw: Hardware) -> dict:
+    """DataLoader options: workers that stay up between epochs (each opens its own HDF5 handle)."""
+    if hw.workers < 0:
+        raise ModelError(f"--workers {hw.workers}: expected 0 (load in the training process) or more")
+    return {"num_workers": hw.workers, "persistent_workers": hw.workers > 0}
+
+
 def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -1, val_check_interval=None,
              fast_dev_run: bool = False, precision: str | None = None, progress: bool = True, plain: object = None,
-             accelerator: str = "auto", devices="auto"):
+             hardware: Hardware = Hardware(), extra_callbacks: tuple = ()):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.loggers import CSVLogger
 
     _quiet_lightning()
@@ -70,6 +104,7 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
         ModelCheckpoint(dirpath=run_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
                         save_last=True, enable_version_counter=False),
         plain,
+        *extra_callbacks,
     ]
     if progress:
         callbacks.append(RichProgressBar(leave=True))
@@ -84,15 +119,24 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
         num_sanity_val_steps=0,
         log_every_n_steps=1,
         fast_dev_run=fast_dev_run,
-        accelerator=accelerator,
-        devices=devices,
+        accelerator=hardware.accelerator,
+        devices=list(hardware.devices) if isinstance(hardware.devices, tuple) else hardware.devices,
+        num_nodes=hardware.num_nodes,
+        strategy=hardware.strategy,
     )
     if precision:
         kw["precision"] = precision
     if val_check_interval is not None:
         kw["val_check_interval"] = val_check_interval
         kw["check_val_every_n_epoch"] = None
-    return L.Trainer(**kw)
+    try:
+        return L.Trainer(**kw)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(
+            f"training hardware accelerator={hardware.accelerator!r} devices={hardware.devices!r} "
+            f"num_nodes={hardware.num_nodes} strategy={hardware.strategy!r}: {msg}"
+        ) from e
 
 
 def _read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
@@ -148,13 +192,17 @@ def pretrain(
     seed: int = 0,
     progress: bool = True,
     precision: str | None = None,
+    hardware: Hardware = Hardware(),
+    callbacks: tuple = (),
 ) -> TrainResult:
     """Train `model_name` on random synthetic stacks for `steps` optimiser steps.
 
     Validation on a fixed-seed synthetic validation set (n_val stacks, FixedSynthetic.VAL_SEED;
     benchmarks test on TEST_SEED stacks, never seen here) n_checks times; the best
     weights go to out_path (a plain checkpoint), the run (curves, Lightning checkpoints) to
-    <out_path stem>_run/ beside it.
+    <out_path stem>_run/ beside it. hardware: devices, nodes, strategy, loader workers (each
+    training process draws its own stacks); callbacks: extra Lightning callbacks. Only the global
+    rank 0 writes files.
     """
     import lightning as L
 
@@ -168,24 +216,26 @@ def pretrain(
     run_dir = out_path.parent / f"{out_path.stem}_run"
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(seed, verbose=False)
-    atomic_write_json(run_dir / "run.json", {
-        "kind": "pretrain", "model": model_name, "config": cfg, "steps": steps, "size": size,
-        "batch_size": batch_size, "frames": frames, "lr": lr, "seed": seed, "n_val": n_val,
-        "val_seed": FixedSynthetic.VAL_SEED, "checkpoint": str(out_path.resolve()),
-    })
-    module = DFFModule(model_name, cfg, lr=lr, frames=(max(2, frames - 1), frames))
-    train = DataLoader(SyntheticStacks(size, frames, seed), batch_size=batch_size)
-    val = DataLoader(FixedSynthetic(n_val, size, frames), batch_size=batch_size)
     n_checks = max(1, min(n_checks, steps))
     interval = max(1, steps // n_checks)
     plain = PlainCheckpoints(run_dir / "last.pt", out_path, {"kind": "pretrain", "size": size})
     trainer = _trainer(run_dir, max_epochs=1, max_steps=steps, val_check_interval=interval, progress=progress, plain=plain,
-                       precision=precision)
+                       precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))
+    if trainer.is_global_zero:
+        atomic_write_json(run_dir / "run.json", {
+            "kind": "pretrain", "model": model_name, "config": cfg, "steps": steps, "size": size,
+            "batch_size": batch_size, "frames": frames, "lr": lr, "seed": seed, "n_val": n_val,
+            "val_seed": FixedSynthetic.VAL_SEED, "checkpoint": str(out_path.resolve()),
+            "world_size": trainer.world_size,
+        })
+    module = DFFModule(model_name, cfg, lr=lr, frames=(max(2, frames - 1), frames))
+    train = DataLoader(SyntheticStacks(size, frames, seed), batch_size=batch_size, **_loader_kw(hardware))
+    val = DataLoader(FixedSynthetic(n_val, size, frames), batch_size=batch_size, **_loader_kw(hardware))
     trainer.fit(module, train, val)
     if steps % interval:
         trainer.validate(module, val, verbose=False)
     return TrainResult(run_dir, out_path, run_dir / "last.pt", trainer.global_step, trainer.current_epoch,
-                       plain.best, None, _history(run_dir))
+                       plain.best, None, _history(run_dir), trainer.is_global_zero)
 
 
 def finetune(
@@ -205,9 +255,10 @@ def finetune(
     fast_dev_run: bool = False,
     train_split: str | None = None,
     val_split: str | None = None,
-    num_workers: int = 0,
     progress: bool = True,
     precision: str | None = None,
+    hardware: Hardware = Hardware(),
+    callbacks: tuple = (),
 ) -> TrainResult:
     """Fine-tune on a dataset file: masked MSE (+ CoC), random crops, stacks of 4-5 frames, Adam.
 
@@ -215,6 +266,9 @@ def finetune(
 
     init: a plain checkpoint to start from (its model must be `model_name`; its config is
     used). resume: if run_dir/last.ckpt exists, continue that run up to `epochs` epochs.
+    hardware: devices, nodes, strategy, loader workers (every process opens the HDF5 file itself;
+    under DDP each rank trains on its own share of the samples); callbacks: extra Lightning
+    callbacks. Only the global rank 0 writes run.json, metrics.csv and checkpoints.
     """
     from dfdcap.models.checkpoint import load_checkpoint
     from dfdcap.models.data import image_size, open_split, pick_split
@@ -234,11 +288,16 @@ def finetune(
     run_dir.mkdir(parents=True, exist_ok=True)
     last_ckpt = run_dir / "last.ckpt"
     resumed = last_ckpt if (resume and last_ckpt.is_file() and not fast_dev_run) else None
-    atomic_write_json(run_dir / "run.json", {
-        "kind": "finetune", "model": model_name, "config": cfg, "data": str(data.resolve()),
-        "init": str(Path(init).resolve()) if init else None, "epochs": epochs, "batch_size": batch_size,
-        "crop": crop, "frames": list(frames), "lr": lr, "train_split": train_split, "val_split": val_split,
-    })
+    plain = PlainCheckpoints(run_dir / "last.pt", run_dir / "best.pt", {"kind": "finetune", "data": str(data)})
+    trainer = _trainer(run_dir, max_epochs=epochs, fast_dev_run=fast_dev_run, progress=progress, plain=plain,
+                       precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))
+    if trainer.is_global_zero:
+        atomic_write_json(run_dir / "run.json", {
+            "kind": "finetune", "model": model_name, "config": cfg, "data": str(data.resolve()),
+            "init": str(Path(init).resolve()) if init else None, "epochs": epochs, "batch_size": batch_size,
+            "crop": crop, "frames": list(frames), "lr": lr, "train_split": train_split, "val_split": val_split,
+            "world_size": trainer.world_size,
+        })
     module = DFFModule(model_name, cfg, lr=lr, frames=tuple(frames))
     if init_model is not None:
         module.model.load_state_dict(init_model.state_dict())
@@ -246,13 +305,12 @@ def finetune(
     val_ds = open_split(data, val_split, crop, False)
     if len(train_ds) == 0:
         raise ModelError(f"{data}: split {train_split!r} is empty")
-    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=len(train_ds) > batch_size)
-    val = DataLoader(val_ds, batch_size=batch_size, num_workers=num_workers)
-    plain = PlainCheckpoints(run_dir / "last.pt", run_dir / "best.pt", {"kind": "finetune", "data": str(data)})
-    trainer = _trainer(run_dir, max_epochs=epochs, fast_dev_run=fast_dev_run, progress=progress, plain=plain,
-                       precision=precision)
+    lkw = _loader_kw(hardware)
+    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=len(train_ds) > batch_size, **lkw)
+    val = DataLoader(val_ds, batch_size=batch_size, **lkw)
     old_metrics = _read_csv_rows(run_dir / "metrics.csv") if resumed else ([], [])
     trainer.fit(module, train, val, ckpt_path=str(resumed) if resumed else None)
-    _merge_metrics(run_dir, old_metrics)
+    if trainer.is_global_zero:
+        _merge_metrics(run_dir, old_metrics)
     return TrainResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", trainer.global_step,
-                       trainer.current_epoch, plain.best, resumed, _history(run_dir))
+                       trainer.current_epoch, plain.best, resumed, _history(run_dir), trainer.is_global_zero)

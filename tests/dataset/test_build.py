@@ -182,3 +182,51 @@ class TestReportExportCli:
                             "-o", str(tmp_path / "o.h5")], capture_output=True, text=True)
         assert r.returncode == 1 and "error:" in r.stderr and len(r.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "o.h5").exists()
+
+
+class TestWorkers:
+    @pytest.mark.slow
+    def test_one_and_many_worker_processes_write_the_same_file(self, box_sessions, tmp_path):
+        opts = dict(val=(box_sessions[1].name,), frames=4)
+        paths = []
+        for workers in (1, 2, 3):
+            out = tmp_path / f"w{workers}.h5"
+            build_dataset(box_sessions, RIG, out, BuildOptions(workers=workers, **opts))
+            paths.append(out)
+        with h5py.File(paths[0], "r") as ref:
+            keys = sorted(ref.keys())
+            assert "provenance_val" in keys and "coc_train" in keys
+            for other in paths[1:]:
+                with h5py.File(other, "r") as h5:
+                    assert sorted(h5.keys()) == keys
+                    for k in keys:
+                        a, b = ref[k][()], h5[k][()]
+                        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), k
+                    assert dict(h5.attrs) .keys() == dict(ref.attrs).keys()
+                    for k, v in ref.attrs.items():
+                        assert np.array_equal(np.asarray(h5.attrs[k]), np.asarray(v)), k
+        # provenance in session order, then stack order: samples of session "a" first
+        with h5py.File(paths[2], "r") as h5:
+            prov = [json.loads(p) for p in h5["provenance_train"][()]]
+        assert [p["session"] for p in prov] == ["a"] * len(prov)
+        assert [p["phone_indices"][0] for p in prov] == sorted(p["phone_indices"][0] for p in prov)
+        assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
+
+    def test_workers_below_one_is_an_error(self, box_sessions, tmp_path):
+        with pytest.raises(DatasetError, match="--workers 0"):
+            build_dataset(box_sessions, RIG, tmp_path / "x.h5", BuildOptions(workers=0))
+        assert not (tmp_path / "x.h5").exists()
+
+    def test_an_error_in_a_worker_reaches_the_caller_as_one_line(self, box_sessions, tmp_path):
+        import shutil
+
+        from dfdcap.errors import DfdcapError
+
+        bad = tmp_path / box_sessions[0].name
+        shutil.copytree(box_sessions[0], bad)
+        frame = sorted((bad / "phone" / "frames").iterdir())[-1]
+        frame.write_bytes(b"not a png")
+        with pytest.raises(DfdcapError) as e:
+            build_dataset([bad, box_sessions[1]], RIG, tmp_path / "x.h5", BuildOptions(workers=2))
+        assert frame.name in str(e.value) and "\n" not in str(e.value)
+        assert not (tmp_path / "x.h5").exists()
