@@ -264,22 +264,27 @@ def _model_options(options: Optional[list[str]]) -> dict:
 
 @app.command()
 def pretrain(
-    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc"),
+    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc | fvnet"),
     output: Path = typer.Option(..., "-o", "--output", help="checkpoint to write (.pt)"),
     steps: int = typer.Option(2000, "--steps", help="optimiser steps"),
     size: int = typer.Option(128, "--size", help="synthetic stack size (pixels, square)"),
+    crop: Optional[int] = typer.Option(None, "--crop", help="training crop (pixels; default --size)"),
+    pool: int = typer.Option(512, "--pool", help="synthetic stacks rendered once and reused with augmentation"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="processes rendering the pool (default: all cores)"),
     batch_size: int = typer.Option(4, "--batch-size"),
-    frames: int = typer.Option(5, "--frames", help="frames per synthetic stack"),
+    frames: int = typer.Option(5, "--frames", help="frames per synthetic stack (batches use 3..frames)"),
     lr: float = typer.Option(1e-3, "--lr"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (e.g. width=8, coc=true)"),
     seed: int = typer.Option(0, "--seed"),
+    checks: int = typer.Option(5, "--checks", help="validations (and checkpoints) during the run"),
 ) -> None:
-    """Pretrain a DFF network on synthetic focus stacks drawn on the fly from the thin-lens simulator."""
+    """Pretrain a DFF network on a pool of synthetic focus stacks from the thin-lens simulator."""
     from dfdcap.models.train import pretrain as run
 
     r = run(model, output, steps=steps, size=size, batch_size=batch_size, frames=frames, lr=lr,
-            config=_model_options(set_), seed=seed)
-    out.print(f"wrote {r.best_pt} (best validation loss {r.best_val_loss:.5f} m², {r.global_step} steps); run in {r.run_dir}")
+            config=_model_options(set_), seed=seed, pool=pool, crop=crop, workers=workers, n_checks=checks)
+    out.print(f"wrote {r.best_pt} (best validation loss {r.best_val_loss:.5f}, diopter position L1, "
+              f"{r.global_step} steps); run in {r.run_dir}")
 
 
 @app.command()
