@@ -19,16 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfdcap.models.blocks import check_inputs
+from dfdcap.models.blocks import check_inputs, sort_by_focus
 
 _GRAY = (0.299, 0.587, 0.114)
-
-
-def sort_by_focus(stack: torch.Tensor, focus_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames (and distances) ordered by focus distance, nearest first, per stack."""
-    order = torch.argsort(focus_m, dim=1, stable=True)
-    idx = order[:, :, None, None, None].expand_as(stack)
-    return torch.gather(stack, 1, idx), torch.gather(focus_m, 1, order)
 
 
 def normalise_stack(stack: torch.Tensor) -> torch.Tensor:
@@ -122,7 +115,7 @@ class FVNet(nn.Module):
 
     def forward(self, stack: torch.Tensor, focus_m: torch.Tensor) -> dict[str, torch.Tensor]:
         check_inputs(stack, focus_m)
-        x, focus = sort_by_focus(stack, focus_m)
+        x, focus, _ = sort_by_focus(stack, focus_m)
         dpt = 1.0 / focus.clamp_min(1e-4)  # (B, S), decreasing
         lo, hi = dpt.min(dim=1, keepdim=True).values, dpt.max(dim=1, keepdim=True).values
         span = (hi - lo).clamp_min(1e-6)
