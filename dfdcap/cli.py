@@ -277,19 +277,21 @@ def pretrain(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (e.g. width=8, coc=true)"),
     seed: int = typer.Option(0, "--seed"),
     checks: int = typer.Option(5, "--checks", help="validations (and checkpoints) during the run"),
+    init: Optional[Path] = typer.Option(None, "--init", help="checkpoint of the same model to continue from"),
 ) -> None:
     """Pretrain a DFF network on a pool of synthetic focus stacks from the thin-lens simulator."""
     from dfdcap.models.train import pretrain as run
 
     r = run(model, output, steps=steps, size=size, batch_size=batch_size, frames=frames, lr=lr,
-            config=_model_options(set_), seed=seed, pool=pool, crop=crop, workers=workers, n_checks=checks)
+            config=_model_options(set_), seed=seed, pool=pool, crop=crop, workers=workers, n_checks=checks,
+            init=init)
     out.print(f"wrote {r.best_pt} (best validation loss {r.best_val_loss:.5f}, diopter position L1, "
               f"{r.global_step} steps); run in {r.run_dir}")
 
 
 @app.command()
 def finetune(
-    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc"),
+    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc | fvnet"),
     data: Path = typer.Option(..., "--data", help="dataset.h5 (build-dataset's file or DDFF-12)"),
     output: Path = typer.Option(..., "-o", "--output", help="run folder"),
     init: Optional[Path] = typer.Option(None, "--init", help="checkpoint to start from (e.g. from pretrain)"),
@@ -301,14 +303,14 @@ def finetune(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (without --init)"),
     precision: Optional[str] = typer.Option(None, "--precision", help="Lightning precision, e.g. 16-mixed"),
 ) -> None:
-    """Fine-tune a DFF network on a dataset file (masked MSE, random crops, stacks of 4-5 frames, Adam)."""
+    """Fine-tune a DFF network on a dataset file (diopter-position L1, random crops, 4-5 frames keeping both ends, Adam)."""
     from dfdcap.models.train import finetune as run
 
     r = run(model, data, output, init=init, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
             resume=resume, config=_model_options(set_), precision=precision)
     if r.resumed_from:
         out.print(f"resumed from {r.resumed_from}")
-    out.print(f"best validation loss {r.best_val_loss:.5f} m² -> {r.best_pt}; last -> {r.last_pt}")
+    out.print(f"best validation loss {r.best_val_loss:.5f} (diopter position L1) -> {r.best_pt}; last -> {r.last_pt}")
 
 
 @app.command()

@@ -59,14 +59,17 @@ class FixedSynthetic(Dataset):
 
     VAL_SEED draws the validation set that pretraining selects its best checkpoint on;
     TEST_SEED the held-out test set that benchmarks report (never seen in training or selection).
+    blur_px: (lo, hi) largest blur per stack, drawn uniformly; None: the simulator's default.
     """
 
     VAL_SEED = 20240601
     TEST_SEED = 20240602
 
-    def __init__(self, n: int = 32, size: int = 128, frames: int = 5, seed: int = VAL_SEED):
+    def __init__(self, n: int = 32, size: int = 128, frames: int = 5, seed: int = VAL_SEED,
+                 blur_px: tuple[float, float] | None = None):
         rng = np.random.default_rng(seed)
-        self.items = [draw_synthetic(rng, size, frames) for _ in range(n)]
+        self.items = [draw_synthetic(rng, size, frames, None if blur_px is None else float(rng.uniform(*blur_px)))
+                      for _ in range(n)]
 
     def __len__(self) -> int:
         return len(self.items)

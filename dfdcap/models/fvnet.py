@@ -32,13 +32,15 @@ def normalise_stack(stack: torch.Tensor) -> torch.Tensor:
 
 
 def log_focus_measure(gray: torch.Tensor, window: int = 9) -> torch.Tensor:
-    """(N, 1, H, W) -> log of the sum-modified-Laplacian over a window (the baseline's measure)."""
-    k = gray.new_tensor([-1.0, 2.0, -1.0])
+    """(N, 1, H, W) -> log of the sum-modified-Laplacian over a window (the baseline's measure).
+
+    Differences by slicing and a separable box filter: a fraction of the cost of convolutions."""
     g = F.pad(gray, (1, 1, 1, 1), mode="replicate")
-    mlx = F.conv2d(g[..., 1:-1, :], k.view(1, 1, 1, 3)).abs()
-    mly = F.conv2d(g[..., :, 1:-1], k.view(1, 1, 3, 1)).abs()
+    c = g[..., 1:-1, 1:-1]
+    ml = (2 * c - g[..., 1:-1, :-2] - g[..., 1:-1, 2:]).abs() + (2 * c - g[..., :-2, 1:-1] - g[..., 2:, 1:-1]).abs()
     p = window // 2
-    m = F.avg_pool2d(F.pad(mlx + mly, (p, p, p, p), mode="replicate"), window, stride=1)
+    m = F.pad(ml, (p, p, p, p), mode="replicate")
+    m = F.avg_pool2d(F.avg_pool2d(m, (1, window), stride=1), (window, 1), stride=1)
     return torch.log(m + 1e-3)
 
 

@@ -151,6 +151,7 @@ def pretrain(
     pool: int = 512,
     crop: int | None = None,
     workers: int | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train `model_name` for `steps` optimiser steps on a pool of synthetic stacks.
 
@@ -161,9 +162,11 @@ def pretrain(
     FixedSynthetic.VAL_SEED; benchmarks test on TEST_SEED stacks, never seen here) n_checks
     times, selected on the diopter-position L1; the best weights go to out_path (a plain
     checkpoint), the run (curves, Lightning checkpoints) to <out_path stem>_run/ beside it.
+    init: a plain checkpoint of the same model to continue from (its config is used).
     """
     import lightning as L
 
+    from dfdcap.models.checkpoint import load_checkpoint
     from dfdcap.models.data import FixedSynthetic
     from dfdcap.models.lightning_module import DFFModule, PlainCheckpoints
     from dfdcap.models.pool import AugmentedPool
@@ -173,7 +176,14 @@ def pretrain(
         raise ModelError(f"pretrain: need steps >= 1, size >= 16, 16 <= crop <= size, batch >= 1, frames >= 2, pool >= 1 "
                          f"(got {steps}, {size}, {crop}, {batch_size}, {frames}, {pool})")
     out_path = Path(out_path)
-    cfg = model_config(model_name, config, tiny)
+    init_model = None
+    if init is not None:
+        if config:
+            raise ModelError(f"pretrain: model options {config} conflict with --init {init} (its config is used)")
+        init_model, ckpt = load_checkpoint(init, expected_model=model_name)
+        cfg = dict(ckpt["config"])
+    else:
+        cfg = model_config(model_name, config, tiny)
     run_dir = out_path.parent / f"{out_path.stem}_run"
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(seed, verbose=False)
@@ -181,9 +191,12 @@ def pretrain(
         "kind": "pretrain", "model": model_name, "config": cfg, "steps": steps, "size": size, "crop": crop,
         "batch_size": batch_size, "frames": frames, "lr": lr, "seed": seed, "pool": pool, "n_val": n_val,
         "val_seed": FixedSynthetic.VAL_SEED, "checkpoint": str(out_path.resolve()),
+        "init": str(Path(init).resolve()) if init else None,
     })
     items = _pool_items(run_dir, pool, size, frames, seed, workers, progress)
     module = DFFModule(model_name, cfg, lr=lr, frames=(min(3, frames), frames), max_steps=steps)
+    if init_model is not None:
+        module.model.load_state_dict(init_model.state_dict())
     train = DataLoader(AugmentedPool(items, crop, steps * batch_size, seed), batch_size=batch_size)
     val = DataLoader(FixedSynthetic(n_val, size, 5), batch_size=batch_size)
     n_checks = max(1, min(n_checks, steps))
@@ -244,7 +257,8 @@ def finetune(
     progress: bool = True,
     precision: str | None = None,
 ) -> TrainResult:
-    """Fine-tune on a dataset file: masked MSE (+ CoC), random crops, stacks of 4-5 frames, Adam.
+    """Fine-tune on a dataset file: L1 on the diopter position (+ CoC), random crops, stacks of 4-5
+    frames keeping both end frames, in random order, Adam.
 
     crop: square random crop side (pixels), reduced to the image size for smaller images.
 
