@@ -55,7 +55,7 @@ class DFFModule(L.LightningModule):
         loss, parts, _ = self.model_step(batch)
         bs = batch["stack"].shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
-        self.log("train/depth_mse", parts["depth"], on_step=False, on_epoch=True, batch_size=bs)
+        self.log("train/depth", parts["depth"], on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
