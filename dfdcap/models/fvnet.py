@@ -6,11 +6,12 @@ and contrast changes between rigs do not matter). A shared 2D extractor gives ev
 features; the focus volume holds them, their difference from the stack mean, the frame's
 position in the sweep and the log sum-modified-Laplacian of the classical baseline
 (baseline.py). Factorised blocks (spatial 3x3 convolutions per frame, then 3-tap
-convolutions across the sorted frames) refine it at full, 1/2 and 1/4 resolution. The
-per-frame score is the classical prior (a learned scale) plus a learned residual that starts
-at zero, so an untrained FVNet already behaves like a soft classical DFF. A softmax over the
-frames gives the expected focus position in DIOPTERS (blur is linear in diopters), returned
-in metres, and its spread gives the confidence.
+convolutions across the sorted frames) refine it at 1/2 and 1/4 resolution. The per-frame
+score is the full-resolution classical prior (a learned scale) plus the learned residual
+(upsampled; its last layer starts at zero, so an untrained FVNet already behaves like a soft
+classical DFF). A softmax over the frames gives the expected focus position in DIOPTERS
+(blur is linear in diopters), returned in metres; the confidence is 1 - the softmax's
+standard deviation in diopters over half the swept range.
 """
 
 from __future__ import annotations
