@@ -3,22 +3,27 @@ stack beside the classical DFF baseline measured in the same run, and of every n
 its default width for reference.
 
 Goal (issue 12): the shipped model within 20 x the classical baseline's time, 2 threads.
+OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE unless set): on cores shared with
+other work, spinning threads made 2-thread inference ~7x slower than 1 thread (measured).
 Run: python benchmarks/dff_inference.py [--threads 2] [--all]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
+
+import argparse  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path
 
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from dfdcap.models.baseline import classical_dff
-from dfdcap.models.checkpoint import load_checkpoint
-from dfdcap.models.registry import build_model, model_names
+from dfdcap.models.baseline import classical_dff  # noqa: E402
+from dfdcap.models.checkpoint import load_checkpoint  # noqa: E402
+from dfdcap.models.registry import build_model, model_names  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "dfdcap" / "models" / "weights" / "fvnet.pt"
 
@@ -69,7 +74,7 @@ def main() -> None:
     with torch.inference_mode():
         tn, tb = interleaved(lambda: model(x, f), lambda: classical_dff(stack_u8, focus), a.repeats)
     load = os.getloadavg()[0]
-    print(f"CPU, {a.threads} threads, stack {a.frames}x{a.size}x{a.size}, {a.repeats} interleaved calls; "
+    print(f"CPU, {a.threads} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), stack {a.frames}x{a.size}x{a.size}, {a.repeats} interleaved calls; "
           f"load average {load:.1f} on {os.cpu_count()} cores (other work inflates the times)")
     med_ratio = float(np.median(tn)) / float(np.median(tb))
     best_ratio = min(tn) / min(tb)
