@@ -1,17 +1,17 @@
-"""Pretrain every DFF network for the same fixed budget on synthetic stacks, then evaluate them
-on the fixed held-out synthetic test set beside the classical DFF baseline.
+"""The shipped network (dfdcap/models/weights/fvnet.pt) against the classical DFF baseline on
+held-out synthetic stacks (FixedSynthetic.TEST_SEED: no training run or checkpoint choice saw them).
 
-Goal (issue 6): the best network's RMS <= 0.5 x the baseline's and delta<1.25 >= 95 %.
-The budget (optimiser steps x batch x stack size) is the same for every model; widths are
-reduced from the defaults (BENCH_CONFIGS) so that a CPU run finishes in minutes.
-Run: python benchmarks/dff_accuracy.py [--steps 300] [--size 64] [--models poolnet,ddff]
+Goals (issue 12): RMS <= 0.5 x the baseline's, delta<1.25 >= 95 %. A second table uses the
+demo rig's wider blur (18-24 px at the largest; the test set's default is 6-16 px).
+--train-steps N also pretrains the five thesis networks for the same small budget each and
+adds them to the table (minutes per network on a CPU).
+Run: python benchmarks/dff_accuracy.py [--n-test 32] [--size 128] [--checkpoint PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -20,10 +20,10 @@ from rich.console import Console
 from dfdcap.models.checkpoint import load_checkpoint
 from dfdcap.models.data import FixedSynthetic
 from dfdcap.models.evaluate import evaluate_items, metrics_table
-from dfdcap.models.registry import model_names
 from dfdcap.models.train import pretrain
 
-BENCH_CONFIGS = {
+SHIPPED = Path(__file__).resolve().parents[1] / "dfdcap" / "models" / "weights" / "fvnet.pt"
+THESIS_CONFIGS = {
     "ddff": {"width": 0.125},
     "lstm-ddff": {"width": 0.125},
     "recurrent-ae": {"width": 8},
@@ -32,43 +32,48 @@ BENCH_CONFIGS = {
 }
 
 
+def verdict(con: Console, metrics: dict, name: str) -> None:
+    base, net = metrics["classical DFF"], metrics[name]
+    ratio = net["rms"] / base["rms"]
+    con.print(f"{name}: RMS {net['rms']:.4f} m = {ratio:.2f} x baseline ({base['rms']:.4f} m) "
+              f"(goal <= 0.5: {'MET' if ratio <= 0.5 else 'NOT MET'}); delta<1.25 {net['delta1']:.1f} % "
+              f"vs baseline {base['delta1']:.1f} % (goal >= 95: {'MET' if net['delta1'] >= 95 else 'NOT MET'}); "
+              f"AbsRel {net['abs_rel']:.4f} vs {base['abs_rel']:.4f}", markup=False)
+
+
+def train_thesis(steps: int, size: int, out: Path, con: Console) -> dict:
+    models = {}
+    for name, cfg in THESIS_CONFIGS.items():
+        r = pretrain(name, out / f"{name}.pt", steps=steps, size=size, batch_size=4, config=cfg, n_val=8,
+                     pool=64, progress=False)
+        models[name], _ = load_checkpoint(r.best_pt)
+        con.print(f"{name}: {steps} steps, best val loss {r.best_val_loss:.4f}")
+    return models
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--n-val", type=int, default=8)
+    ap.add_argument("--checkpoint", default=str(SHIPPED))
     ap.add_argument("--n-test", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=1, help="1 is fastest when other work shares the cores")
-    ap.add_argument("--models", default=",".join(model_names()))
-    ap.add_argument("--out", default=None, help="folder for the checkpoints (default: a temporary one)")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--frames", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-steps", type=int, default=0, help="also pretrain the thesis networks this long")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     con = Console(width=150, highlight=False)
-    out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="dff_accuracy_"))
-    out.mkdir(parents=True, exist_ok=True)
-    test = FixedSynthetic(a.n_test, a.size, 5, seed=FixedSynthetic.TEST_SEED)
-    models, times = {}, {}
-    for name in a.models.split(","):
-        t = time.perf_counter()
-        r = pretrain(name, out / f"{name}.pt", steps=a.steps, size=a.size, batch_size=a.batch_size, lr=a.lr,
-                     config=BENCH_CONFIGS.get(name, {}), n_val=a.n_val, progress=False)
-        times[name] = time.perf_counter() - t
-        models[name], _ = load_checkpoint(r.best_pt)
-        con.print(f"{name}: {a.steps} steps in {times[name]:.0f} s, best val loss {r.best_val_loss:.4f} m²")
-    metrics, n = evaluate_items(models, test)
-    con.print(metrics_table(metrics, f"held-out synthetic test set: {n} stacks {a.size}x{a.size}x5 "
-                                     f"(seed {FixedSynthetic.TEST_SEED}); budget {a.steps} steps x batch {a.batch_size}"))
-    base = metrics["classical DFF"]
-    nets = {k: v for k, v in metrics.items() if k != "classical DFF"}
-    best = min(nets, key=lambda k: nets[k]["rms"])
-    ratio = nets[best]["rms"] / base["rms"]
-    con.print(f"best network {best}: RMS {nets[best]['rms']:.4f} m = {ratio:.2f} x baseline "
-              f"({base['rms']:.4f} m) (goal <= 0.5: {'MET' if ratio <= 0.5 else 'NOT MET'}); "
-              f"delta<1.25 {nets[best]['delta1']:.1f} % vs baseline {base['delta1']:.1f} % "
-              f"(goal >= 95: {'MET' if nets[best]['delta1'] >= 95 else 'NOT MET'})", markup=False)
-    con.print(f"checkpoints in {out}")
+    model, ckpt = load_checkpoint(a.checkpoint)
+    name = f"{ckpt['model']} (shipped)"
+    models = {name: model}
+    if a.train_steps:
+        models.update(train_thesis(a.train_steps, a.size, Path(tempfile.mkdtemp(prefix="dff_accuracy_")), con))
+    for title, blur in (("default blur 6-16 px", None), ("demo-rig blur 18-24 px", (18.0, 24.0))):
+        test = FixedSynthetic(a.n_test, a.size, a.frames, seed=FixedSynthetic.TEST_SEED, blur_px=blur)
+        metrics, n = evaluate_items(models, test)
+        con.print(metrics_table(metrics, f"held-out synthetic stacks ({title}): {n} x {a.frames}x{a.size}x{a.size}, "
+                                         f"seed {FixedSynthetic.TEST_SEED}"))
+        for m in models:
+            verdict(con, metrics, m)
 
 
 if __name__ == "__main__":

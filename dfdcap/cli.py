@@ -318,35 +318,42 @@ def _model_options(options: Optional[list[str]]) -> dict:
 
 @app.command()
 def pretrain(
-    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc"),
+    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc | fvnet"),
     output: Path = typer.Option(..., "-o", "--output", help="checkpoint to write (.pt)"),
     steps: int = typer.Option(2000, "--steps", help="optimiser steps"),
     size: int = typer.Option(128, "--size", help="synthetic stack size (pixels, square)"),
+    crop: Optional[int] = typer.Option(None, "--crop", help="training crop (pixels; default --size)"),
+    pool: int = typer.Option(512, "--pool", help="synthetic stacks rendered once and reused with augmentation"),
+    render_workers: Optional[int] = typer.Option(None, "--render-workers", help="processes rendering the pool (default: all cores)"),
     batch_size: int = typer.Option(4, "--batch-size"),
-    frames: int = typer.Option(5, "--frames", help="frames per synthetic stack"),
+    frames: int = typer.Option(5, "--frames", help="frames per synthetic stack (batches use 3..frames)"),
     lr: float = typer.Option(1e-3, "--lr"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (e.g. width=8, coc=true)"),
     seed: int = typer.Option(0, "--seed"),
+    checks: int = typer.Option(5, "--checks", help="validations (and checkpoints) during the run"),
+    init: Optional[Path] = typer.Option(None, "--init", help="checkpoint of the same model to continue from"),
     accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto | cpu | gpu | mps"),
     devices: str = typer.Option("auto", "--devices", help="devices per node: auto, a count (-1 = all) or ids 0,1"),
     num_nodes: int = typer.Option(1, "--num-nodes", help="machines (under torchrun / SLURM)"),
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto | ddp | ddp_spawn | fsdp ..."),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes per training process"),
 ) -> None:
-    """Pretrain a DFF network on synthetic focus stacks drawn on the fly from the thin-lens simulator."""
+    """Pretrain a DFF network on a pool of synthetic focus stacks from the thin-lens simulator."""
     from dfdcap.models.train import Hardware, parse_devices, pretrain as run
 
     hw = Hardware(accelerator, parse_devices(devices), num_nodes, strategy, workers)
     r = run(model, output, steps=steps, size=size, batch_size=batch_size, frames=frames, lr=lr,
-            config=_model_options(set_), seed=seed, hardware=hw)
+            config=_model_options(set_), seed=seed, pool=pool, crop=crop, render_workers=render_workers,
+            n_checks=checks, init=init, hardware=hw)
     if not r.is_global_zero:
         return
-    out.print(f"wrote {r.best_pt} (best validation loss {r.best_val_loss:.5f} m², {r.global_step} steps); run in {r.run_dir}")
+    out.print(f"wrote {r.best_pt} (best validation loss {r.best_val_loss:.5f}, diopter position L1, "
+              f"{r.global_step} steps); run in {r.run_dir}")
 
 
 @app.command()
 def finetune(
-    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc"),
+    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc | fvnet"),
     data: Path = typer.Option(..., "--data", help="dataset.h5 (build-dataset's file or DDFF-12)"),
     output: Path = typer.Option(..., "-o", "--output", help="run folder"),
     init: Optional[Path] = typer.Option(None, "--init", help="checkpoint to start from (e.g. from pretrain)"),
@@ -363,7 +370,7 @@ def finetune(
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto | ddp | ddp_spawn | fsdp ..."),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes per training process"),
 ) -> None:
-    """Fine-tune a DFF network on a dataset file (masked MSE, random crops, stacks of 4-5 frames, Adam)."""
+    """Fine-tune a DFF network on a dataset file (diopter-position L1, random crops, 4-5 frames keeping both ends, Adam)."""
     from dfdcap.models.train import Hardware, finetune as run, parse_devices
 
     hw = Hardware(accelerator, parse_devices(devices), num_nodes, strategy, workers)
@@ -373,7 +380,7 @@ def finetune(
         return
     if r.resumed_from:
         out.print(f"resumed from {r.resumed_from}")
-    out.print(f"best validation loss {r.best_val_loss:.5f} m² -> {r.best_pt}; last -> {r.last_pt}")
+    out.print(f"best validation loss {r.best_val_loss:.5f} (diopter position L1) -> {r.best_pt}; last -> {r.last_pt}")
 
 
 @app.command()

@@ -1,12 +1,18 @@
 """Building blocks shared by the DFF networks: conv blocks, a U-Net decoder, the depth head.
 
 Every network predicts depth relative to the stack's own focus range, so one set of weights
-serves a 10 cm macro stack and a 2 m room stack alike: an output y maps to
-depth_m = exp(log f_min + y * (log f_max - log f_min)), y = 0 at the nearest focus distance,
-y = 1 at the farthest; y may leave [0, 1] to reach depths outside the swept range.
+serves a 10 cm macro stack and a 2 m room stack alike, and in DIOPTERS (1 / metres), in which
+blur and focus schedules are linear: either softmax weights over the frames, whose expected
+focus in diopters is the depth (`depth_from_weights`), or a position y in [0, 1] (sigmoid)
+between the farthest (y = 0) and the nearest (y = 1) focus (`depth_from_position`). Either
+way the depth stays inside the swept range. The networks' inputs still carry each frame's
+place in the log focus range (`unit_focus`, 0 = nearest) as a channel.
+Normalisation is group norm (per sample): training batches are 2-8 stacks.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +21,16 @@ from torch import nn
 from dfdcap.errors import ModelError
 
 
-def conv_bn_relu(c_in: int, c_out: int, k: int = 3) -> nn.Sequential:
-    """3x3 (or kxk) convolution, batch norm, ReLU; keeps the spatial size."""
+def group_norm(c: int) -> nn.GroupNorm:
+    """Group norm with up to 4 groups (batch statistics are useless with batches of 2-4)."""
+    return nn.GroupNorm(math.gcd(4, c), c)
+
+
+def conv_norm_relu(c_in: int, c_out: int, k: int = 3) -> nn.Sequential:
+    """3x3 (or kxk) convolution, group norm, ReLU; keeps the spatial size."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False),
-        nn.BatchNorm2d(c_out),
+        group_norm(c_out),
         nn.ReLU(inplace=True),
     )
 
@@ -47,10 +58,39 @@ def unit_focus(focus_m: torch.Tensor) -> torch.Tensor:
     return (torch.log(focus_m.clamp_min(1e-4)) - lo.view(-1, 1)) / span.view(-1, 1)
 
 
-def depth_from_unit(y: torch.Tensor, focus_m: torch.Tensor) -> torch.Tensor:
-    """y: (B, 1, H, W) position in the log focus range -> depth (B, 1, H, W) metres."""
-    lo, span = log_focus_range(focus_m)
-    return torch.exp(lo + span * y.clamp(-3.0, 4.0))
+def take_frames(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """x (B, S, ...) with its frames reordered per stack by order (B, S)."""
+    idx = order.view(*order.shape, *([1] * (x.ndim - 2))).expand_as(x)
+    return torch.gather(x, 1, idx)
+
+
+def sort_by_focus(stack: torch.Tensor, focus_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frames (B, S, ...) and distances (B, S) ordered by focus distance, nearest first, per stack.
+
+    Returns (stack, focus_m, order); `take_frames(y, argsort(order))` puts per-frame outputs
+    back in the input order. Networks that read the frames in sequence sort first, so that
+    any input order gives the same output."""
+    order = torch.argsort(focus_m, dim=1, stable=True)
+    return take_frames(stack, order), torch.gather(focus_m, 1, order), order
+
+
+def focus_diopters(focus_m: torch.Tensor) -> torch.Tensor:
+    """(B, S) focus distances metres -> diopters."""
+    return 1.0 / focus_m.clamp_min(1e-4)
+
+
+def depth_from_weights(weights: torch.Tensor, focus_m: torch.Tensor) -> torch.Tensor:
+    """Weights (B, S, H, W) summing to 1 over frames -> depth (B, 1, H, W) m at the expected diopters."""
+    d = (weights * focus_diopters(focus_m)[:, :, None, None]).sum(dim=1, keepdim=True)
+    return 1.0 / d.clamp_min(1e-6)
+
+
+def depth_from_position(y: torch.Tensor, focus_m: torch.Tensor) -> torch.Tensor:
+    """y: (B, 1, H, W) in [0, 1], 0 = farthest focus, 1 = nearest, linear in diopters -> depth metres."""
+    dpt = focus_diopters(focus_m)
+    lo = dpt.min(dim=1).values.view(-1, 1, 1, 1)
+    hi = dpt.max(dim=1).values.view(-1, 1, 1, 1)
+    return 1.0 / (lo + y * (hi - lo)).clamp_min(1e-6)
 
 
 def pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -81,7 +121,7 @@ class UNetDecoder(nn.Module):
         for lvl in range(len(channels) - 1, 0, -1):
             c_deep, c_skip = channels[lvl], channels[lvl - 1]
             self.ups.append(nn.ConvTranspose2d(c_deep, c_skip, 2, stride=2))
-            self.convs.append(nn.Sequential(conv_bn_relu(2 * c_skip, c_skip), conv_bn_relu(c_skip, c_skip)))
+            self.convs.append(nn.Sequential(conv_norm_relu(2 * c_skip, c_skip), conv_norm_relu(c_skip, c_skip)))
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]

@@ -28,13 +28,16 @@ def item_from_sim(d: dict) -> dict[str, torch.Tensor]:
     }
 
 
-def draw_synthetic(rng: np.random.Generator, size: int, frames: int) -> dict[str, torch.Tensor]:
-    """One random synthetic focus stack (S = frames, size x size) from the thin-lens simulator."""
+def draw_synthetic(rng: np.random.Generator, size: int, frames: int, max_coc_px: float | None = None) -> dict[str, torch.Tensor]:
+    """One random synthetic focus stack (S = frames, size x size) from the thin-lens simulator.
+
+    max_coc_px: the largest blur in the stack (pixels); None: the simulator's default (6-16).
+    """
     try:
         from dfdcap.sim.render import random_focus_stack
     except ImportError as e:  # the simulator is part of this package; this only guards a broken install
         raise ModelError(f"synthetic pretraining needs dfdcap.sim.render ({e})") from None
-    return item_from_sim(random_focus_stack(rng, (size, size), frames))
+    return item_from_sim(random_focus_stack(rng, (size, size), frames, max_coc_px=max_coc_px))
 
 
 def process_rank() -> int:
@@ -65,14 +68,17 @@ class FixedSynthetic(Dataset):
 
     VAL_SEED draws the validation set that pretraining selects its best checkpoint on;
     TEST_SEED the held-out test set that benchmarks report (never seen in training or selection).
+    blur_px: (lo, hi) largest blur per stack, drawn uniformly; None: the simulator's default.
     """
 
     VAL_SEED = 20240601
     TEST_SEED = 20240602
 
-    def __init__(self, n: int = 32, size: int = 128, frames: int = 5, seed: int = VAL_SEED):
+    def __init__(self, n: int = 32, size: int = 128, frames: int = 5, seed: int = VAL_SEED,
+                 blur_px: tuple[float, float] | None = None):
         rng = np.random.default_rng(seed)
-        self.items = [draw_synthetic(rng, size, frames) for _ in range(n)]
+        self.items = [draw_synthetic(rng, size, frames, None if blur_px is None else float(rng.uniform(*blur_px)))
+                      for _ in range(n)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -118,16 +124,3 @@ def open_split(path: str | Path, split: str, crop: int | None, random_crop: bool
     from dfdcap.dataset.torch_data import FocusStackDataset
 
     return FocusStackDataset(str(path), split, crop=crop, random_crop=random_crop)
-
-
-def subsample_frames(batch: dict[str, torch.Tensor], k: int, gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Keep k frames (same random, sorted subset for the whole batch) of every per-frame tensor."""
-    s = batch["stack"].shape[1]
-    if k >= s:
-        return batch
-    idx = torch.sort(torch.randperm(s, generator=gen)[:k]).values
-    out = dict(batch)
-    for key in ("stack", "focus_m", "coc_px"):
-        if key in out:
-            out[key] = out[key][:, idx]
-    return out

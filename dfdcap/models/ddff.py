@@ -1,9 +1,9 @@
 """DDFFNet (Hazirbas et al., "Deep Depth From Focus", ACCV 2018), stack-length free.
 
-A VGG16-BN-style encoder-decoder runs on every frame of the stack; each frame gets a
+A VGG16-style (group norm) encoder-decoder runs on every frame of the stack; each frame gets a
 per-pixel focus score; a softmax over the stack turns the scores into weights and the depth
-is the weighted mean of the frames' focus positions (in log focus distance), so any stack
-length S works at inference. No ImageNet weights: trains from scratch or from pretraining.
+is the weighted mean of the frames' focus in diopters, so any stack length S and any frame
+order work at inference. No ImageNet weights: trains from scratch or from pretraining.
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ from dfdcap.models.blocks import (
     CocDecoder,
     UNetDecoder,
     check_inputs,
-    conv_bn_relu,
-    depth_from_unit,
+    conv_norm_relu,
+    depth_from_weights,
     pad_to,
-    unit_focus,
 )
 
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
 class VGGEncoder(nn.Module):
-    """VGG16-BN's five conv blocks (channels x width), a 2x max-pool between blocks.
+    """VGG16's five conv blocks (group norm) (channels x width), a 2x max-pool between blocks.
 
     forward: (N, c_in, H, W), H and W multiples of 16 -> five features, finest first.
     """
@@ -36,7 +35,7 @@ class VGGEncoder(nn.Module):
         blocks = []
         c_prev = c_in
         for c, (_, n) in zip(self.channels, VGG16_BLOCKS):
-            layers = [conv_bn_relu(c_prev if i == 0 else c, c) for i in range(n)]
+            layers = [conv_norm_relu(c_prev if i == 0 else c, c) for i in range(n)]
             blocks.append(nn.Sequential(*layers))
             c_prev = c
         self.blocks = nn.ModuleList(blocks)
@@ -69,9 +68,7 @@ class DDFFNet(nn.Module):
         x, (h, w) = pad_to(stack, 16)
         feats = self.encoder(x.flatten(0, 1) - 0.5)
         scores = self.score(self.decoder(feats)).view(b, s, *x.shape[-2:])
-        weights = torch.softmax(scores, dim=1)
-        y = (weights * unit_focus(focus_m)[:, :, None, None]).sum(dim=1, keepdim=True)
-        out = {"depth": depth_from_unit(y, focus_m)[..., :h, :w]}
+        out = {"depth": depth_from_weights(torch.softmax(scores, dim=1), focus_m)[..., :h, :w]}
         if self.coc_decoder is not None:
             out["coc"] = self.coc_decoder(feats).view(b, s, 1, *x.shape[-2:])[..., :h, :w]
         return out

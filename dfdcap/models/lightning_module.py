@@ -1,8 +1,9 @@
 """The LightningModule around any DFF network, and the callback that writes plain checkpoints.
 
-The network stays a plain nn.Module (registry.build_model); this module only adds the loss,
-the optimiser and logging (train/loss, val/loss, val/rms). One `model_step` serves training
-and validation.
+The network stays a plain nn.Module (registry.build_model); this module only adds the loss
+(L1 on the diopter position, losses.py), the optimiser and logging (train/loss, val/loss,
+val/rms, val/absrel). Training batches get a random frame subset that keeps both end frames
+and a random frame order. One `model_step` serves training and validation.
 """
 
 from __future__ import annotations
@@ -15,22 +16,24 @@ import lightning as L
 import torch
 
 from dfdcap.models.checkpoint import save_checkpoint
-from dfdcap.models.data import subsample_frames
 from dfdcap.models.losses import dff_loss, masked_mse
+from dfdcap.models.pool import shuffle_frames, subsample_keep_ends
 from dfdcap.models.registry import build_model
 
 
 class DFFModule(L.LightningModule):
-    """Masked-MSE depth training with Adam; stacks of `frames` (min, max) frames per batch."""
+    """Diopter-L1 depth training with Adam (cosine decay over max_steps when given); stacks of
+    `frames` (min, max) frames per batch, both end frames always kept, in random order."""
 
     def __init__(
         self,
         model_name: str,
         model_config: dict,
         lr: float = 1e-3,
-        coc_weight: float = 1e-3,
+        coc_weight: float = 1e-2,
         frames: tuple[int, int] = (4, 5),
         weight_decay: float = 0.0,
+        max_steps: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -48,11 +51,11 @@ class DFFModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         lo, hi = self.hparams.frames
         k = self._rng.randint(lo, hi)
-        batch = subsample_frames(batch, k)
+        batch = shuffle_frames(subsample_keep_ends(batch, k))
         loss, parts, _ = self.model_step(batch)
         bs = batch["stack"].shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
-        self.log("train/depth_mse", parts["depth"], on_step=False, on_epoch=True, batch_size=bs)
+        self.log("train/depth", parts["depth"], on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -62,9 +65,16 @@ class DFFModule(L.LightningModule):
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("val/rms", torch.sqrt(masked_mse(out["depth"], batch["depth_m"], batch["mask"])), on_epoch=True,
                  batch_size=bs, sync_dist=True)
+        valid = batch["mask"] & (batch["depth_m"] > 0)
+        rel = ((out["depth"] - batch["depth_m"]).abs() / batch["depth_m"].clamp_min(1e-6))[valid]
+        self.log("val/absrel", rel.mean() if rel.numel() else rel.sum(), on_epoch=True, batch_size=bs, sync_dist=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if not self.hparams.max_steps:
+            return opt
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.hparams.max_steps, eta_min=self.hparams.lr * 0.05)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class PlainCheckpoints(L.Callback):

@@ -1,10 +1,11 @@
 """LSTM-DDFF: DDFFNet with a recurrent module between encoder and decoder (the thesis's variant).
 
 The VGG encoder runs on every frame; at the bottleneck a two-layer LSTM runs over the stack
-(frames in order of increasing focus distance), one sequence per bottleneck pixel (the H x W
+(frames sorted by increasing focus distance inside, so the input order does not matter), one sequence per bottleneck pixel (the H x W
 positions are flattened into the LSTM's batch); its last output is decoded to depth.
 Encoder skips are merged across the stack by max and mean; the last (deepest) skip gets a
-3x3 convolution, the others a 1x1. Any stack length S works.
+3x3 convolution, the others a 1x1. The head's sigmoid is the position between the farthest
+and the nearest focus in diopters: depth stays inside the swept range. Any stack length S works.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dfdcap.models.blocks import (
     CocDecoder,
     UNetDecoder,
     check_inputs,
-    conv_bn_relu,
-    depth_from_unit,
+    conv_norm_relu,
+    depth_from_position,
     pad_to,
+    sort_by_focus,
+    take_frames,
     unit_focus,
 )
 from dfdcap.models.ddff import VGGEncoder
@@ -33,17 +36,18 @@ class LSTMDDFFNet(nn.Module):
         ch = self.encoder.channels
         self.lstm = nn.LSTM(ch[-1], ch[-1], num_layers=2, batch_first=True)
         self.skip_merge = nn.ModuleList(
-            [conv_bn_relu(2 * c, c, k=3 if i == len(ch) - 2 else 1) for i, c in enumerate(ch[:-1])]
+            [conv_norm_relu(2 * c, c, k=3 if i == len(ch) - 2 else 1) for i, c in enumerate(ch[:-1])]
         )
         self.decoder = UNetDecoder(ch)
         self.head = nn.Conv2d(ch[0], 1, 1)
         nn.init.zeros_(self.head.weight)
-        nn.init.constant_(self.head.bias, 0.5)
+        nn.init.zeros_(self.head.bias)
         self.coc_decoder = CocDecoder(ch) if coc else None
 
     def forward(self, stack: torch.Tensor, focus_m: torch.Tensor) -> dict[str, torch.Tensor]:
         check_inputs(stack, focus_m)
         b, s = stack.shape[:2]
+        stack, focus_m, order = sort_by_focus(stack, focus_m)
         x, (h, w) = pad_to(stack, 16)
         u = unit_focus(focus_m)[:, :, None, None, None].expand(b, s, 1, *x.shape[-2:])
         feats = self.encoder(torch.cat([x - 0.5, u - 0.5], dim=2).flatten(0, 1))
@@ -56,8 +60,9 @@ class LSTMDDFFNet(nn.Module):
         for f, merge in zip(feats[:-1], self.skip_merge):
             fs = f.view(b, s, *f.shape[1:])
             skips.append(merge(torch.cat([fs.max(dim=1).values, fs.mean(dim=1)], dim=1)))
-        y = self.head(self.decoder(skips + [bottleneck]))
-        out = {"depth": depth_from_unit(y, focus_m)[..., :h, :w]}
+        y = torch.sigmoid(self.head(self.decoder(skips + [bottleneck])))
+        out = {"depth": depth_from_position(y, focus_m)[..., :h, :w]}
         if self.coc_decoder is not None:
-            out["coc"] = self.coc_decoder(feats).view(b, s, 1, *x.shape[-2:])[..., :h, :w]
+            coc = self.coc_decoder(feats).view(b, s, 1, *x.shape[-2:])[..., :h, :w]
+            out["coc"] = take_frames(coc, torch.argsort(order, dim=1))
         return out

@@ -5,9 +5,11 @@ as a fourth channel) runs through the same encoder; at each level the frame's fe
 joined with the max over the whole stack, so frames exchange information while the order of
 frames never matters; the deepest level and the skips are max-pooled across the stack and a
 single decoder decodes them. Each frame then gets a score from its own finest features
-joined with the decoder's output (1x1 convolution); a softmax over the stack weights the
-frames' focus positions into depth, as in DDFFNet (sum over frames: order-free). Batch norm
-throughout.
+joined with the decoder's output through a nonlinearity (3x3 convolution of the
+concatenation, ReLU, 1x1 convolution): were the decoded context merely added to every
+frame's score, the softmax over frames would cancel it and the decoder would learn nothing.
+The softmax over the stack weights the frames' focus in diopters into depth, as in DDFFNet
+(sum over frames: order-free). Group norm throughout.
 
 PoolNet-CoC (DefocusNet, Maximov et al. CVPR 2020) puts two such networks in sequence: the
 first predicts every frame's circle of confusion (pixels), the second predicts depth from the
@@ -23,8 +25,9 @@ from torch import nn
 from dfdcap.models.blocks import (
     UNetDecoder,
     check_inputs,
-    conv_bn_relu,
-    depth_from_unit,
+    conv_norm_relu,
+    depth_from_weights,
+    group_norm,
     pad_to,
     unit_focus,
 )
@@ -33,7 +36,7 @@ from dfdcap.models.blocks import (
 class PoolEncoder(nn.Module):
     """Per-frame encoder with a global max over the stack at every level.
 
-    Each level: z = CBR(z) per frame; p = max over the stack of z; z = ReLU(BN(A z + B p)),
+    Each level: z = CNR(z) per frame; p = max over the stack of z; z = ReLU(GN(A z + B p)),
     which is a convolution of the concatenation [z, p] written so that B p is computed once
     per stack instead of once per frame.
     forward: (B, S, C_in, H, W), H and W multiples of 2**(levels-1) -> per level
@@ -46,13 +49,13 @@ class PoolEncoder(nn.Module):
         self.inp = nn.ModuleList()
         self.mix_frame = nn.ModuleList()
         self.mix_pool = nn.ModuleList()
-        self.mix_bn = nn.ModuleList()
+        self.mix_norm = nn.ModuleList()
         c_prev = c_in
         for c in self.channels:
-            self.inp.append(conv_bn_relu(c_prev, c))
+            self.inp.append(conv_norm_relu(c_prev, c))
             self.mix_frame.append(nn.Conv2d(c, c, 3, padding=1, bias=False))
             self.mix_pool.append(nn.Conv2d(c, c, 3, padding=1, bias=False))
-            self.mix_bn.append(nn.BatchNorm2d(c))
+            self.mix_norm.append(group_norm(c))
             c_prev = c
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -65,7 +68,7 @@ class PoolEncoder(nn.Module):
             z = self.inp[i](z)
             pooled = stack_max(z.view(b, s, *z.shape[1:]))
             mixed = self.mix_frame[i](z).view(b, s, *z.shape[1:]) + self.mix_pool[i](pooled)[:, None]
-            z = F.relu(self.mix_bn[i](mixed.flatten(0, 1)))
+            z = F.relu(self.mix_norm[i](mixed.flatten(0, 1)))
             feats.append(z.view(b, s, *z.shape[1:]))
         return feats
 
@@ -91,10 +94,11 @@ class PoolNet(nn.Module):
         self.encoder = PoolEncoder(c_in + 1, width, levels)
         ch = self.encoder.channels
         self.decoder = UNetDecoder(ch)
-        # per-frame focus score = 1x1 conv of [frame features, decoded stack], split in two so the
-        # decoded part is computed once per stack
+        # per-frame focus score = conv1x1(ReLU(conv3x3([frame features, decoded stack]))); the
+        # 3x3 convolution is split in two so that the decoded part is computed once per stack
+        self.score_frame = nn.Conv2d(ch[0], ch[0], 3, padding=1)
+        self.score_stack = nn.Conv2d(ch[0], ch[0], 3, padding=1, bias=False)
         self.head = nn.Conv2d(ch[0], 1, 1)
-        self.head_stack = nn.Conv2d(ch[0], 1, 1, bias=False)
         self.coc_decoder = UNetDecoder(ch) if coc else None
         self.coc_head = nn.Conv2d(ch[0], 1, 1) if coc else None
 
@@ -105,9 +109,10 @@ class PoolNet(nn.Module):
         feats = self.encoder(torch.cat([x, u - 0.5], dim=2))
         pooled = [stack_max(f) for f in feats]
         dec = self.decoder(pooled)  # (B, c0, H, W)
-        scores = self.head(feats[0].flatten(0, 1)).view(b, s, *x.shape[-2:]) + self.head_stack(dec)
-        y = (torch.softmax(scores, dim=1) * unit_focus(focus_m)[:, :, None, None]).sum(dim=1, keepdim=True)
-        out = {"depth": depth_from_unit(y, focus_m)}
+        f0 = feats[0]
+        hidden = self.score_frame(f0.flatten(0, 1)).view(f0.shape) + self.score_stack(dec)[:, None]
+        scores = self.head(F.relu(hidden).flatten(0, 1)).view(b, s, *x.shape[-2:])
+        out = {"depth": depth_from_weights(torch.softmax(scores, dim=1), focus_m)}
         if self.coc_decoder is not None:
             c = self.coc_head(self.coc_decoder([f.flatten(0, 1) for f in feats]))
             out["coc"] = F.softplus(c).view(b, s, 1, *x.shape[-2:])

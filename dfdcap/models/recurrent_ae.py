@@ -1,10 +1,13 @@
 """Recurrent autoencoder (Chaitanya et al., SIGGRAPH 2017) with the thesis's changes.
 
-An encoder-decoder that reads the stack one frame at a time (increasing focus distance);
+An encoder-decoder that reads the stack one frame at a time (sorted inside by increasing
+focus distance, so the input order does not matter);
 every block keeps a hidden state and feeds it back into itself at the next frame:
-h_t = ReLU(conv([BN(conv(x_t)), h_{t-1}])). The thesis's modifications: batch norm, more channels,
+h_t = ReLU(conv([GN(conv(x_t)), h_{t-1}])). The thesis's modifications: normalisation (here group norm), more channels,
 transposed convolutions for upsampling. The depth is read out after the last frame; with
-the CoC decoder each frame's decoder output also predicts that frame's CoC. Any S works.
+the CoC decoder each frame's decoder output also predicts that frame's CoC. The head's
+sigmoid is the position between the farthest and the nearest focus in diopters, so depth
+stays inside the swept range. Any S works.
 """
 
 from __future__ import annotations
@@ -13,20 +16,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfdcap.models.blocks import check_inputs, conv_bn_relu, depth_from_unit, pad_to, unit_focus
+from dfdcap.models.blocks import (
+    check_inputs,
+    conv_norm_relu,
+    depth_from_position,
+    pad_to,
+    sort_by_focus,
+    take_frames,
+    unit_focus,
+)
 
 
 class RecurrentBlock(nn.Module):
-    """conv-BN-ReLU on the input, then a recurrent conv-ReLU on [x_t, h_{t-1}] (h_{-1} = 0).
+    """conv-GN-ReLU on the input, then a recurrent conv-ReLU on [x_t, h_{t-1}] (h_{-1} = 0).
 
-    Batch norm sits on the per-frame input convolution only: the recurrent convolution sees
+    Group norm sits on the per-frame input convolution only: the recurrent convolution sees
     h = 0 at the first frame and a full state later, and batch statistics pooled over such
     different steps made evaluation (running statistics) far worse than training.
     """
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
-        self.inp = conv_bn_relu(c_in, c_out)
+        self.inp = conv_norm_relu(c_in, c_out)
         self.rec = nn.Sequential(nn.Conv2d(2 * c_out, c_out, 3, padding=1), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
@@ -49,12 +60,13 @@ class RecurrentAE(nn.Module):
         self.dec = nn.ModuleList([RecurrentBlock(2 * ch[i - 1], ch[i - 1]) for i in range(levels - 1, 0, -1)])
         self.head = nn.Conv2d(ch[0], 1, 1)
         nn.init.zeros_(self.head.weight)
-        nn.init.constant_(self.head.bias, 0.5)
+        nn.init.zeros_(self.head.bias)
         self.coc_head = nn.Conv2d(ch[0], 1, 1) if coc else None
 
     def forward(self, stack: torch.Tensor, focus_m: torch.Tensor) -> dict[str, torch.Tensor]:
         check_inputs(stack, focus_m)
         b, s = stack.shape[:2]
+        stack, focus_m, order = sort_by_focus(stack, focus_m)
         x, (h, w) = pad_to(stack, 2 ** (self.levels - 1))
         u = unit_focus(focus_m)
         enc_h: list[torch.Tensor | None] = [None] * self.levels
@@ -72,7 +84,7 @@ class RecurrentAE(nn.Module):
                 z = dec_h[j] = block(torch.cat([up(z), skip], dim=1), dec_h[j])
             if self.coc_head is not None:
                 cocs.append(F.softplus(self.coc_head(z)))
-        out = {"depth": depth_from_unit(self.head(z), focus_m)[..., :h, :w]}
+        out = {"depth": depth_from_position(torch.sigmoid(self.head(z)), focus_m)[..., :h, :w]}
         if self.coc_head is not None:
-            out["coc"] = torch.stack(cocs, dim=1)[..., :h, :w]
+            out["coc"] = take_frames(torch.stack(cocs, dim=1)[..., :h, :w], torch.argsort(order, dim=1))
         return out

@@ -2,7 +2,7 @@
 
 forward(stack (B, S, 3, H, W) float in [0, 1], focus_m (B, S) metres) ->
 {"depth": (B, 1, H, W) metres} plus "coc": (B, S, 1, H, W) pixels where the model has the
-CoC decoder.
+CoC decoder, and "confidence": (B, 1, H, W) in [0, 1] where the model gives one (fvnet).
 """
 
 from __future__ import annotations
@@ -44,12 +44,19 @@ def _poolnet_coc(**cfg) -> nn.Module:
     return PoolNetCoC(**cfg)
 
 
+def _fvnet(**cfg) -> nn.Module:
+    from dfdcap.models.fvnet import FVNet
+
+    return FVNet(**cfg)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "ddff": _ddff,
     "lstm-ddff": _lstm_ddff,
     "recurrent-ae": _recurrent_ae,
     "poolnet": _poolnet,
     "poolnet-coc": _poolnet_coc,
+    "fvnet": _fvnet,
 }
 
 # Small widths for unit tests: every model builds in milliseconds and runs 32-64 px stacks fast.
@@ -59,6 +66,7 @@ TINY_CONFIGS: dict[str, dict] = {
     "recurrent-ae": {"width": 4, "levels": 3},
     "poolnet": {"width": 4, "levels": 3},
     "poolnet-coc": {"width": 4, "levels": 3},
+    "fvnet": {"width": 4},
 }
 
 

@@ -1,4 +1,4 @@
-"""`dfdcap pretrain` (synthetic stacks on the fly) and `dfdcap finetune` (a dataset file).
+"""`dfdcap pretrain` (a pool of synthetic stacks rendered once) and `dfdcap finetune` (a dataset file).
 
 Both use Lightning's Trainer (CPU or GPU, DDP, mixed precision, resume) with a rich progress
 bar. A run folder holds: run.json (what was run), metrics.csv (Lightning's CSV log),
@@ -194,48 +194,95 @@ def pretrain(
     precision: str | None = None,
     hardware: Hardware = Hardware(),
     callbacks: tuple = (),
+    pool: int = 512,
+    crop: int | None = None,
+    render_workers: int | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
-    """Train `model_name` on random synthetic stacks for `steps` optimiser steps.
+    """Train `model_name` for `steps` optimiser steps on a pool of synthetic stacks.
 
-    Validation on a fixed-seed synthetic validation set (n_val stacks, FixedSynthetic.VAL_SEED;
-    benchmarks test on TEST_SEED stacks, never seen here) n_checks times; the best
-    weights go to out_path (a plain checkpoint), the run (curves, Lightning checkpoints) to
-    <out_path stem>_run/ beside it. hardware: devices, nodes, strategy, loader workers (each
-    training process draws its own stacks); callbacks: extra Lightning callbacks. Only the global
-    rank 0 writes files.
+    The pool: `pool` stacks of size x size and `frames` frames (4-24 px blur), rendered once by
+    `render_workers` processes (kept in <run>/pool.pt for reruns with the same settings), drawn with
+    augmentation as crop x crop crops (default: size) of 3..frames frames keeping both end
+    frames. Validation on a fixed-seed synthetic set (n_val stacks of 5 frames,
+    FixedSynthetic.VAL_SEED; benchmarks test on TEST_SEED stacks, never seen here) n_checks
+    times, selected on the diopter-position L1; the best weights go to out_path (a plain
+    checkpoint), the run (curves, Lightning checkpoints) to <out_path stem>_run/ beside it.
+    init: a plain checkpoint of the same model to continue from (its config is used).
+    hardware: devices, nodes, strategy, loader workers; callbacks: extra Lightning callbacks. Only the
+    global rank 0 writes run files (every rank renders or reads the pool).
     """
     import lightning as L
 
-    from dfdcap.models.data import FixedSynthetic, SyntheticStacks
+    from dfdcap.models.checkpoint import load_checkpoint
+    from dfdcap.models.data import FixedSynthetic
     from dfdcap.models.lightning_module import DFFModule, PlainCheckpoints
+    from dfdcap.models.pool import AugmentedPool
 
-    if steps < 1 or size < 16 or batch_size < 1 or frames < 2:
-        raise ModelError(f"pretrain: need steps >= 1, size >= 16, batch >= 1, frames >= 2 (got {steps}, {size}, {batch_size}, {frames})")
+    crop = crop or size
+    if steps < 1 or size < 16 or batch_size < 1 or frames < 2 or pool < 1 or not 16 <= crop <= size:
+        raise ModelError(f"pretrain: need steps >= 1, size >= 16, 16 <= crop <= size, batch >= 1, frames >= 2, pool >= 1 "
+                         f"(got {steps}, {size}, {crop}, {batch_size}, {frames}, {pool})")
     out_path = Path(out_path)
-    cfg = model_config(model_name, config, tiny)
+    init_model = None
+    if init is not None:
+        if config:
+            raise ModelError(f"pretrain: model options {config} conflict with --init {init} (its config is used)")
+        init_model, ckpt = load_checkpoint(init, expected_model=model_name)
+        cfg = dict(ckpt["config"])
+    else:
+        cfg = model_config(model_name, config, tiny)
     run_dir = out_path.parent / f"{out_path.stem}_run"
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(seed, verbose=False)
+    items = _pool_items(run_dir, pool, size, frames, seed, render_workers, progress)
+    module = DFFModule(model_name, cfg, lr=lr, frames=(min(3, frames), frames), max_steps=steps)
+    if init_model is not None:
+        module.model.load_state_dict(init_model.state_dict())
     n_checks = max(1, min(n_checks, steps))
     interval = max(1, steps // n_checks)
-    plain = PlainCheckpoints(run_dir / "last.pt", out_path, {"kind": "pretrain", "size": size})
+    plain = PlainCheckpoints(run_dir / "last.pt", out_path, {"kind": "pretrain", "size": size, "steps": steps, "seed": seed})
     trainer = _trainer(run_dir, max_epochs=1, max_steps=steps, val_check_interval=interval, progress=progress, plain=plain,
                        precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "run.json", {
-            "kind": "pretrain", "model": model_name, "config": cfg, "steps": steps, "size": size,
-            "batch_size": batch_size, "frames": frames, "lr": lr, "seed": seed, "n_val": n_val,
+            "kind": "pretrain", "model": model_name, "config": cfg, "steps": steps, "size": size, "crop": crop,
+            "batch_size": batch_size, "frames": frames, "lr": lr, "seed": seed, "pool": pool, "n_val": n_val,
             "val_seed": FixedSynthetic.VAL_SEED, "checkpoint": str(out_path.resolve()),
-            "world_size": trainer.world_size,
+            "init": str(Path(init).resolve()) if init else None, "world_size": trainer.world_size,
         })
-    module = DFFModule(model_name, cfg, lr=lr, frames=(max(2, frames - 1), frames))
-    train = DataLoader(SyntheticStacks(size, frames, seed), batch_size=batch_size, **_loader_kw(hardware))
-    val = DataLoader(FixedSynthetic(n_val, size, frames), batch_size=batch_size, **_loader_kw(hardware))
+    train = DataLoader(AugmentedPool(items, crop, steps * batch_size, seed), batch_size=batch_size, **_loader_kw(hardware))
+    val = DataLoader(FixedSynthetic(n_val, size, 5), batch_size=batch_size, **_loader_kw(hardware))
     trainer.fit(module, train, val)
     if steps % interval:
         trainer.validate(module, val, verbose=False)
     return TrainResult(run_dir, out_path, run_dir / "last.pt", trainer.global_step, trainer.current_epoch,
                        plain.best, None, _history(run_dir), trainer.is_global_zero)
+
+
+def _pool_items(run_dir: Path, n: int, size: int, frames: int, seed: int, workers: int | None, progress: bool) -> list[dict]:
+    """The rendered pool: read from run_dir/pool.pt when it was made with the same settings, else rendered."""
+    import torch
+    from rich.progress import Progress
+
+    from dfdcap.fileio import atomic_path
+    from dfdcap.models.pool import BLUR_RANGE_PX, render_pool
+
+    key = {"n": n, "size": size, "frames": frames, "seed": seed, "blur_px": list(BLUR_RANGE_PX)}
+    cache = run_dir / "pool.pt"
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, weights_only=True)
+            if saved.get("key") == key:
+                return saved["items"]
+        except Exception:  # a stale or damaged cache is rendered again
+            pass
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("rendering synthetic stacks", total=n)
+        items = render_pool(n, size, frames, seed, workers, progress=lambda done: bar.update(task, completed=done))
+    with atomic_path(cache) as tmp:
+        torch.save({"key": key, "items": items}, tmp)
+    return items
 
 
 def finetune(
@@ -260,7 +307,8 @@ def finetune(
     hardware: Hardware = Hardware(),
     callbacks: tuple = (),
 ) -> TrainResult:
-    """Fine-tune on a dataset file: masked MSE (+ CoC), random crops, stacks of 4-5 frames, Adam.
+    """Fine-tune on a dataset file: L1 on the diopter position (+ CoC), random crops, stacks of 4-5
+    frames keeping both end frames, in random order, Adam.
 
     crop: square random crop side (pixels), reduced to the image size for smaller images.
 

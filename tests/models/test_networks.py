@@ -3,15 +3,16 @@ import torch
 from torch.utils.data import default_collate
 
 from dfdcap.errors import ModelError
-from dfdcap.models.losses import dff_loss, masked_mse
+from dfdcap.models.losses import dff_loss, diopter_l1, masked_mse
 from dfdcap.models.registry import TINY_CONFIGS, build_model, has_coc, model_names
 
-COC_VARIANTS = [(n, False) for n in model_names() if n != "poolnet-coc"] + [(n, True) for n in model_names()]
+NO_COC_OPTION = ("poolnet-coc", "fvnet")  # always with CoC / never
+COC_VARIANTS = [(n, False) for n in model_names() if n != "poolnet-coc"] + [(n, True) for n in model_names() if n != "fvnet"]
 
 
 def _cfg(name: str, coc: bool) -> dict:
     cfg = dict(TINY_CONFIGS[name])
-    if name != "poolnet-coc":
+    if name not in NO_COC_OPTION:
         cfg["coc"] = coc
     return cfg
 
@@ -35,6 +36,9 @@ class TestShapes:
                 assert (out["coc"] >= 0).all()
             else:
                 assert "coc" not in out
+            if "confidence" in out:
+                assert out["confidence"].shape == (2, 1, 36, 44)
+                assert ((out["confidence"] >= 0) & (out["confidence"] <= 1)).all()
 
     def test_bad_input_shape(self):
         model = build_model("poolnet", **TINY_CONFIGS["poolnet"])
@@ -45,7 +49,7 @@ class TestShapes:
 
 
 class TestPermutationInvariance:
-    @pytest.mark.parametrize("name", ["poolnet", "poolnet-coc"])
+    @pytest.mark.parametrize("name", model_names())
     def test_permuted_stack_same_depth(self, name):
         torch.manual_seed(1)
         model = build_model(name, **TINY_CONFIGS[name]).eval()
@@ -61,19 +65,50 @@ class TestPermutationInvariance:
             c = model(stack, focus[:, perm])  # frames given the wrong focus distances
         d_perm = (a["depth"] - b["depth"]).abs().max().item()
         d_label = (a["depth"] - c["depth"]).abs().max().item()
-        assert d_perm < 1e-6
+        assert d_perm < 1e-5
         assert d_label > 10 * max(d_perm, 1e-7)  # the depth does depend on which frame has which focus
-        if "coc" in a:  # per-frame CoC maps follow their frames
-            assert torch.allclose(a["coc"][:, perm], b["coc"], atol=1e-5)
+        for key in a:
+            if key == "coc":  # per-frame CoC maps follow their frames
+                assert torch.allclose(a["coc"][:, perm], b["coc"], atol=1e-5)
+            else:
+                assert torch.allclose(a[key], b[key], atol=1e-5), key
 
 
+class TestPoolNetGradient:
+    """The decoded stack context must reach every frame's score through a nonlinearity: with a
+    plain sum the softmax over frames cancelled it (decoder and deeper encoder levels got
+    ~1e-8 of the first level's gradient)."""
+
+    @pytest.mark.parametrize("name", ["poolnet", "poolnet-coc"])
+    def test_every_level_gets_gradient(self, name):
+        torch.manual_seed(0)
+        model = build_model(name, **TINY_CONFIGS[name])
+        net = model.depth_net if name == "poolnet-coc" else model
+        stack = torch.rand(2, 4, 3, 32, 32)
+        focus = torch.tensor([[0.2, 0.3, 0.5, 0.9]] * 2)
+        model(stack, focus)["depth"].log().sum().backward()
+        grads = {n: p.grad.abs().max().item() for n, p in net.named_parameters()
+                 if p.dim() == 4 and (n.startswith("encoder.inp.") or n.startswith("decoder."))}
+        first = grads["encoder.inp.0.0.weight"]
+        levels = [n for n in grads if n.startswith("encoder.inp.")]
+        assert len(levels) == 3 and any(n.startswith("decoder.") for n in grads)
+        weak = {n: g for n, g in grads.items() if g < 1e-3 * first}
+        assert not weak, f"{name}: layers without gradient (first level {first:.2e}): {weak}"
+
+
+def _constant_loss(batch: dict) -> float:
+    """The loss of the trivial predictor: the batch's mean depth everywhere."""
+    mean = batch["depth_m"][batch["mask"]].mean()
+    return dff_loss({"depth": torch.full_like(batch["depth_m"], float(mean))}, batch)[1]["depth"].item()
+
+
+@pytest.mark.slow
 class TestLearning:
-    """60 Adam steps (lr 1e-2) on four 32x32 synthetic stacks: the training loss on them must
-    drop at least 3x (measured when written: ddff 10.3x, lstm-ddff 5.6x, recurrent-ae 18x,
-    poolnet 5.2x, poolnet-coc 9.3x)."""
+    """60 Adam steps (lr 1e-2) on four 32x32 synthetic stacks: the diopter-position loss on
+    them must drop and end below half the constant mean-depth predictor's."""
 
     @pytest.mark.parametrize("name", model_names())
-    def test_loss_drops(self, name, sim_items):
+    def test_beats_constant_predictor(self, name, sim_items):
         torch.manual_seed(0)
         batch = default_collate(sim_items)
         model = build_model(name, **TINY_CONFIGS[name])
@@ -86,10 +121,12 @@ class TestLearning:
             opt.zero_grad()
             loss.backward()
             opt.step()
+        model.eval()
         with torch.no_grad():
             last = dff_loss(model(batch["stack"], batch["focus_m"]), batch)[1]["depth"].item()
-        print(f"{name}: loss {first:.4f} -> {last:.4f} ({first / last:.1f}x)")
-        assert last < first / 3, f"{name}: loss {first:.4f} -> {last:.4f}"
+        const = _constant_loss(batch)
+        print(f"{name}: loss {first:.4f} -> {last:.4f}; constant predictor {const:.4f}")
+        assert last < first and last < 0.5 * const, f"{name}: loss {first:.4f} -> {last:.4f}, constant {const:.4f}"
 
 
 class TestLosses:
@@ -110,12 +147,21 @@ class TestLosses:
 
     def test_coc_term_weighted(self):
         batch = {"depth_m": torch.ones(1, 1, 2, 2), "mask": torch.ones(1, 1, 2, 2, dtype=torch.bool),
-                 "coc_px": torch.zeros(1, 3, 1, 2, 2)}
+                 "coc_px": torch.zeros(1, 3, 1, 2, 2), "focus_m": torch.tensor([[0.5, 1.0, 2.0]])}
         out = {"depth": torch.full((1, 1, 2, 2), 2.0), "coc": torch.full((1, 3, 1, 2, 2), 3.0)}
         total, parts = dff_loss(out, batch, coc_weight=0.1)
-        assert parts["depth"].item() == pytest.approx(1.0)
+        # sweep 0.5-2 D: 1 m is at (1 - 0.5) / 1.5, 2 m at 0
+        assert parts["depth"].item() == pytest.approx(1 / 3)
         assert parts["coc"].item() == pytest.approx(9.0)
-        assert total.item() == pytest.approx(1.9)
+        assert total.item() == pytest.approx(1 / 3 + 0.9)
+
+    def test_diopter_l1_clamps_target_to_the_sweep(self):
+        focus = torch.tensor([[0.25, 0.5, 1.0]])  # 1-4 D
+        gt = torch.tensor([0.2, 0.5, 2.0, float("nan")]).view(1, 1, 2, 2)  # 5 D and 0.5 D lie outside
+        pred = torch.full((1, 1, 2, 2), 0.5)  # 2 D: position 1/3
+        mask = torch.ones(1, 1, 2, 2, dtype=torch.bool)
+        # targets (clamped): 1, 1/3, 0; NaN skipped
+        assert diopter_l1(pred, gt, mask, focus).item() == pytest.approx((2 / 3 + 0 + 1 / 3) / 3)
 
 
 class TestRegistry:

@@ -71,17 +71,19 @@ class TestFinetune:
 class TestPretrain:
     def test_tiny_pretrain_writes_checkpoint(self, tmp_path):
         r = pretrain("poolnet", tmp_path / "p.pt", steps=4, size=32, batch_size=2, tiny=True, n_val=2,
-                     n_checks=2, progress=False)
+                     n_checks=2, progress=False, pool=3, render_workers=1)
         assert r.global_step == 4 and np.isfinite(r.best_val_loss)
         model, ckpt = load_checkpoint(tmp_path / "p.pt", expected_model="poolnet")
         assert ckpt["meta"]["kind"] == "pretrain"
         assert (tmp_path / "p_run" / "last.ckpt").is_file()
+        assert (tmp_path / "p_run" / "pool.pt").is_file()  # rendered once, reused by a rerun
 
 
     def test_cli(self, tmp_path):
         out = tmp_path / "c.pt"
         res = CliRunner().invoke(app, ["pretrain", "--model", "recurrent-ae", "--steps", "2", "--size", "32",
-                                       "--batch-size", "1", "--set", "width=4", "--set", "levels=3", "-o", str(out)])
+                                       "--batch-size", "1", "--set", "width=4", "--set", "levels=3", "--pool", "2",
+                                       "--workers", "1", "-o", str(out)])
         assert res.exit_code == 0, res.output
         _, ckpt = load_checkpoint(out, expected_model="recurrent-ae")
         assert ckpt["config"] == {"width": 4, "levels": 3}

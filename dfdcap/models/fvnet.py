@@ -1,0 +1,137 @@
+"""FVNet: a small focus-volume network on top of the classical focus measure.
+
+Frames are sorted by focus inside (so any frame order gives the same output) and normalised
+photometrically per stack (mean and spread of each colour over the whole stack: exposure
+and contrast changes between rigs do not matter). A shared 2D extractor gives every frame
+features; the focus volume holds them, their difference from the stack mean, the frame's
+position in the sweep and the log sum-modified-Laplacian of the classical baseline
+(baseline.py). Factorised blocks (spatial 3x3 convolutions per frame, then 3-tap
+convolutions across the sorted frames) refine it at 1/2 and 1/4 resolution. The per-frame
+score is the full-resolution classical prior (a learned scale) plus the learned residual
+(upsampled; its last layer starts at zero, so an untrained FVNet already behaves like a soft
+classical DFF). A softmax over the frames gives the expected focus position in DIOPTERS
+(blur is linear in diopters), returned in metres; the confidence is 1 - the softmax's
+standard deviation in diopters over half the swept range.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfdcap.models.blocks import check_inputs, sort_by_focus
+
+_GRAY = (0.299, 0.587, 0.114)
+
+
+def normalise_stack(stack: torch.Tensor) -> torch.Tensor:
+    """(B, S, 3, H, W) -> zero mean, unit spread per stack and colour (over frames and pixels)."""
+    mu = stack.mean(dim=(1, 3, 4), keepdim=True)
+    sd = stack.std(dim=(1, 3, 4), keepdim=True)
+    return (stack - mu) / (sd + 0.02)
+
+
+def log_focus_measure(gray: torch.Tensor, window: int = 9) -> torch.Tensor:
+    """(N, 1, H, W) -> log of the sum-modified-Laplacian over a window (the baseline's measure).
+
+    Differences by slicing and a separable box filter: a fraction of the cost of convolutions."""
+    g = F.pad(gray, (1, 1, 1, 1), mode="replicate")
+    c = g[..., 1:-1, 1:-1]
+    ml = (2 * c - g[..., 1:-1, :-2] - g[..., 1:-1, 2:]).abs() + (2 * c - g[..., :-2, 1:-1] - g[..., 2:, 1:-1]).abs()
+    p = window // 2
+    m = F.pad(ml, (p, p, p, p), mode="replicate")
+    m = F.avg_pool2d(F.avg_pool2d(m, (1, window), stride=1), (window, 1), stride=1)
+    return torch.log(m + 1e-3)
+
+
+class FactorisedBlock(nn.Module):
+    """Residual block on a focus volume (B, S, C, H, W): 3x3 per frame, then 3 taps across frames."""
+
+    def __init__(self, c: int, dilation: int = 1):
+        super().__init__()
+        self.spatial = nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation)
+        self.frames = nn.Conv2d(c, c, (3, 1), padding=(1, 0))  # over (sorted frames, pixels)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        b, s, c, h, w = v.shape
+        z = F.relu(self.spatial(v.reshape(b * s, c, h, w)))
+        z = self.frames(z.view(b, s, c, h * w).transpose(1, 2)).transpose(1, 2).reshape(b, s, c, h, w)
+        return F.relu(v + z)
+
+
+def _down(v: torch.Tensor) -> torch.Tensor:
+    b, s = v.shape[:2]
+    z = F.avg_pool2d(v.flatten(0, 1), 2, ceil_mode=True)
+    return z.view(b, s, *z.shape[1:])
+
+
+def _up(v: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    b, s = v.shape[:2]
+    z = F.interpolate(v.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
+    return z.view(b, s, *z.shape[1:])
+
+
+class FVNet(nn.Module):
+    """stack (B, S, 3, H, W) in [0, 1], focus_m (B, S) -> {"depth", "confidence"} (B, 1, H, W).
+
+    depth in metres, within the swept range; confidence in [0, 1] (1: all weight on one
+    frame, 0: weight spread as widely as the sweep allows). The prior works at full
+    resolution, the learned volume at 1/2 and 1/4 (width and 2 x width channels) and its
+    residual is upsampled. window: the prior's focus-measure window (pixels).
+    """
+
+    def __init__(self, width: int = 8, window: int = 9):
+        super().__init__()
+        c, c2 = width, 2 * width
+        self.window = window
+        self.extract = nn.Sequential(
+            nn.Conv2d(3, c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.fuse = nn.Conv2d(2 * c + 2, c, 1)  # [features, features - stack mean, prior, sweep position]
+        self.level2 = nn.Sequential(FactorisedBlock(c), FactorisedBlock(c, 2))
+        self.to_level4 = nn.Conv2d(c, c2, 1)
+        self.level4 = nn.Sequential(FactorisedBlock(c2), FactorisedBlock(c2, 2), FactorisedBlock(c2, 4))
+        self.merge = nn.Conv2d(c + c2, c, 1)
+        self.head = nn.Conv2d(c, 1, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.prior_scale = nn.Parameter(torch.tensor(3.0))
+
+    def scores(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Normalised sorted stack (B, S, 3, H, W), sweep position u (B, S) -> scores (B, S, H, W)."""
+        b, s, _, h, w = x.shape
+        gray = (x * x.new_tensor(_GRAY).view(1, 1, 3, 1, 1)).sum(dim=2, keepdim=True)
+        prior = log_focus_measure(gray.flatten(0, 1), self.window).view(b, s, 1, h, w)
+        prior = prior - prior.mean(dim=1, keepdim=True)
+        f = _conv_frames(self.extract, x)
+        h2, w2 = f.shape[-2:]
+        pos = u[:, :, None, None, None].expand(b, s, 1, h2, w2)
+        p2 = _down(prior)
+        v = torch.cat([f, f - f.mean(dim=1, keepdim=True), p2, pos - 0.5], dim=2)
+        v2 = self.level2(F.relu(_conv_frames(self.fuse, v)))
+        v4 = self.level4(_conv_frames(self.to_level4, _down(v2)))
+        z = F.relu(_conv_frames(self.merge, torch.cat([v2, _up(v4, (h2, w2))], dim=2)))
+        res = _up(_conv_frames(self.head, z), (h, w))[:, :, 0]
+        return self.prior_scale * prior[:, :, 0] + res
+
+    def forward(self, stack: torch.Tensor, focus_m: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_inputs(stack, focus_m)
+        x, focus, _ = sort_by_focus(stack, focus_m)
+        dpt = 1.0 / focus.clamp_min(1e-4)  # (B, S), decreasing
+        lo, hi = dpt.min(dim=1, keepdim=True).values, dpt.max(dim=1, keepdim=True).values
+        span = (hi - lo).clamp_min(1e-6)
+        u = (dpt - lo) / span
+        p = torch.softmax(self.scores(normalise_stack(x), u), dim=1)
+        d = (p * dpt[:, :, None, None]).sum(dim=1, keepdim=True)
+        var = (p * (dpt[:, :, None, None] - d) ** 2).sum(dim=1, keepdim=True)
+        conf = (1.0 - 2.0 * var.clamp_min(0).sqrt() / span[:, :, None, None]).clamp(0.0, 1.0)
+        return {"depth": 1.0 / d.clamp_min(1e-6), "confidence": conf}
+
+
+def _conv_frames(conv: nn.Module, v: torch.Tensor) -> torch.Tensor:
+    """Apply a 2D module to every frame of (B, S, C, H, W)."""
+    b, s = v.shape[:2]
+    z = conv(v.flatten(0, 1))
+    return z.view(b, s, *z.shape[1:])
