@@ -257,8 +257,7 @@ def predict(
     if len(images) != len(coords.focus_m):
         raise ModelError(f"predict: {len(images)} images but {len(coords.focus_m)} focus distances")
     out = Path(out)
-    if not out.parent.is_dir():
-        raise ModelError(f"{out.parent}: output folder does not exist")
+    out.parent.mkdir(parents=True, exist_ok=True)  # before any long work
     method = stack_method(checkpoint, coords.focus_m)  # a bad checkpoint fails before any image is read
     frames = align_frames(read_frames(images))
     run_size = parse_scale(scale, size, frames[0].shape[1], frames[0].shape[0])
