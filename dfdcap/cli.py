@@ -314,10 +314,10 @@ def finetune(
 
     info = read_json(r.run_dir / "run.json")
     held = " (a held-out session of it)" if info.get("held_out_val") else ""
+    out.print(f"best validation loss {r.best_val_loss:.5f} m² -> {r.best_pt}; last -> {r.last_pt}")
     out.print(f"trained on split {info.get('train_split')!r} (sessions: {', '.join(info.get('train_sessions') or []) or '?'}); "
               f"checkpoint selected on {info.get('val_split')!r}{held} (sessions: {', '.join(info.get('val_sessions') or []) or '?'})",
               highlight=False, soft_wrap=True)
-    out.print(f"best validation loss {r.best_val_loss:.5f} m² -> {r.best_pt}; last -> {r.last_pt}")
 
 
 @app.command()

@@ -138,7 +138,7 @@ def evaluate(
         models[label] = model
         use = training_use(ckpt.get("meta") or {}, data, split, sessions)
         if use:
-            warnings.append(f"{spec}: this checkpoint was {use} split {split!r} of {Path(data).name}; "
+            warnings.append(f"{spec}: split {split!r} of {Path(data).name} holds stacks this checkpoint was {use}; "
                             f"these are not held-out numbers")
     n = len(ds) if max_samples is None else min(len(ds), max_samples)
     with Progress(disable=not show_progress, transient=True) as bar:
