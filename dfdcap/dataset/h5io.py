@@ -304,7 +304,6 @@ class DatasetFile:
         v = self._h5[key][i]
         return json.loads(v.decode() if isinstance(v, bytes) else v)
 
-
     def sessions(self, split: str) -> list[str | None]:
         """Per sample, the session folder (else name) its provenance names; None where there is none."""
         key = f"provenance_{self._split(split)}"
