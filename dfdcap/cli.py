@@ -353,10 +353,10 @@ def pretrain(
 
 @app.command()
 def finetune(
-    model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc | fvnet"),
+    model: Optional[str] = typer.Option(None, "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc | fvnet (default: --init's)"),
     data: Path = typer.Option(..., "--data", help="dataset.h5 (build-dataset's file or DDFF-12)"),
     output: Path = typer.Option(..., "-o", "--output", help="run folder"),
-    init: Optional[Path] = typer.Option(None, "--init", help="checkpoint to start from (e.g. from pretrain)"),
+    init: Optional[str] = typer.Option(None, "--init", help="checkpoint to start from: a .pt file (e.g. from pretrain) or a shipped name (fvnet)"),
     epochs: int = typer.Option(20, "--epochs"),
     batch_size: int = typer.Option(2, "--batch-size"),
     crop: int = typer.Option(256, "--crop", help="random crop size (pixels)"),
@@ -371,45 +371,77 @@ def finetune(
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes per training process"),
 ) -> None:
     """Fine-tune a DFF network on a dataset file (diopter-position L1, random crops, 4-5 frames keeping both ends, Adam)."""
+    from dfdcap.fileio import read_json
+    from dfdcap.models.checkpoint import read_checkpoint
+    from dfdcap.models.shipped import resolve_checkpoint
     from dfdcap.models.train import Hardware, finetune as run, parse_devices
 
+    init_path = resolve_checkpoint(init) if init else None
+    if model is None:
+        if init_path is None:
+            raise DfdcapError("finetune: give --model NAME, or --init CHECKPOINT to continue its model")
+        model = read_checkpoint(init_path)["model"]
     hw = Hardware(accelerator, parse_devices(devices), num_nodes, strategy, workers)
-    r = run(model, data, output, init=init, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
+    r = run(model, data, output, init=init_path, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
             resume=resume, config=_model_options(set_), precision=precision, hardware=hw)
     if not r.is_global_zero:
         return
     if r.resumed_from:
         out.print(f"resumed from {r.resumed_from}")
+    info = read_json(r.run_dir / "run.json")
+    held = " (a held-out session of it)" if info.get("held_out_val") else ""
     out.print(f"best validation loss {r.best_val_loss:.5f} (diopter position L1) -> {r.best_pt}; last -> {r.last_pt}")
+    out.print(f"trained on split {info.get('train_split')!r} (sessions: {', '.join(info.get('train_sessions') or []) or '?'}); "
+              f"checkpoint selected on {info.get('val_split')!r}{held} (sessions: {', '.join(info.get('val_sessions') or []) or '?'})",
+              highlight=False, soft_wrap=True)
 
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="a .pt checkpoint (pretrain output, runs/x/best.pt)"),
-    data: Path = typer.Option(..., "--data", help="dataset.h5"),
+    models: list[str] = typer.Argument(..., help="checkpoint(s): a .pt file (runs/x/best.pt) or a shipped name (fvnet); several -> one column each"),
+    data: Path = typer.Option(..., "--data", help="dataset.h5 (build-dataset's file, DDFF-12 or mDFF)"),
     split: Optional[str] = typer.Option(None, "--split", help="default: test, else val, else train"),
     max_samples: Optional[int] = typer.Option(None, "--max-samples"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the metrics here as JSON (deltas, badpix as fractions)"),
 ) -> None:
-    """Print the DDFF-12 metric table of a network beside the classical depth-from-focus baseline."""
-    from dfdcap.models.evaluate import evaluate as run, metrics_table
+    """Print the DDFF-12 metric table of network(s) beside the classical depth-from-focus baseline."""
+    from dfdcap.fileio import atomic_write_json
+    from dfdcap.models.evaluate import evaluate as run, metrics_table, result_json
 
-    r = run(checkpoint, data, split=split, max_samples=max_samples)
+    r = run(models, data, split=split, max_samples=max_samples)
+    out.print(f"scoring split {r.split!r} of {data} ({r.n_samples} stacks)", highlight=False, soft_wrap=True)
+    for w in r.warnings:
+        console.print(f"[yellow]warning: {escape(w)}[/yellow]", highlight=False, soft_wrap=True)
     out.print(metrics_table(r.metrics, f"{r.source}, {r.n_samples} stacks, masked pixels"))
+    if r.disparity is not None:
+        out.print(metrics_table(r.disparity, f"{r.source} in DDFF-12 disparity (px; m in the labels reads px)"))
+    if json_out is not None:
+        atomic_write_json(json_out, result_json(r))
+        out.print(f"wrote {json_out}", highlight=False)
 
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="a .pt checkpoint"),
-    images: list[Path] = typer.Argument(..., help="the focus stack's images"),
-    focus: str = typer.Option(..., "--focus", help="focus distance of each image, metres: 0.1,0.15,..."),
-    output: Path = typer.Option(Path("depth.png"), "-o", "--output", help="colour depth PNG; 16-bit mm PNG beside it"),
+    args: list[str] = typer.Argument(..., metavar="MODEL IMAGES...", help="a .pt checkpoint or a shipped name (fvnet), then the stack's images; with --classical only the images"),
+    focus: Optional[str] = typer.Option(None, "--focus", help="focus distance of each image, metres: 0.1,0.15,..."),
+    diopters: Optional[str] = typer.Option(None, "--diopters", help="focus of each image in diopters (1/m): 10,6.7,..."),
+    index: bool = typer.Option(False, "--index", help="focus unknown: frame order is the focus order; output = frame index of best focus"),
+    classical: bool = typer.Option(False, "--classical", help="the classical DFF baseline instead of a network (no MODEL)"),
+    scale: Optional[float] = typer.Option(None, "--scale", help="run at this fraction of the image size (blur shrinks with it)"),
+    size: Optional[str] = typer.Option(None, "--size", help="run at WxH (or W, keeping the aspect)"),
+    tile: int = typer.Option(1024, "--tile", help="tile side in pixels at the run size (bounded memory); 0 = whole image"),
+    output: Path = typer.Option(Path("depth.png"), "-o", "--output", help="colour PNG; 16-bit PNG beside it (_mm: mm, _index: 0..65535 = first..last frame)"),
 ) -> None:
-    """Predict depth from a focus stack: a colour-mapped PNG and a 16-bit PNG in millimetres."""
-    from dfdcap.models.predict import parse_focus, predict as run
+    """Predict depth from a focus stack: a colour-mapped PNG and a 16-bit PNG (mm, or frame index with --index)."""
+    from dfdcap.models.predict import focus_coordinates, predict as run
 
-    r = run(checkpoint, images, parse_focus(focus), output)
+    model, images = (None, args) if classical else (args[0], args[1:])
+    coords = focus_coordinates(len(images), focus, diopters, index)
+    r = run(model, images, coords, output, scale=scale, size=size, tile=tile)
     d = r.depth_m
-    out.print(f"wrote {r.colour_png} and {r.depth_png} (depth {d.min():.3f}-{d.max():.3f} m)")
+    what = f"depth {d.min():.3f}-{d.max():.3f} m" if r.unit == "m" else f"best-focus frame index {d.min():.2f}-{d.max():.2f}"
+    out.print(f"wrote {r.colour_png} and {r.depth_png} ({r.size[0]}x{r.size[1]}, {r.tiles} tile(s), {what})",
+              highlight=False, soft_wrap=True)
 
 
 @app.command()

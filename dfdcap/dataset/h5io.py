@@ -20,6 +20,13 @@ the toolbox's IntParamLF.mat, K2 = 1982.0250823695178, flens = 7317.020641763665
 sub-aperture focal length f = 521.4052 px). Its 10 focal planes are spaced evenly in disparity
 between 0.5 m and 7 m. The reader converts to metres by default (`ddff_units="m"`); with
 `ddff_units="disparity"` it hands the values through unchanged.
+
+mDFF (the same group's phone data set, Hazirbas et al. 2018) uses DDFF-12's keys but stores
+float32 stacks (0-255) and `disp_<split>` in *metres* (0.1-4 m, 0 = invalid). The reader tells
+the two apart by the stack dtype (DDFF-12: uint8; mDFF: float) and reads mDFF depth as metres.
+mDFF files hold no focus distances: reading focus_m of one raises a DatasetError unless the file
+has `focus_<split>` (N, S) metres. A uint8 (DDFF-12-looking) file whose `disp_*` holds values
+above DDFF12_MAX_DISPARITY (i.e. depth nearer than 14 cm) is refused rather than misread.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ FORMAT = "dfdcap"
 SCHEMA = 1
 DDFF12_BASELINE_X_FOCAL = 1982.0250823695178 / 7317.020641763665 * 1e-3 * 521.4052  # metres * pixels
 DDFF12_FOCUS_RANGE_M = (0.5, 7.0)
+DDFF12_MAX_DISPARITY = 1.0  # DDFF-12's disparities lie in 0.02-0.28 px; 1.0 px would be 0.14 m
 
 
 def ddff12_disparity_to_depth_m(disp: np.ndarray) -> np.ndarray:
@@ -153,7 +161,7 @@ def write_dataset(path: str | os.PathLike, attrs: dict, force: bool = False) -> 
 
 
 class DatasetFile:
-    """Read access to a dfdcap dataset or an original DDFF-12 file (kind = 'dfdcap' | 'ddff12').
+    """Read access to a dfdcap, DDFF-12 or mDFF file (kind = 'dfdcap' | 'ddff12' | 'mdff').
 
     Arrays come back per sample: stack (S, H, W, 3) uint8, focus_m (S,) float32 metres,
     depth_m (H, W) float32 metres (0 = invalid; None for a split without ground truth),
@@ -178,9 +186,16 @@ class DatasetFile:
         if not self.splits:
             self._h5.close()
             raise DatasetError(f"{self.path}: no stack_<split> datasets; not a dfdcap or DDFF-12 file (keys: {keys[:8]})")
-        self.kind = "dfdcap" if self._h5.attrs.get("format") == FORMAT else "ddff12"
+        self.kind = self._detect_kind()
         order = {"train": 0, "val": 1, "test": 2}
         self.splits.sort(key=lambda s: (order.get(s, 9), s))
+
+    def _detect_kind(self) -> str:
+        """dfdcap (our attrs), mdff (DDFF-12 keys, float stacks, metres) or ddff12 (uint8 stacks, disparity)."""
+        if self._h5.attrs.get("format") == FORMAT:
+            return "dfdcap"
+        dtype = self._h5[f"stack_{self.splits[0]}"].dtype
+        return "mdff" if np.issubdtype(dtype, np.floating) else "ddff12"
 
     # context manager / lifetime --------------------------------------------------------
     def close(self) -> None:
@@ -230,29 +245,50 @@ class DatasetFile:
 
     # per sample ------------------------------------------------------------------------
     def stack(self, split: str, i: int) -> np.ndarray:
-        return self._h5[f"stack_{self._split(split)}"][i]
+        """(S, H, W, 3) uint8; mDFF's float stacks (0-255, or 0-1) are rounded to uint8."""
+        a = self._h5[f"stack_{self._split(split)}"][i]
+        if a.dtype == np.uint8:
+            return a
+        a = np.nan_to_num(a.astype(np.float32))
+        if a.size and float(a.max()) <= 1.0:
+            a = a * 255.0
+        return np.clip(np.round(a), 0, 255).astype(np.uint8)
 
     def focus_m(self, split: str, i: int) -> np.ndarray:
-        if self.kind == "ddff12":
+        split = self._split(split)
+        key = f"focus_{split}"
+        if self.kind == "ddff12" and key not in self._h5:
             return ddff12_focus_m(self.stack_shape(split)[0])
-        return self._h5[f"focus_{self._split(split)}"][i].astype(np.float32)
+        if key not in self._h5:
+            raise DatasetError(
+                f"{self.path}: mDFF-layout file (float stacks, disp_{split} in metres) holds no focus distances; "
+                f"add {key} ({self.n(split)} x {self.stack_shape(split)[0]} metres) or convert it with build-dataset"
+            )
+        return self._h5[key][i].astype(np.float32)
 
     def depth_m(self, split: str, i: int) -> np.ndarray | None:
         """Depth in metres; for DDFF-12 with ddff_units='disparity', its disparity unchanged."""
         split = self._split(split)
-        if self.kind == "ddff12":
+        if self.kind in ("ddff12", "mdff"):
             if f"disp_{split}" not in self._h5:
                 return None
             disp = self._h5[f"disp_{split}"][i].astype(np.float32)
             if disp.ndim == 3:  # some DDFF-12 exports keep a channel axis
                 disp = disp[..., 0] if disp.shape[-1] == 1 else disp[0]
+            if self.kind == "mdff":  # mDFF's disp_* already holds metres
+                return np.where(np.isfinite(disp) & (disp > 0), disp, np.float32(0)).astype(np.float32)
+            if np.nanmax(disp, initial=0.0) > DDFF12_MAX_DISPARITY:
+                raise DatasetError(
+                    f"{self.path}: disp_{split}[{i}] holds values up to {np.nanmax(disp):.3g}, not DDFF-12 disparities "
+                    f"(0.02-0.28 px); metres in uint8 stacks is no known layout: store stacks as float (mDFF) or depth_* in metres"
+                )
             return disp if self.ddff_units == "disparity" else ddff12_disparity_to_depth_m(disp)
         if f"depth_{split}" not in self._h5:
             return None
         return self._h5[f"depth_{split}"][i]
 
     def mask(self, split: str, i: int) -> np.ndarray | None:
-        if self.kind == "ddff12":
+        if self.kind in ("ddff12", "mdff"):
             d = self.depth_m(split, i)
             return None if d is None else d > 0
         return self._h5[f"mask_{self._split(split)}"][i].astype(bool)
@@ -267,6 +303,21 @@ class DatasetFile:
             return {"source": str(self.path), "split": split, "index": int(i)}
         v = self._h5[key][i]
         return json.loads(v.decode() if isinstance(v, bytes) else v)
+
+    def sessions(self, split: str) -> list[str | None]:
+        """Per sample, the session folder (else name) its provenance names; None where there is none."""
+        key = f"provenance_{self._split(split)}"
+        if key not in self._h5:
+            return [None] * self.n(split)
+        out: list[str | None] = []
+        for v in self._h5[key][:]:
+            try:
+                d = json.loads(v.decode() if isinstance(v, bytes) else v)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                d = {}
+            name = d.get("session_dir") or d.get("session") if isinstance(d, dict) else None
+            out.append(str(name) if name else None)
+        return out
 
 
 def open_dataset(path: str | os.PathLike, ddff_units: str = "m") -> DatasetFile:

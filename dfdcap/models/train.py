@@ -318,25 +318,30 @@ def finetune(
     under DDP each rank trains on its own share of the samples); callbacks: extra Lightning
     callbacks. Only the global rank 0 writes run.json, metrics.csv and checkpoints.
     """
+    from torch.utils.data import Subset
+
     from dfdcap.models.checkpoint import load_checkpoint
-    from dfdcap.models.data import image_size, open_split, pick_split
+    from dfdcap.models.data import image_size, open_split
     from dfdcap.models.lightning_module import DFFModule, PlainCheckpoints
+    from dfdcap.models.splits import plan_finetune_splits, training_record
 
     data, run_dir = Path(data), Path(run_dir)
-    train_split = train_split or pick_split(data, ("train",))
-    val_split = val_split or pick_split(data, ("val", "validation", "test", "train"))
+    plan = plan_finetune_splits(data, train_split, val_split)  # never selects on test
+    train_split, val_split = plan.train_split, plan.val_split
     crop = min(crop, *image_size(data, train_split), *image_size(data, val_split))  # small images: whole frames
+    init_meta: dict = {}
     if init is not None:
         if config:
             raise ModelError(f"finetune: model options {config} conflict with --init {init} (its config is used)")
         init_model, ckpt = load_checkpoint(init, expected_model=model_name)
-        cfg = dict(ckpt["config"])
+        cfg, init_meta = dict(ckpt["config"]), dict(ckpt.get("meta") or {})
     else:
         init_model, cfg = None, model_config(model_name, config, tiny)
+    record = training_record(plan, data, init_meta)
     run_dir.mkdir(parents=True, exist_ok=True)
     last_ckpt = run_dir / "last.ckpt"
     resumed = last_ckpt if (resume and last_ckpt.is_file() and not fast_dev_run) else None
-    plain = PlainCheckpoints(run_dir / "last.pt", run_dir / "best.pt", {"kind": "finetune", "data": str(data)})
+    plain = PlainCheckpoints(run_dir / "last.pt", run_dir / "best.pt", {"kind": "finetune", **record})
     trainer = _trainer(run_dir, max_epochs=epochs, fast_dev_run=fast_dev_run, progress=progress, plain=plain,
                        precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))
     if trainer.is_global_zero:
@@ -344,6 +349,7 @@ def finetune(
             "kind": "finetune", "model": model_name, "config": cfg, "data": str(data.resolve()),
             "init": str(Path(init).resolve()) if init else None, "epochs": epochs, "batch_size": batch_size,
             "crop": crop, "frames": list(frames), "lr": lr, "train_split": train_split, "val_split": val_split,
+            "held_out_val": plan.held_out, "train_sessions": plan.train_sessions, "val_sessions": plan.val_sessions,
             "world_size": trainer.world_size,
         })
     module = DFFModule(model_name, cfg, lr=lr, frames=tuple(frames))
@@ -351,6 +357,8 @@ def finetune(
         module.model.load_state_dict(init_model.state_dict())
     train_ds = open_split(data, train_split, crop, True)
     val_ds = open_split(data, val_split, crop, False)
+    if plan.held_out:
+        train_ds, val_ds = Subset(train_ds, plan.train_indices), Subset(val_ds, plan.val_indices)
     if len(train_ds) == 0:
         raise ModelError(f"{data}: split {train_split!r} is empty")
     lkw = _loader_kw(hardware)

@@ -53,7 +53,7 @@ class TestFinetune:
     def test_evaluate_and_cli_table(self, run_dir, h5_dataset):
         r = evaluate(run_dir / "best.pt", h5_dataset, show_progress=False)
         assert r.n_samples == 2 and r.source.endswith(":val")
-        assert set(r.metrics) == {"poolnet-coc (network)", "classical DFF"}
+        assert set(r.metrics) == {"poolnet-coc (x/best.pt)", "classical DFF"} and r.split == "val"
         for m in r.metrics.values():
             assert np.isfinite(m["rms"]) and 0 <= m["delta1"] <= 100
         res = CliRunner().invoke(app, ["evaluate", str(run_dir / "best.pt"), "--data", str(h5_dataset)])
