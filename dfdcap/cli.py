@@ -31,8 +31,11 @@ def report(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="PNG to write (default: beside the input)"),
 ) -> None:
     """Write a PNG report of a calibration, a session's clock sync, a dataset or a training run."""
+    from dfdcap.fileio import check_output_file
     from dfdcap.report import write_report
 
+    if output is not None:
+        check_output_file(output, what="report PNG")
     png = write_report(path, output)
     out.print(f"wrote {png}")
 
@@ -123,9 +126,12 @@ def sync(
     sensor_latency_ms: Optional[float] = typer.Option(None, "--sensor-latency-ms", help="fixed sensor latency subtracted from the arrival envelope (default: the session's, else 0)"),
 ) -> None:
     """Fit the phone and sensor clocks of a session, pair phone frames with depth frames, write sync.json."""
+    from dfdcap.fileio import check_output_file
     from dfdcap.sync.io import sync_session
     from dfdcap.sync.summary import print_sync_summary
 
+    if (session / "session.json").is_file():
+        check_output_file(session / "sync.json", what="sync.json")
     result = sync_session(
         session, mode=mode,
         max_gap_ns=None if max_gap_ms is None else int(round(max_gap_ms * 1e6)),
@@ -144,9 +150,11 @@ def associate(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write here instead of stdout"),
 ) -> None:
     """TUM RGB-D association of two timestamp files (output as the benchmark's associate.py prints it)."""
-    from dfdcap.fileio import atomic_write_text
+    from dfdcap.fileio import atomic_write_text, check_output_file
     from dfdcap.sync.io import associate_files
 
+    if output is not None:
+        check_output_file(output, what="association file")
     text, n, n1, n2 = associate_files(first, second, offset, max_difference, first_only)
     if output is None:
         sys.stdout.write(text)
@@ -173,13 +181,18 @@ def calibrate(
     workers: Optional[int] = typer.Option(None, "--workers", help="detection threads (default: all cores)"),
     yaml: Optional[Path] = typer.Option(None, "--yaml", help="also export OpenCV FileStorage YAML here"),
     report_png: Optional[Path] = typer.Option(None, "--report", help="also write the report PNG here"),
+    force: bool = typer.Option(False, "--force", help="overwrite existing output files"),
 ) -> None:
     """Calibrate the phone and the sensor's colour camera (intrinsics + T_phone_from_sensor) from board images."""
     from dfdcap.calib.boards import parse_board
     from dfdcap.calib.calibrate import CalibrateOptions, calibrate_rig, calibrate_single
     from dfdcap.calib.io import Calibration, export_opencv_yaml, save_calibration
     from dfdcap.errors import CalibrationError
+    from dfdcap.fileio import check_output_file
 
+    for path, what in ((output, "calibration file"), (yaml, "YAML file"), (report_png, "report PNG")):
+        if path is not None:
+            check_output_file(path, force=force, what=what)
     names = tuple(d.strip() for d in dirs.split(","))
     if len(names) != 2 or not all(names):
         raise CalibrationError(f"--dirs {dirs!r}: expected PHONE_DIR,SENSOR_DIR")
@@ -275,8 +288,10 @@ def pretrain(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Pretrain a DFF network on synthetic focus stacks drawn on the fly from the thin-lens simulator."""
+    from dfdcap.fileio import check_output_file
     from dfdcap.models.train import pretrain as run
 
+    check_output_file(output, what="checkpoint")
     r = run(model, output, steps=steps, size=size, batch_size=batch_size, frames=frames, lr=lr,
             config=_model_options(set_), seed=seed)
     out.print(f"wrote {r.best_pt} (best validation loss {r.best_val_loss:.5f} m², {r.global_step} steps); run in {r.run_dir}")
@@ -328,8 +343,11 @@ def predict(
     output: Path = typer.Option(Path("depth.png"), "-o", "--output", help="colour depth PNG; 16-bit mm PNG beside it"),
 ) -> None:
     """Predict depth from a focus stack: a colour-mapped PNG and a 16-bit PNG in millimetres."""
-    from dfdcap.models.predict import parse_focus, predict as run
+    from dfdcap.fileio import check_output_file
+    from dfdcap.models.predict import output_paths, parse_focus, predict as run
 
+    for path in output_paths(output):
+        check_output_file(path, what="depth PNG")
     r = run(checkpoint, images, parse_focus(focus), output)
     d = r.depth_m
     out.print(f"wrote {r.colour_png} and {r.depth_png} (depth {d.min():.3f}-{d.max():.3f} m)")
@@ -377,8 +395,11 @@ def build_dataset_cmd(
     from dfdcap.calib.io import load_calibration
     from dfdcap.dataset.build import BuildOptions, RigGeometry, build_dataset
     from dfdcap.errors import DatasetError
-    from dfdcap.fileio import read_json
+    from dfdcap.fileio import check_output_file, read_json
 
+    check_output_file(output, force=force, what="dataset")
+    if ply:
+        check_output_file(ply, what="point cloud")
     try:
         cal = load_calibration(calib)
     except DfdcapError as e:
@@ -414,7 +435,9 @@ def export(
 ) -> None:
     """Write one stack's depth as a coloured point cloud (.ply) for a look in any 3D viewer."""
     from dfdcap.dataset.export import export_ply
+    from dfdcap.fileio import check_output_file
 
+    check_output_file(output, what="point cloud")
     path, n = export_ply(dataset, output, split, index)
     out.print(f"wrote {path} ({n} points)")
 
@@ -467,8 +490,10 @@ def main(args: Optional[list[str]] = None) -> None:
     try:
         rv = app(args=args, prog_name="dfdcap", standalone_mode=False)
     except DfdcapError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        code = getattr(e, "exit_code", 1)
+        label = "[yellow]interrupted:[/yellow]" if code == 130 else "[red]error:[/red]"
+        console.print(f"{label} {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)

@@ -49,6 +49,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_output_file(path: str | os.PathLike, *, force: bool = True, what: str = "output") -> Path:
+    """Refuse, before any work starts, an output file that could not be written at the end.
+
+    Checks: the parent folder exists and is a folder, `path` is not a folder, an existing file only
+    with force=True, and the folder takes a new file (a probe file, created and removed: this finds a
+    read-only mount and a full inode table even for root, whom permission bits do not stop).
+    """
+    path = Path(path)
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise DfdcapError(f"{path}: {what} folder {parent} does not exist (create it first)")
+    if path.is_dir():
+        raise DfdcapError(f"{path}: {what} is a folder, expected a file name")
+    if path.exists() and not force:
+        raise DfdcapError(f"{path}: {what} exists (use --force to overwrite)")
+    check_writable_folder(parent, f"{what} folder")
+    return path
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str = "folder") -> Path:
+    """Probe that `folder` takes a new file (created and removed at once); one-line error if not."""
+    folder = Path(folder)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dfdcap-probe.", dir=folder)
+    except OSError as e:
+        raise DfdcapError(f"{folder}: {what} cannot be written ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

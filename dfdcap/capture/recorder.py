@@ -367,11 +367,14 @@ def record_session(
             writer.meta["recorder"] = asdict(stats) | {"notes": notes, "png": png}
             writer.finish(status, message)
     if status != "complete":
-        raise RecordingInterrupted(
+        err = RecordingInterrupted(
             f"recording interrupted ({message}); session kept as {writer.path} (status interrupted, "
             f"{stats.sensor_frames_written} sensor frames, {stats.phone_frames} phone frames)",
             writer.path,
-        ) from cause
+        )
+        if cause is None:  # Ctrl-C: the CLI exits 130
+            err.exit_code = 130
+        raise err from cause
     return writer.path
 
 

@@ -78,11 +78,19 @@ def predict(checkpoint: str | Path, images: list[str | Path], focus_m: list[floa
     if len(shapes) != 1:
         raise ModelError(f"predict: images differ in size: {sorted(shapes)}")
     depth = predict_depth(model, frames, focus_m)
+    out, depth_png = output_paths(out)
+    write_image(out, colourise(depth))
+    try:
+        write_image(depth_png, depth_to_mm_u16(depth))
+    except BaseException:
+        out.unlink(missing_ok=True)  # both files or neither
+        raise
+    return PredictResult(out, depth_png, depth)
+
+
+def output_paths(out: str | Path) -> tuple[Path, Path]:
+    """The colour PNG (`out`, as .png) and the 16-bit millimetre PNG beside it (<stem>_mm.png)."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         out = out.with_suffix(".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    depth_png = out.with_name(out.stem + "_mm.png")
-    write_image(out, colourise(depth))
-    write_image(depth_png, depth_to_mm_u16(depth))
-    return PredictResult(out, depth_png, depth)
+    return out, out.with_name(out.stem + "_mm.png")

@@ -63,7 +63,8 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
              accelerator: str = "auto", devices="auto"):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
+
+    from dfdcap.models.run_folder import AppendingCSVLogger, AtomicCheckpointIO
 
     _quiet_lightning()
     callbacks = [
@@ -75,8 +76,9 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
         callbacks.append(RichProgressBar(leave=True))
     kw = dict(
         default_root_dir=str(run_dir),
-        logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
+        logger=AppendingCSVLogger(save_dir=str(run_dir), name="", version=""),
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         max_epochs=max_epochs,
         max_steps=max_steps,
         enable_model_summary=False,
@@ -95,35 +97,26 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
     return L.Trainer(**kw)
 
 
-def _read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    import csv
+def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path) -> None:
+    """trainer.fit; Ctrl-C (which Lightning turns into exit(1)) becomes TrainingInterrupted (exit 130)."""
+    import signal
 
-    if not path.is_file():
-        return [], []
-    with open(path, newline="") as f:
-        r = csv.DictReader(f)
-        return list(r.fieldnames or []), list(r)
+    from lightning.pytorch.trainer.states import TrainerStatus
 
+    from dfdcap.models.run_folder import TrainingInterrupted
 
-def _merge_metrics(run_dir: Path, old: tuple[list[str], list[dict]]) -> None:
-    """Lightning's CSV logger starts metrics.csv afresh on resume: put the earlier rows back."""
-    import csv
-    import io
-
-    from dfdcap.fileio import atomic_write_text
-
-    old_cols, old_rows = old
-    if not old_rows:
-        return
-    new_cols, new_rows = _read_csv_rows(run_dir / "metrics.csv")
-    first_new = min((float(r["step"]) for r in new_rows if r.get("step")), default=float("inf"))
-    keep = [r for r in old_rows if r.get("step") and float(r["step"]) < first_new]
-    cols = list(dict.fromkeys(old_cols + new_cols))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, restval="")
-    w.writeheader()
-    w.writerows(keep + new_rows)
-    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, train, val, ckpt_path=str(resumed) if resumed else None)
+    except SystemExit:
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        raise TrainingInterrupted(
+            f"{run_dir}: training stopped by Ctrl-C at step {trainer.global_step}; last.ckpt, metrics.csv and run.json "
+            "hold the last complete epoch (run the same command again to resume)"
+        ) from None
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -219,6 +212,7 @@ def finetune(
     from dfdcap.models.checkpoint import load_checkpoint
     from dfdcap.models.data import image_size, open_split, pick_split
     from dfdcap.models.lightning_module import DFFModule, PlainCheckpoints
+    from dfdcap.models.run_folder import check_run_folder
 
     data, run_dir = Path(data), Path(run_dir)
     train_split = train_split or pick_split(data, ("train",))
@@ -231,9 +225,8 @@ def finetune(
         cfg = dict(ckpt["config"])
     else:
         init_model, cfg = None, model_config(model_name, config, tiny)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    last_ckpt = run_dir / "last.ckpt"
-    resumed = last_ckpt if (resume and last_ckpt.is_file() and not fast_dev_run) else None
+    resumed = check_run_folder(run_dir, model_name, data, resume and not fast_dev_run)  # before anything is written
+    run_dir.mkdir(exist_ok=True)
     atomic_write_json(run_dir / "run.json", {
         "kind": "finetune", "model": model_name, "config": cfg, "data": str(data.resolve()),
         "init": str(Path(init).resolve()) if init else None, "epochs": epochs, "batch_size": batch_size,
@@ -251,8 +244,6 @@ def finetune(
     plain = PlainCheckpoints(run_dir / "last.pt", run_dir / "best.pt", {"kind": "finetune", "data": str(data)})
     trainer = _trainer(run_dir, max_epochs=epochs, fast_dev_run=fast_dev_run, progress=progress, plain=plain,
                        precision=precision)
-    old_metrics = _read_csv_rows(run_dir / "metrics.csv") if resumed else ([], [])
-    trainer.fit(module, train, val, ckpt_path=str(resumed) if resumed else None)
-    _merge_metrics(run_dir, old_metrics)
+    _fit(trainer, module, train, val, resumed, run_dir)
     return TrainResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", trainer.global_step,
                        trainer.current_epoch, plain.best, resumed, _history(run_dir))
