@@ -347,7 +347,7 @@ def predict(
     from dfdcap.models.predict import output_paths, parse_focus, predict as run
 
     for path in output_paths(output):
-        check_output_file(path, what="depth PNG")
+        check_output_file(path, what="depth PNG", create_parent=True)
     r = run(checkpoint, images, parse_focus(focus), output)
     d = r.depth_m
     out.print(f"wrote {r.colour_png} and {r.depth_png} (depth {d.min():.3f}-{d.max():.3f} m)")

@@ -49,15 +49,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def check_output_file(path: str | os.PathLike, *, force: bool = True, what: str = "output") -> Path:
+def check_output_file(path: str | os.PathLike, *, force: bool = True, what: str = "output", create_parent: bool = False) -> Path:
     """Refuse, before any work starts, an output file that could not be written at the end.
 
     Checks: the parent folder exists and is a folder, `path` is not a folder, an existing file only
-    with force=True, and the folder takes a new file (a probe file, created and removed: this finds a
+    with force=True (create_parent: the nearest existing folder instead), and the folder takes a new file (a probe file, created and removed: this finds a
     read-only mount and a full inode table even for root, whom permission bits do not stop).
     """
     path = Path(path)
     parent = path.absolute().parent
+    if create_parent:  # the writer makes missing folders: check the nearest one that exists
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise DfdcapError(f"{path}: cannot create its folder ({parent} is a file)")
     if not parent.is_dir():
         raise DfdcapError(f"{path}: {what} folder {parent} does not exist (create it first)")
     if path.is_dir():

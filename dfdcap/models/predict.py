@@ -79,6 +79,7 @@ def predict(checkpoint: str | Path, images: list[str | Path], focus_m: list[floa
         raise ModelError(f"predict: images differ in size: {sorted(shapes)}")
     depth = predict_depth(model, frames, focus_m)
     out, depth_png = output_paths(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_image(out, colourise(depth))
     try:
         write_image(depth_png, depth_to_mm_u16(depth))
