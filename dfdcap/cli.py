@@ -461,7 +461,8 @@ def _abort_types() -> tuple[type, ...]:
             m = __import__(mod, fromlist=["Abort"])
         except ImportError:
             continue
-        types.append(m.Abort)
+        if hasattr(m, "Abort"):  # typer's vendored click has none (it raises KeyboardInterrupt)
+            types.append(m.Abort)
     return tuple(types)
 
 

@@ -142,6 +142,14 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     atomic_write_bytes(path, encode_image(image, Path(path).suffix or ".png"))
 
 
+def _jpeg_complete(path: str | os.PathLike) -> bool:
+    """OpenCV decodes a cut-short JPEG with a grey bottom and no error: check its end marker (FFD9)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        return b"\xff\xd9" in f.read()
+
+
 def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     """Read an image as RGB uint8 (or as stored, e.g. uint16 depth, with unchanged=True)."""
     import cv2
@@ -150,6 +158,8 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     img = cv2.imread(str(path), flag)
     if img is None:
         raise DfdcapError(f"{path}: cannot read image (missing or not an image)")
+    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(path):
+        raise DfdcapError(f"{path}: JPEG is cut short (no end-of-image marker): an interrupted copy or pull?")
     if img.ndim == 3 and img.shape[2] == 3:
         img = img[..., ::-1].copy()
     return img

@@ -361,7 +361,10 @@ def _read_csv(path: Path, columns: list[str], types: dict) -> list[dict]:
     """Rows of an index CSV; a torn last line (crash mid-write) is skipped, a torn middle line is an error."""
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise SessionError(f"{path}: not a CSV index (binary data at byte {e.start}); the file is damaged") from None
     if not lines:
         return []
     if lines[0].split(",") != columns:
@@ -414,6 +417,8 @@ class Session:
         if not (self.path / "session.json").is_file():
             raise SessionError(f"{self.path}: not a session folder (no session.json)")
         self.meta = read_json(self.path / "session.json")
+        if not isinstance(self.meta, dict):
+            raise SessionError(f"{self.path}/session.json: expected a JSON object, found {type(self.meta).__name__}")
         if self.meta.get("schema") != SCHEMA:
             raise SessionError(f"{self.path}/session.json: schema {self.meta.get('schema')!r}, this dfdcap reads {SCHEMA}")
         self.sensor_frames = [
