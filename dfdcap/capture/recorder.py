@@ -305,7 +305,9 @@ def record_session(
                     if monitor.error is not None:
                         raise monitor.error
                     done_ns = monitor.done_host_ns
-                    if done_ns is not None and time.monotonic_ns() - done_ns >= tail_s * 1e9:
+                    # the tail is measured on the frames' stamps, not the wall clock: a sensor stream
+                    # that runs late (a busy host) still covers the phone's last frame
+                    if done_ns is not None and frame.t_host_ns - done_ns >= tail_s * 1e9:
                         break
                     if done_ns is None and now - t_sweep > timeout_s:
                         raise DeviceError(
