@@ -1,7 +1,7 @@
 PY ?= python3
 DEMO ?= demo
 
-.PHONY: setup demo test test-only bench
+.PHONY: setup demo test test-only test-loaded bench
 
 setup:
 	bash scripts/setup.sh
@@ -15,6 +15,10 @@ test: setup test-only
 
 test-only:
 	$(PY) -m pytest
+
+# the suite 3 times in a row with every core kept busy by scripts/busy_loop.py: it must pass
+test-loaded:
+	PY=$(PY) bash scripts/test_loaded.sh
 
 bench:  # each prints its ratio; dff_accuracy.py trains for minutes
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

@@ -31,8 +31,11 @@ def report(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="PNG to write (default: beside the input)"),
 ) -> None:
     """Write a PNG report of a calibration, a session's clock sync, a dataset or a training run."""
+    from dfdcap.fileio import check_output_file
     from dfdcap.report import write_report
 
+    if output is not None:
+        check_output_file(output, what="report PNG")
     png = write_report(path, output)
     out.print(f"wrote {png}")
 
@@ -140,9 +143,12 @@ def sync(
     sensor_latency_ms: Optional[float] = typer.Option(None, "--sensor-latency-ms", help="fixed sensor latency subtracted from the arrival envelope (default: the session's, else 0)"),
 ) -> None:
     """Fit the phone and sensor clocks of a session, pair phone frames with depth frames, write sync.json."""
+    from dfdcap.fileio import check_output_file
     from dfdcap.sync.io import sync_session
     from dfdcap.sync.summary import print_sync_summary
 
+    if (session / "session.json").is_file():
+        check_output_file(session / "sync.json", what="sync.json")
     result = sync_session(
         session, mode=mode,
         max_gap_ns=None if max_gap_ms is None else int(round(max_gap_ms * 1e6)),
@@ -161,9 +167,11 @@ def associate(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write here instead of stdout"),
 ) -> None:
     """TUM RGB-D association of two timestamp files (output as the benchmark's associate.py prints it)."""
-    from dfdcap.fileio import atomic_write_text
+    from dfdcap.fileio import atomic_write_text, check_output_file
     from dfdcap.sync.io import associate_files
 
+    if output is not None:
+        check_output_file(output, what="association file")
     text, n, n1, n2 = associate_files(first, second, offset, max_difference, first_only)
     if output is None:
         sys.stdout.write(text)
@@ -194,13 +202,18 @@ def calibrate(
     workers: Optional[int] = typer.Option(None, "--workers", help="detection threads (default: all cores)"),
     yaml: Optional[Path] = typer.Option(None, "--yaml", help="also export OpenCV FileStorage YAML here"),
     report_png: Optional[Path] = typer.Option(None, "--report", help="also write the report PNG here"),
+    force: bool = typer.Option(False, "--force", help="overwrite existing output files"),
 ) -> None:
     """Calibrate the phone and the sensor's colour camera (intrinsics + T_phone_from_sensor) from board images."""
     from dfdcap.calib.boards import parse_board
     from dfdcap.calib.calibrate import CalibrateOptions, calibrate_rig, calibrate_single
     from dfdcap.calib.io import Calibration, export_opencv_yaml, save_calibration
     from dfdcap.errors import CalibrationError
+    from dfdcap.fileio import check_output_file
 
+    for path, what in ((output, "calibration file"), (yaml, "YAML file"), (report_png, "report PNG")):
+        if path is not None:
+            check_output_file(path, force=force, what=what)
     names = tuple(d.strip() for d in dirs.split(","))
     if len(names) != 2 or not all(names):
         raise CalibrationError(f"--dirs {dirs!r}: expected PHONE_DIR,SENSOR_DIR")
@@ -339,8 +352,10 @@ def pretrain(
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes per training process"),
 ) -> None:
     """Pretrain a DFF network on a pool of synthetic focus stacks from the thin-lens simulator."""
+    from dfdcap.fileio import check_output_file
     from dfdcap.models.train import Hardware, parse_devices, pretrain as run
 
+    check_output_file(output, what="checkpoint")
     hw = Hardware(accelerator, parse_devices(devices), num_nodes, strategy, workers)
     r = run(model, output, steps=steps, size=size, batch_size=batch_size, frames=frames, lr=lr,
             config=_model_options(set_), seed=seed, pool=pool, crop=crop, render_workers=render_workers,
@@ -433,10 +448,13 @@ def predict(
     output: Path = typer.Option(Path("depth.png"), "-o", "--output", help="colour PNG; 16-bit PNG beside it (_mm: mm, _index: 0..65535 = first..last frame)"),
 ) -> None:
     """Predict depth from a focus stack: a colour-mapped PNG and a 16-bit PNG (mm, or frame index with --index)."""
-    from dfdcap.models.predict import focus_coordinates, predict as run
+    from dfdcap.fileio import check_output_file
+    from dfdcap.models.predict import focus_coordinates, output_paths, predict as run
 
     model, images = (None, args) if classical else (args[0], args[1:])
     coords = focus_coordinates(len(images), focus, diopters, index)
+    for path in output_paths(output, coords.unit):
+        check_output_file(path, what="depth PNG", create_parent=True)
     r = run(model, images, coords, output, scale=scale, size=size, tile=tile)
     d = r.depth_m
     what = f"depth {d.min():.3f}-{d.max():.3f} m" if r.unit == "m" else f"best-focus frame index {d.min():.2f}-{d.max():.2f}"
@@ -487,8 +505,11 @@ def build_dataset_cmd(
     from dfdcap.calib.io import load_calibration
     from dfdcap.dataset.build import BuildOptions, RigGeometry, build_dataset
     from dfdcap.errors import DatasetError
-    from dfdcap.fileio import read_json
+    from dfdcap.fileio import check_output_file, read_json
 
+    check_output_file(output, force=force, what="dataset")
+    if ply:
+        check_output_file(ply, what="point cloud")
     try:
         cal = load_calibration(calib)
     except DfdcapError as e:
@@ -528,7 +549,9 @@ def export(
 ) -> None:
     """Write one stack's depth as a coloured point cloud (.ply) for a look in any 3D viewer."""
     from dfdcap.dataset.export import export_ply
+    from dfdcap.fileio import check_output_file
 
+    check_output_file(output, what="point cloud")
     path, n = export_ply(dataset, output, split, index)
     out.print(f"wrote {path} ({n} points)")
 
@@ -574,7 +597,8 @@ def _abort_types() -> tuple[type, ...]:
             m = __import__(mod, fromlist=["Abort"])
         except ImportError:
             continue
-        types.append(m.Abort)
+        if hasattr(m, "Abort"):  # typer's vendored click has none (it raises KeyboardInterrupt)
+            types.append(m.Abort)
     return tuple(types)
 
 
@@ -603,8 +627,10 @@ def main(args: Optional[list[str]] = None) -> None:
     try:
         rv = app(args=args, prog_name="dfdcap", standalone_mode=False)
     except DfdcapError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        code = getattr(e, "exit_code", 1)
+        label = "[yellow]interrupted:[/yellow]" if code == 130 else "[red]error:[/red]"
+        console.print(f"{label} {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)

@@ -4,6 +4,8 @@
 class DfdcapError(Exception):
     """Base of every error dfdcap raises on purpose; the message names the thing and the problem."""
 
+    exit_code = 1  # the CLI's exit status; 130 for work stopped by Ctrl-C (what was complete is kept)
+
 
 class DeviceError(DfdcapError):
     """A sensor or phone could not be opened, or stopped delivering."""

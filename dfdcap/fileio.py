@@ -49,6 +49,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_output_file(path: str | os.PathLike, *, force: bool = True, what: str = "output", create_parent: bool = False) -> Path:
+    """Refuse, before any work starts, an output file that could not be written at the end.
+
+    Checks: the parent folder exists and is a folder, `path` is not a folder, an existing file only
+    with force=True (create_parent: the nearest existing folder instead), and the folder takes a new file (a probe file, created and removed: this finds a
+    read-only mount and a full inode table even for root, whom permission bits do not stop).
+    """
+    path = Path(path)
+    parent = path.absolute().parent
+    if create_parent:  # the writer makes missing folders: check the nearest one that exists
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise DfdcapError(f"{path}: cannot create its folder ({parent} is a file)")
+    if not parent.is_dir():
+        raise DfdcapError(f"{path}: {what} folder {parent} does not exist (create it first)")
+    if path.is_dir():
+        raise DfdcapError(f"{path}: {what} is a folder, expected a file name")
+    if path.exists() and not force:
+        raise DfdcapError(f"{path}: {what} exists (use --force to overwrite)")
+    check_writable_folder(parent, f"{what} folder")
+    return path
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str = "folder") -> Path:
+    """Probe that `folder` takes a new file (created and removed at once); one-line error if not."""
+    folder = Path(folder)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dfdcap-probe.", dir=folder)
+    except OSError as e:
+        raise DfdcapError(f"{folder}: {what} cannot be written ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -106,6 +142,14 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     atomic_write_bytes(path, encode_image(image, Path(path).suffix or ".png"))
 
 
+def _jpeg_complete(path: str | os.PathLike) -> bool:
+    """OpenCV decodes a cut-short JPEG with a grey bottom and no error: check its end marker (FFD9)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        return b"\xff\xd9" in f.read()
+
+
 def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     """Read an image as RGB uint8 (or as stored, e.g. uint16 depth, with unchanged=True)."""
     import cv2
@@ -114,6 +158,8 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     img = cv2.imread(str(path), flag)
     if img is None:
         raise DfdcapError(f"{path}: cannot read image (missing or not an image)")
+    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(path):
+        raise DfdcapError(f"{path}: JPEG is cut short (no end-of-image marker): an interrupted copy or pull?")
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # 6x faster than a strided numpy copy
     return img

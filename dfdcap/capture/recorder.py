@@ -407,7 +407,9 @@ def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, mo
             if monitor.error is not None:
                 raise monitor.error
             done_ns = monitor.done_host_ns
-            if done_ns is not None and not stream.play_to_end and time.monotonic_ns() - done_ns >= tail_s * 1e9:
+            # the tail is measured on the frames' stamps, not the wall clock: a sensor stream
+            # that runs late (a busy host) still covers the phone's last frame
+            if done_ns is not None and not stream.play_to_end and frame.t_host_ns - done_ns >= tail_s * 1e9:
                 break
             if done_ns is None:
                 timed_out(t_sweep)
@@ -540,11 +542,14 @@ def record_session(
             writer.meta["recorder"] = asdict(stats) | {"notes": notes, "sensor_format": fmt.name, "depth_rule": rule.to_dict()}
             writer.finish(status, message)
     if status != "complete":
-        raise RecordingInterrupted(
+        err = RecordingInterrupted(
             f"recording interrupted ({message}); session kept as {writer.path} (status interrupted, "
             f"{stats.sensor_frames_written} sensor frames, {stats.phone_frames} phone frames)",
             writer.path,
-        ) from cause
+        )
+        if cause is None:  # Ctrl-C: the CLI exits 130
+            err.exit_code = 130
+        raise err from cause
     return writer.path
 
 

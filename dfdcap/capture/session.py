@@ -8,6 +8,7 @@ The reader loads complete and interrupted sessions alike (a torn last index line
 from __future__ import annotations
 
 import csv
+import json
 import io
 import os
 import threading
@@ -20,7 +21,7 @@ import numpy as np
 from dfdcap import __version__
 from dfdcap.cameras import CameraModel
 from dfdcap.errors import SessionError
-from dfdcap.fileio import atomic_write_bytes, atomic_write_json, encode_image, read_image, read_json
+from dfdcap.fileio import atomic_write_bytes, atomic_write_json, encode_image, json_default, read_image, read_json
 from dfdcap.lens import ThinLens
 
 SCHEMA = 1
@@ -351,8 +352,13 @@ class SessionWriter:
         if message:
             self.meta["message"] = message
         self.meta["finished_utc"] = datetime.now(timezone.utc).isoformat()
-        atomic_write_json(self.path / "session.json", self.meta)
-        self._release_recording_lock()
+        try:
+            try:
+                atomic_write_json(self.path / "session.json", self.meta)
+            except OSError:
+                _rewrite_in_place(self.path / "session.json", self.meta)  # disk full: no room for a temp file
+        finally:
+            self._release_recording_lock()
 
     def __enter__(self) -> "SessionWriter":
         return self
@@ -364,11 +370,25 @@ class SessionWriter:
             self.finish("interrupted", f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__)
 
 
+def _rewrite_in_place(path: Path, meta: dict) -> None:
+    """Overwrite session.json where it is, compactly: on a full disk its own blocks still hold the new,
+    similar-sized text, so a session never stays "recording" because the final rename had no room."""
+    text = json.dumps(meta, separators=(",", ":"), default=json_default).encode()
+    with open(path, "r+b") as f:
+        f.write(text)
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _read_csv(path: Path, columns: list[str], types: dict) -> list[dict]:
     """Rows of an index CSV; a torn last line (crash mid-write) is skipped, a torn middle line is an error."""
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise SessionError(f"{path}: not a CSV index (binary data at byte {e.start}); the file is damaged") from None
     if not lines:
         return []
     if lines[0].split(",") != columns:
@@ -421,6 +441,8 @@ class Session:
         if not (self.path / "session.json").is_file():
             raise SessionError(f"{self.path}: not a session folder (no session.json)")
         self.meta = read_json(self.path / "session.json")
+        if not isinstance(self.meta, dict):
+            raise SessionError(f"{self.path}/session.json: expected a JSON object, found {type(self.meta).__name__}")
         if self.meta.get("schema") != SCHEMA:
             raise SessionError(f"{self.path}/session.json: schema {self.meta.get('schema')!r}, this dfdcap reads {SCHEMA}")
         self.sensor_frames = [

@@ -34,6 +34,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -87,6 +90,20 @@ class DatasetWriter:
         self._h5 = h5
         self.counts: dict[str, int] = {}
 
+    # room kept free beyond a sample's own bytes: HDF5's metadata and closing writes. HDF5 crashes
+    # (segfault) closing a file whose writes failed, so a full disk must be seen before it fills.
+    ROOM_MARGIN_BYTES = 4 << 20
+
+    def _check_room(self, sample: Sample) -> None:
+        need = sample.stack.nbytes + sample.depth_m.size * 5 + (0 if sample.coc_px is None else sample.coc_px.size * 4)
+        folder = Path(self._h5.filename).parent
+        free = shutil.disk_usage(folder).free
+        if free < need + self.ROOM_MARGIN_BYTES:
+            raise DatasetError(
+                f"{folder}: no space left on device for the dataset ({free / 1e6:.1f} MB free, a sample needs "
+                f"{need / 1e6:.1f} MB + {self.ROOM_MARGIN_BYTES >> 20} MB); free some space or write elsewhere"
+            )
+
     def append(self, split: str, sample: Sample) -> None:
         import h5py
 
@@ -99,6 +116,7 @@ class DatasetWriter:
                 f"mask {sample.mask.shape}, focus {np.shape(sample.focus_m)}"
             )
         h5 = self._h5
+        self._check_room(sample)
         n = self.counts.get(split, 0)
         if n == 0:
             if f"stack_{split}" in h5:
@@ -147,17 +165,52 @@ def write_dataset(path: str | os.PathLike, attrs: dict, force: bool = False) -> 
         raise DatasetError(f"{path}: exists; pass --force to overwrite it")
     if not path.parent.is_dir():
         raise DatasetError(f"{path.parent}: output folder does not exist")
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["format"] = FORMAT
-            h5.attrs["schema"] = SCHEMA
-            for k, v in attrs.items():
-                h5.attrs[k] = json.dumps(v, default=json_default) if isinstance(v, (dict, list)) else v
-            writer = DatasetWriter(h5)
-            yield writer
-            if not writer.counts:
-                raise DatasetError(f"{path}: no samples to write (no complete focus stack with paired depth)")
-            h5.attrs["splits"] = json.dumps(writer.counts)
+    hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_h5_write_failures(hook)
+    try:
+        with atomic_path(path) as tmp:
+            h5 = h5py.File(tmp, "w")
+            try:
+                h5.attrs["format"] = FORMAT
+                h5.attrs["schema"] = SCHEMA
+                for k, v in attrs.items():
+                    h5.attrs[k] = json.dumps(v, default=json_default) if isinstance(v, (dict, list)) else v
+                writer = DatasetWriter(h5)
+                yield writer
+                if not writer.counts:
+                    raise DatasetError(f"{path}: no samples to write (no complete focus stack with paired depth)")
+                h5.attrs["splits"] = json.dumps(writer.counts)
+            except BaseException:
+                # the file is discarded: empty it first, so that HDF5's writes while closing find room on a
+                # full disk (closing after failed writes has crashed the HDF5 library)
+                with contextlib.suppress(OSError):
+                    os.truncate(tmp, 0)
+                with contextlib.suppress(Exception):
+                    h5.close()
+                raise
+            h5.close()
+    except (OSError, RuntimeError) as e:
+        if "file write failed" not in str(e):
+            raise
+        raise DatasetError(f"{path}: writing the dataset failed ({_h5_write_reason(e)}); free some space or write elsewhere") from None
+    finally:
+        sys.unraisablehook = hook
+
+
+def _h5_write_reason(e: BaseException) -> str:
+    """HDF5's multi-line write error -> its 'error message' part ('No space left on device')."""
+    m = re.search(r"error message = '([^']*)'", str(e))
+    return m.group(1) if m else " ".join(str(e).split())[:160]
+
+
+def _quiet_h5_write_failures(hook):
+    """An unraisable hook that drops h5py's per-object "file write failed" noise while a failed file
+    closes (the one error that matters is raised as DatasetError)."""
+    def quiet(u):
+        if isinstance(u.exc_value, RuntimeError) and "file write failed" in str(u.exc_value):
+            return
+        hook(u)
+    return quiet
 
 
 class DatasetFile:

@@ -42,7 +42,19 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types (struct.error, UnpicklingError, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e)
+        if "weights only load failed" in text.lower():  # never pass on torch's advice to load unsafely
+            lines = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
+            why = next((ln.split("error:", 1)[-1].strip() for ln in lines
+                        if "weights_only" not in ln and "documentation" not in ln.lower()), "")
+            why = why.split(" Please")[0]  # torch goes on with how to allow it
+            if "global" in why.lower():
+                raise ModelError(
+                    f"{path}: not a readable dfdcap checkpoint: refused, it holds pickled Python objects "
+                    f"({why[:100]}), which could run code when loaded; dfdcap reads only plain checkpoints"
+                ) from None
+            raise ModelError(f"{path}: not a readable dfdcap checkpoint (the safe loader found {why[:100] or 'no tensors'})") from None
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise ModelError(f"{path}: not a readable dfdcap checkpoint ({first[:160]})") from None
     if not isinstance(ckpt, dict) or not {"model", "config", "state_dict"} <= set(ckpt):
         raise ModelError(f"{path}: not a dfdcap checkpoint (expected a dict with model, config, state_dict)")

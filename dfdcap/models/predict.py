@@ -227,17 +227,25 @@ def stack_method(checkpoint: str | Path | None, focus_m: list[float], window: in
     return lambda st: predict_depth(model, st, focus_m)
 
 
-def write_outputs(out: str | Path, result: np.ndarray, coords: FocusCoordinates) -> tuple[Path, Path]:
-    """<out>.png (colour) and <stem>_mm.png (metres -> uint16 mm) or <stem>_index.png (index -> uint16)."""
+def output_paths(out: str | Path, unit: str = "m") -> tuple[Path, Path]:
+    """The colour PNG (`out`, as .png) and the 16-bit PNG beside it: <stem>_mm.png (unit "m") or <stem>_index.png."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         out = out.with_suffix(".png")
-    if coords.unit == "m":
-        second, data = out.with_name(out.stem + "_mm.png"), depth_to_mm_u16(result)
-    else:
-        second, data = out.with_name(out.stem + "_index.png"), index_to_u16(result, len(coords.focus_m))
+    return out, out.with_name(out.stem + ("_mm.png" if unit == "m" else "_index.png"))
+
+
+def write_outputs(out: str | Path, result: np.ndarray, coords: FocusCoordinates) -> tuple[Path, Path]:
+    """<out>.png (colour) and <stem>_mm.png (metres -> uint16 mm) or <stem>_index.png (index -> uint16);
+    both files or neither."""
+    out, second = output_paths(out, coords.unit)
+    data = depth_to_mm_u16(result) if coords.unit == "m" else index_to_u16(result, len(coords.focus_m))
     write_image(out, colourise(result))
-    write_image(second, data)
+    try:
+        write_image(second, data)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
     return out, second
 
 

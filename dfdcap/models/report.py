@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -16,18 +17,21 @@ def read_metrics_csv(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ModelError(f"{path}: not a metrics CSV (not UTF-8 text at byte {e.start})") from None
     rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            row = {}
-            for k, v in r.items():
-                if k is None or v in (None, ""):
-                    continue
-                try:
-                    row[k] = float(v)
-                except ValueError:
-                    continue
-            rows.append(row)
+    for r in csv.DictReader(io.StringIO(text, newline="")):
+        row = {}
+        for k, v in r.items():
+            if k is None or v in (None, ""):
+                continue
+            try:
+                row[k] = float(v)
+            except ValueError:
+                continue
+        rows.append(row)
     return rows
 
 

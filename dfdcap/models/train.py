@@ -97,7 +97,8 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from lightning.pytorch.loggers import CSVLogger
+
+    from dfdcap.models.run_folder import AppendingCSVLogger, AtomicCheckpointIO
 
     _quiet_lightning()
     callbacks = [
@@ -110,8 +111,9 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
         callbacks.append(RichProgressBar(leave=True))
     kw = dict(
         default_root_dir=str(run_dir),
-        logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
+        logger=AppendingCSVLogger(save_dir=str(run_dir), name="", version=""),
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         max_epochs=max_epochs,
         max_steps=max_steps,
         enable_model_summary=False,
@@ -139,35 +141,26 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
         ) from e
 
 
-def _read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    import csv
+def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path) -> None:
+    """trainer.fit; Ctrl-C (which Lightning turns into exit(1)) becomes TrainingInterrupted (exit 130)."""
+    import signal
 
-    if not path.is_file():
-        return [], []
-    with open(path, newline="") as f:
-        r = csv.DictReader(f)
-        return list(r.fieldnames or []), list(r)
+    from lightning.pytorch.trainer.states import TrainerStatus
 
+    from dfdcap.models.run_folder import TrainingInterrupted
 
-def _merge_metrics(run_dir: Path, old: tuple[list[str], list[dict]]) -> None:
-    """Lightning's CSV logger starts metrics.csv afresh on resume: put the earlier rows back."""
-    import csv
-    import io
-
-    from dfdcap.fileio import atomic_write_text
-
-    old_cols, old_rows = old
-    if not old_rows:
-        return
-    new_cols, new_rows = _read_csv_rows(run_dir / "metrics.csv")
-    first_new = min((float(r["step"]) for r in new_rows if r.get("step")), default=float("inf"))
-    keep = [r for r in old_rows if r.get("step") and float(r["step"]) < first_new]
-    cols = list(dict.fromkeys(old_cols + new_cols))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, restval="")
-    w.writeheader()
-    w.writerows(keep + new_rows)
-    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, train, val, ckpt_path=str(resumed) if resumed else None)
+    except SystemExit:
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        raise TrainingInterrupted(
+            f"{run_dir}: training stopped by Ctrl-C at step {trainer.global_step}; last.ckpt, metrics.csv and run.json "
+            "hold the last complete epoch (run the same command again to resume)"
+        ) from None
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -323,6 +316,7 @@ def finetune(
     from dfdcap.models.checkpoint import load_checkpoint
     from dfdcap.models.data import image_size, open_split
     from dfdcap.models.lightning_module import DFFModule, PlainCheckpoints
+    from dfdcap.models.run_folder import check_run_folder
     from dfdcap.models.splits import plan_finetune_splits, training_record
 
     data, run_dir = Path(data), Path(run_dir)
@@ -338,9 +332,8 @@ def finetune(
     else:
         init_model, cfg = None, model_config(model_name, config, tiny)
     record = training_record(plan, data, init_meta)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    last_ckpt = run_dir / "last.ckpt"
-    resumed = last_ckpt if (resume and last_ckpt.is_file() and not fast_dev_run) else None
+    resumed = check_run_folder(run_dir, model_name, data, resume and not fast_dev_run)  # before anything is written
+    run_dir.mkdir(exist_ok=True)
     plain = PlainCheckpoints(run_dir / "last.pt", run_dir / "best.pt", {"kind": "finetune", **record})
     trainer = _trainer(run_dir, max_epochs=epochs, fast_dev_run=fast_dev_run, progress=progress, plain=plain,
                        precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))
@@ -364,9 +357,6 @@ def finetune(
     lkw = _loader_kw(hardware)
     train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=len(train_ds) > batch_size, **lkw)
     val = DataLoader(val_ds, batch_size=batch_size, **lkw)
-    old_metrics = _read_csv_rows(run_dir / "metrics.csv") if resumed else ([], [])
-    trainer.fit(module, train, val, ckpt_path=str(resumed) if resumed else None)
-    if trainer.is_global_zero:
-        _merge_metrics(run_dir, old_metrics)
+    _fit(trainer, module, train, val, resumed, run_dir)
     return TrainResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", trainer.global_step,
                        trainer.current_epoch, plain.best, resumed, _history(run_dir), trainer.is_global_zero)

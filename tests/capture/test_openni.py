@@ -190,7 +190,7 @@ class TestRecordFromOni:
         schedule = FocusSchedule(0.2, 2.0, steps=2, ramps=1)
         with OpenNISensor(str(oni30)) as sensor:
             path = record_session(sensor, fake_phone, schedule, tmp_path, "oni", phone_fps=30.0, on_full="wait",
-                                  progress=False, tail_s=0.0, play_to_end=True, sensor_format="png")
+                                  progress=False, tail_s=3600.0, play_to_end=True, sensor_format="png")  # the whole file
         s = Session(path)
         assert s.status == "complete"
         assert [r.index for r in s.sensor_frames] == list(range(1, 31))

@@ -68,7 +68,7 @@ def assert_indexes_consistent(s: Session) -> None:
             assert (s.path / "sensor" / f).is_file()
 
 
-def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout_s: float = 30.0) -> int:
+def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout_s: float = 600.0) -> int:  # a hang guard only
     """Wait until the index file has more than n lines (header + n frames)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
@@ -418,17 +418,18 @@ def test_record_sim_ctrl_c_via_cli(tmp_path):
     )
     try:
         t0 = time.monotonic()
-        while not (out.exists() and any(out.iterdir())) and time.monotonic() - t0 < 60:
+        while not (out.exists() and any(out.iterdir())) and time.monotonic() - t0 < 600:  # ends a hang only
             time.sleep(0.05)
         path = _only_session(out)
         seen = _wait_for_lines(path / "sensor" / "frames.csv", 5, proc)
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
+        _, stderr = proc.communicate(timeout=600)
     finally:
         proc.kill()
-    assert proc.returncode == 1
+    assert proc.returncode == 130  # Ctrl-C: exit 130, what was recorded kept and marked
     lines = stderr.strip().splitlines()
-    assert "recording interrupted (stopped by Ctrl-C)" in lines[-1] and str(path) in lines[-1]
+    assert lines[-1].startswith("interrupted:") and "recording interrupted (stopped by Ctrl-C)" in lines[-1]
+    assert str(path) in lines[-1]
     assert "Traceback" not in stderr
     s = Session(path)
     assert s.status == "interrupted" and len(s.sensor_frames) >= seen

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -51,19 +50,12 @@ def test_recorded_sim_session_sync_matches_truth(tmp_path):
     truth = {k: ClockModel.from_dict(v) for k, v in s.truth_rig()["clocks"].items()}
     t_phone = np.array([f.t_phone_ns for f in s.phone_frames])
     t_dev = np.array([f.t_device_ns for f in s.sensor_frames])
-    # The simulated driver drops frames when the consumer lags (a busy host), and it drops the
-    # EARLY arrivals: the frames left then over-state the latency and the envelope rises. Only a
-    # recording that kept >= 85 % of its frames is held to 0.5 ms; a starved one to 2 ms (warned).
-    idx = np.array([f.index for f in s.sensor_frames])
-    kept = len(idx) / (idx.max() - idx.min() + 1)
+    # Deterministic by construction: the simulated sensor stamps every frame with its simulated
+    # arrival and never drops a late one, so a busy host changes nothing the fit sees.
     mid = int(np.median(t_dev))
     err = sync.sensor.to_host_ns(mid) - truth["sensor"].to_host_ns(mid)
-    if kept >= 0.85:
-        assert abs(err) <= 0.5 * MS, ("sensor", err / MS)
-        assert abs(sync.sensor.drift_ppm - truth["sensor"].drift_ppm) <= 80.0
-    else:
-        warnings.warn(f"host too busy: the simulated sensor kept {kept:.0%} of its frames; sensor bound 2 ms")
-        assert abs(err) <= 2.0 * MS, ("sensor", err / MS)
+    assert abs(err) <= 0.5 * MS, ("sensor", err / MS)
+    assert abs(sync.sensor.drift_ppm - truth["sensor"].drift_ppm) <= 80.0
     t0 = sync.phone.t0_dev_ns
     err0 = sync.phone.to_host_ns(t0) - truth["phone"].to_host_ns(t0)
     assert abs(err0) <= sync.phone.extra["band_width_ns"] / 2 + 100_000, (err0, sync.phone.extra)

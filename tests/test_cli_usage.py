@@ -1,0 +1,48 @@
+"""Usage errors of every command: `dfdcap X --bogus` exits 2 with click's message and no traceback.
+
+The commands are enumerated from the Typer app (sub-apps included), so a new command is covered
+without editing this file.
+"""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from dfdcap.cli import app
+
+
+def _command_paths(t: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = []
+    for info in t.registered_commands:
+        name = info.name or info.callback.__name__.replace("_", "-")
+        paths.append(prefix + (name,))
+    for group in t.registered_groups:
+        paths.append(prefix + (group.name,))
+        paths += _command_paths(group.typer_instance, prefix + (group.name,))
+    return paths
+
+
+COMMANDS = _command_paths(app)
+
+
+def test_the_enumeration_finds_the_commands():
+    names = {" ".join(p) for p in COMMANDS}
+    assert {"record", "calibrate", "sync", "associate", "build-dataset", "finetune", "evaluate", "predict",
+            "report", "sim", "sim checkerboard"} <= names
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=[" ".join(p) for p in COMMANDS])
+def test_bogus_option_is_a_usage_error(cli, path):
+    rc, out, err = cli(*path, "--bogus")
+    assert rc == 2, out + err
+    assert "Traceback" not in out + err
+    assert "--bogus" in err and "No such option" in err
+
+
+@pytest.mark.parametrize("args", [[], ["nosuchcommand"], ["sync"], ["record", "--stacks", "abc"], ["sim", "nosuch"]],
+                         ids=["no arguments", "unknown command", "missing argument", "bad number", "unknown sub-command"])
+def test_other_usage_errors(cli, args):
+    rc, out, err = cli(*args)
+    assert rc == 2, out + err
+    assert "Traceback" not in out + err

@@ -1,0 +1,575 @@
+"""Fault injection across the CLI: every bad input or failing disk gives exit 1 (2 for usage), one
+line without a traceback, no partial output, and leaves every earlier good file as it was.
+
+The inputs are one tiny simulated session (2 ramps x 3 frames, 64x48 phone), its sync.json, a
+calibration with the rig's true cameras, a dataset built from it, rendered calibration boards and
+a one-epoch tiny run folder, all made once for the module. Each case copies what it breaks.
+Signals (SIGINT, kill -9) of record and finetune are in test_faults_signals.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import pytest
+from typer.testing import CliRunner
+
+from faults_helpers import (
+    assert_one_line_error, assert_usage_error, calibration_from_truth, snapshot, tmpfs,
+)
+
+
+def _ok(args: list) -> str:
+    from dfdcap.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, f"dfdcap {args}: {res.output}"
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """The good inputs every case starts from (about 15 s on 2 cores)."""
+    import torch
+
+    from dfdcap.capture.recorder import SimOptions, record_from_specs
+    from dfdcap.fileio import atomic_write_json
+    from dfdcap.models.train import finetune
+    from dfdcap.sync.io import sync_session
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("faults")
+    session = record_from_specs("sim", "sim", tmp / "sessions", name="a", ramps=2, steps=3,
+                                sim=SimOptions("xtion", None, 0, (64, 48)), progress=False)
+    sync_session(session)
+    atomic_write_json(tmp / "calibration.json", calibration_from_truth(session))
+    _ok(["build-dataset", session, "--calib", tmp / "calibration.json", "-o", tmp / "d.h5"])
+    _ok(["sim", "checkerboard", tmp / "boards", "--views", "5", "--phone-size", "320x240"])
+    finetune("poolnet", tmp / "d.h5", tmp / "run", epochs=1, batch_size=2, crop=32, tiny=True, progress=False)
+    return {"tmp": tmp, "session": session, "cal": tmp / "calibration.json", "h5": tmp / "d.h5",
+            "boards": tmp / "boards", "run": tmp / "run", "ckpt": tmp / "run" / "best.pt"}
+
+
+def _copy(src: Path, dst_dir: Path) -> Path:
+    dst = dst_dir / src.name
+    shutil.copytree(src, dst) if src.is_dir() else shutil.copy2(src, dst)
+    return dst
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+# ------------------------------------------------------------------------------ record
+
+class TestRecord:
+    ARGS = ["record", "--stacks", "2", "--steps", "3", "--phone-size", "64x48"]
+
+    def test_output_is_a_file(self, cli, tmp_path):
+        (tmp_path / "f").write_text("keep")
+        assert_one_line_error(cli(*self.ARGS, "-o", tmp_path / "f"), 1, "not a folder")
+        assert (tmp_path / "f").read_text() == "keep"
+
+    def test_output_below_a_file(self, cli, tmp_path):
+        (tmp_path / "f").write_text("keep")
+        assert_one_line_error(cli(*self.ARGS, "-o", tmp_path / "f" / "sessions"), 1)
+        assert snapshot(tmp_path) == {str(tmp_path / "f"): snapshot(tmp_path / "f")[str(tmp_path / "f")]}
+
+    def test_read_only_output(self, cli, tmp_path):
+        (tmp_path / "sessions").mkdir()
+        with tmpfs(read_only_copy_of=tmp_path / "sessions") as mnt:
+            before = snapshot(mnt)
+            assert_one_line_error(cli(*self.ARGS, "-o", mnt / "sessions"), 1, "writable")
+            assert snapshot(mnt) == before
+
+    @pytest.mark.parametrize("opt", [["--stacks", "abc"], ["--fps", "x"], ["--bogus"]])
+    def test_usage(self, cli, tmp_path, opt):
+        assert_usage_error(cli(*self.ARGS, "-o", tmp_path, *opt))
+        assert not any(tmp_path.iterdir())
+
+    @pytest.mark.parametrize("opt", [["--phone-size", "64by48"], ["--stacks", "0"], ["--name", "a/b"],
+                                     ["--sensor", "nosuch.oni"], ["--scene", "nosuch"], ["--png", "nosuch"]])
+    def test_bad_value_writes_nothing(self, cli, tmp_path, opt):
+        assert_one_line_error(cli(*self.ARGS, "-o", tmp_path / "s", *opt), 1)
+        assert not (tmp_path / "s").exists()
+
+    def test_disk_full_marks_the_session(self, cli):
+        """~100 KB free: the first 640x480 sensor PNG does not fit. One line, exit 1, and session.json
+        says the session ended (interrupted), not "recording"."""
+        with tmpfs("100k") as mnt:
+            res = cli(*self.ARGS, "-o", mnt)
+            assert_one_line_error(res, 1)
+            sessions = list(mnt.iterdir())
+            assert len(sessions) == 1
+            meta = json.loads((sessions[0] / "session.json").read_text())
+            assert meta["status"] == "interrupted", meta
+            assert not list(sessions[0].rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------ calibrate
+
+class TestCalibrate:
+    def args(self, world, out):
+        return ["calibrate", world["boards"], "--board", "9x6", "--square", "0.025", "-o", out]
+
+    def test_missing_output_folder(self, cli, world, tmp_path):
+        assert_one_line_error(cli(*self.args(world, tmp_path / "no" / "c.json")), 1, "does not exist")
+        assert not (tmp_path / "no").exists()
+
+    def test_output_is_a_folder(self, cli, world, tmp_path):
+        assert_one_line_error(cli(*self.args(world, tmp_path)), 1, "folder")
+
+    def test_existing_output_needs_force(self, cli, world, tmp_path):
+        good = _copy(world["cal"], tmp_path)
+        before = snapshot(tmp_path)
+        assert_one_line_error(cli(*self.args(world, good)), 1, "--force")
+        assert snapshot(tmp_path) == before
+        rc, out, err = cli(*self.args(world, good), "--force")
+        assert rc == 0, err
+        assert json.loads(good.read_text())["board"]["cols"] == 9 and "views" in json.loads(good.read_text())
+
+    def test_read_only_output(self, cli, world, tmp_path):
+        (tmp_path / "o").mkdir()
+        with tmpfs(read_only_copy_of=tmp_path / "o") as mnt:
+            assert_one_line_error(cli(*self.args(world, mnt / "o" / "c.json")), 1, "cannot be written")
+            assert not (mnt / "o" / "c.json").exists()
+
+    def test_disk_full(self, cli, world):
+        with tmpfs("8k") as mnt:
+            assert_one_line_error(cli(*self.args(world, mnt / "c.json")), 1, "space")
+            assert list(mnt.iterdir()) == []
+
+    @pytest.mark.parametrize("opt", ["--yaml", "--report"])
+    def test_extra_output_checked_before_the_work(self, cli, world, tmp_path, opt):
+        """A bad --yaml/--report path used to fail after calibration.json was written."""
+        assert_one_line_error(cli(*self.args(world, tmp_path / "c.json"), opt, tmp_path / "no" / "x"), 1, "does not exist")
+        assert not (tmp_path / "c.json").exists()
+
+    def test_missing_input(self, cli, world, tmp_path):
+        assert_one_line_error(cli("calibrate", tmp_path / "nothing", "--board", "9x6", "-o", tmp_path / "c.json"), 1)
+
+    @pytest.mark.parametrize("how", ["truncated", "empty", "text"])
+    def test_corrupt_board_image(self, cli, world, tmp_path, how):
+        """A broken image is one line naming it, or (when enough views remain) a dropped view; never a crash."""
+        boards = _copy(world["boards"], tmp_path)
+        img = sorted((boards / "phone").iterdir())[0]
+        if how == "truncated":
+            _truncate(img)
+        else:
+            img.write_bytes(b"" if how == "empty" else b"hello")
+        rc, out, err = cli("calibrate", boards, "--board", "9x6", "--square", "0.025", "-o", tmp_path / "c.json")
+        assert "Traceback" not in out + err
+        if rc == 1:
+            assert_one_line_error((rc, out, err), 1, img.name)
+            assert not (tmp_path / "c.json").exists()
+        else:  # skipped with a warning; the pair is not used
+            assert rc == 0
+            assert img.stem not in json.loads((tmp_path / "c.json").read_text())["stereo"]["views_used"]
+
+    def test_corrupt_session_json(self, cli, world, tmp_path):
+        s = _copy(world["session"], tmp_path)
+        _truncate(s / "session.json")
+        assert_one_line_error(cli("calibrate", s, "--board", "9x6", "--square", "0.025", "-o", tmp_path / "c.json"), 1, "session.json")
+
+    def test_bad_board(self, cli, world, tmp_path):
+        assert_one_line_error(cli("calibrate", world["boards"], "--board", "9by6", "-o", tmp_path / "c.json"), 1)
+
+    def test_ctrl_c_keeps_the_earlier_file(self, cli, world, tmp_path, monkeypatch):
+        """Ctrl-C during board detection (raised from OpenCV's detector): exit 130, "interrupted",
+        the earlier calibration file untouched."""
+        import cv2
+
+        good = _copy(world["cal"], tmp_path)
+        before = snapshot(tmp_path)
+
+        def interrupted(*a, **k):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(cv2, "findChessboardCornersSB", interrupted)
+        monkeypatch.setattr(cv2, "findChessboardCorners", interrupted)
+        rc, out, err = cli(*self.args(world, good), "--force", "--workers", "1")
+        assert rc == 130 and "interrupted" in err and "Traceback" not in out + err
+        assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------ sync
+
+SESSION_CORRUPTIONS = {
+    "session.json truncated": ("session.json", lambda p: _truncate(p)),
+    "session.json a list": ("session.json", lambda p: p.write_text("[]")),
+    "session.json missing": ("session.json", lambda p: p.unlink()),
+    "phone frames.csv torn middle line": ("phone/frames.csv", lambda p: p.write_text(
+        "\n".join(ln[: len(ln) // 2] if i == 2 else ln for i, ln in enumerate(p.read_text().splitlines())) + "\n")),
+    "phone frames.csv wrong header": ("phone/frames.csv", lambda p: p.write_text("a,b,c\n1,2,3\n")),
+    "phone frames.csv not a number": ("phone/frames.csv", lambda p: p.write_text(
+        p.read_text().replace(p.read_text().splitlines()[1].split(",")[1], "soon", 1))),
+    "phone frames.csv empty": ("phone/frames.csv", lambda p: p.write_text("")),
+    "sensor frames.csv garbage": ("sensor/frames.csv", lambda p: p.write_bytes(b"\x00\xff" * 100)),
+    "sensor frames.csv header only": ("sensor/frames.csv", lambda p: p.write_text(p.read_text().splitlines()[0] + "\n")),
+    "probes csv not a number": ("clock/phone_probes.csv", lambda p: p.write_text(
+        p.read_text().splitlines()[0] + "\n1,x,3\n" + "\n".join(p.read_text().splitlines()[2:]) + "\n")),
+    "probes csv missing": ("clock/phone_probes.csv", lambda p: p.unlink()),
+    "probes csv header only": ("clock/phone_probes.csv", lambda p: p.write_text(p.read_text().splitlines()[0] + "\n")),
+}
+
+
+class TestSync:
+    @pytest.mark.parametrize("case", list(SESSION_CORRUPTIONS))
+    def test_corrupt_session(self, cli, world, tmp_path, case):
+        s = _copy(world["session"], tmp_path)
+        rel, corrupt = SESSION_CORRUPTIONS[case]
+        corrupt(s / rel)
+        before = snapshot(s)
+        assert_one_line_error(cli("sync", s), 1)
+        assert snapshot(s) == before  # the earlier sync.json kept, nothing added
+
+    def test_read_only_session(self, cli, world):
+        with tmpfs("256m", read_only_copy_of=world["session"]) as mnt:
+            s = mnt / world["session"].name
+            before = snapshot(s)
+            assert_one_line_error(cli("sync", s), 1, "sync.json")
+            assert snapshot(s) == before
+
+    def test_sync_json_is_a_folder(self, cli, world, tmp_path):
+        s = _copy(world["session"], tmp_path)
+        (s / "sync.json").unlink()
+        (s / "sync.json").mkdir()
+        assert_one_line_error(cli("sync", s), 1, "folder")
+
+    def test_not_a_session(self, cli, tmp_path):
+        assert_one_line_error(cli("sync", tmp_path), 1)
+
+    def test_bad_mode(self, cli, world, tmp_path):
+        s = _copy(world["session"], tmp_path)
+        before = snapshot(s)
+        assert_one_line_error(cli("sync", s, "--mode", "nosuch"), 1)
+        assert snapshot(s) == before
+
+
+# ------------------------------------------------------------------------------ associate
+
+class TestAssociate:
+    def files(self, world):
+        return world["session"] / "sensor" / "rgb.txt", world["session"] / "sensor" / "depth.txt"
+
+    def test_missing_output_folder(self, cli, world, tmp_path):
+        assert_one_line_error(cli("associate", *self.files(world), "-o", tmp_path / "no" / "a.txt"), 1, "does not exist")
+
+    def test_output_is_a_folder(self, cli, world, tmp_path):
+        assert_one_line_error(cli("associate", *self.files(world), "-o", tmp_path), 1, "folder")
+
+    def test_read_only_output(self, cli, world, tmp_path):
+        (tmp_path / "o").mkdir()
+        with tmpfs(read_only_copy_of=tmp_path / "o") as mnt:
+            assert_one_line_error(cli("associate", *self.files(world), "-o", mnt / "o" / "a.txt"), 1)
+
+    def test_missing_input(self, cli, world, tmp_path):
+        assert_one_line_error(cli("associate", tmp_path / "x.txt", self.files(world)[1]), 1, "x.txt")
+
+    @pytest.mark.parametrize("content", [b"1.0 a.png\nsoon b.png\n", b"\x00\x01\x02\xff\xfe", b"1.0\n"])
+    def test_corrupt_tum_text(self, cli, world, tmp_path, content):
+        bad = tmp_path / "bad.txt"
+        bad.write_bytes(content)
+        (tmp_path / "a.txt").write_text("keep")
+        assert_one_line_error(cli("associate", bad, self.files(world)[1], "-o", tmp_path / "a.txt"), 1, "bad.txt")
+        assert (tmp_path / "a.txt").read_text() == "keep"
+
+
+# ------------------------------------------------------------------------------ build-dataset
+
+class TestBuildDataset:
+    def args(self, session, cal, out, *extra):
+        return ["build-dataset", session, "--calib", cal, "-o", out, *extra]
+
+    def test_missing_output_folder(self, cli, world, tmp_path):
+        assert_one_line_error(cli(*self.args(world["session"], world["cal"], tmp_path / "no" / "d.h5")), 1, "does not exist")
+
+    def test_output_is_a_folder_even_with_force(self, cli, world, tmp_path):
+        assert_one_line_error(cli(*self.args(world["session"], world["cal"], tmp_path, "--force")), 1, "folder")
+
+    def test_existing_output_needs_force(self, cli, world, tmp_path):
+        good = _copy(world["h5"], tmp_path)
+        before = snapshot(tmp_path)
+        assert_one_line_error(cli(*self.args(world["session"], world["cal"], good)), 1, "--force")
+        assert snapshot(tmp_path) == before
+
+    def test_ply_checked_before_the_work(self, cli, world, tmp_path):
+        assert_one_line_error(cli(*self.args(world["session"], world["cal"], tmp_path / "d.h5", "--ply", tmp_path / "no" / "p.ply")), 1)
+        assert not (tmp_path / "d.h5").exists()
+
+    def test_disk_full(self, cli, world):
+        with tmpfs("32k") as mnt:
+            assert_one_line_error(cli(*self.args(world["session"], world["cal"], mnt / "d.h5")), 1)
+            assert list(mnt.iterdir()) == []
+
+    @pytest.mark.parametrize("case", ["truncated", "missing key", "T not 4x4", "not a dict", "single camera"])
+    def test_corrupt_calibration(self, cli, world, tmp_path, case):
+        cal = _copy(world["cal"], tmp_path)
+        d = json.loads(cal.read_text())
+        if case == "truncated":
+            _truncate(cal)
+        elif case == "missing key":
+            del d["sensor"]
+            cal.write_text(json.dumps(d))
+        elif case == "T not 4x4":
+            d["T_phone_from_sensor"] = [[1, 0], [0, 1]]
+            cal.write_text(json.dumps(d))
+        elif case == "not a dict":
+            cal.write_text("[1, 2]")
+        else:
+            d["camera"] = d.pop("phone")
+            cal.write_text(json.dumps(d))
+        assert_one_line_error(cli(*self.args(world["session"], cal, tmp_path / "d.h5")), 1, cal.name)
+        assert not (tmp_path / "d.h5").exists()
+
+    @pytest.mark.parametrize("case", [
+        "sync.json truncated", "sync.json empty object", "intrinsics.json truncated", "camera.json truncated",
+        "phone PNG truncated", "phone PNG not an image", "sensor depth PNG truncated", "sensor depth PNG missing",
+        "phone JPEG truncated",
+    ])
+    def test_corrupt_session_file(self, cli, world, tmp_path, case):
+        s = _copy(world["session"], tmp_path)
+        phone0 = s / "phone" / "frames" / "0.png"
+        depth_files = sorted((s / "sensor" / "depth").iterdir())
+        if case == "sync.json truncated":
+            _truncate(s / "sync.json")
+        elif case == "sync.json empty object":
+            (s / "sync.json").write_text("{}")
+        elif case == "intrinsics.json truncated":
+            _truncate(s / "sensor" / "intrinsics.json")
+        elif case == "camera.json truncated":
+            _truncate(s / "phone" / "camera.json")
+        elif case == "phone PNG truncated":
+            _truncate(phone0)
+        elif case == "phone PNG not an image":
+            phone0.write_text("not an image")
+        elif case == "sensor depth PNG truncated":
+            for p in depth_files:
+                _truncate(p)
+        elif case == "sensor depth PNG missing":
+            for p in depth_files:
+                p.unlink()
+        else:  # the phone frames as JPEG (as a real phone writes them), one of them cut short
+            import cv2
+
+            csv = (s / "phone" / "frames.csv").read_text()
+            for p in sorted((s / "phone" / "frames").glob("*.png")):
+                cv2.imwrite(str(p.with_suffix(".jpg")), cv2.imread(str(p)))
+                p.unlink()
+            (s / "phone" / "frames.csv").write_text(csv.replace(".png", ".jpg"))
+            _truncate(s / "phone" / "frames" / "0.jpg", 0.6)
+        before = snapshot(s)
+        assert_one_line_error(cli(*self.args(s, world["cal"], tmp_path / "d.h5")), 1)
+        assert not (tmp_path / "d.h5").exists() and snapshot(s) == before
+
+
+# ------------------------------------------------------------------------------ finetune
+
+def _corrupt_h5(kind: str, path: Path, world) -> None:
+    if kind == "truncated":
+        shutil.copy2(world["h5"], path)
+        _truncate(path)
+    elif kind == "not HDF5":
+        path.write_text("hello")
+    elif kind == "no stacks":
+        with h5py.File(path, "w") as f:
+            f["x"] = [1, 2, 3]
+    else:  # empty file
+        path.write_bytes(b"")
+
+
+H5_CORRUPTIONS = ["truncated", "not HDF5", "no stacks", "empty"]
+
+
+class TestFinetune:
+    def args(self, world, out, *extra, model="poolnet", data=None):
+        return ["finetune", "--model", model, "--data", data or world["h5"], "-o", out, "--epochs", "1",
+                "--crop", "32", "--set", "width=4", "--set", "levels=3", *extra]
+
+    @pytest.mark.parametrize("kind", H5_CORRUPTIONS)
+    def test_corrupt_dataset(self, cli, world, tmp_path, kind):
+        _corrupt_h5(kind, tmp_path / "bad.h5", world)
+        assert_one_line_error(cli(*self.args(world, tmp_path / "run", data=tmp_path / "bad.h5")), 1, "bad.h5")
+        assert not (tmp_path / "run").exists()
+
+    def test_missing_dataset(self, cli, world, tmp_path):
+        assert_one_line_error(cli(*self.args(world, tmp_path / "run", data=tmp_path / "nothing.h5")), 1)
+        assert not (tmp_path / "run").exists()
+
+    def test_run_folder_is_a_file(self, cli, world, tmp_path):
+        (tmp_path / "run").write_text("keep")
+        assert_one_line_error(cli(*self.args(world, tmp_path / "run")), 1, "file")
+        assert (tmp_path / "run").read_text() == "keep"
+
+    def test_run_folder_parent_missing(self, cli, world, tmp_path):
+        assert_one_line_error(cli(*self.args(world, tmp_path / "no" / "run")), 1, "does not exist")
+        assert not (tmp_path / "no").exists()
+
+    def test_read_only_run_folder(self, cli, world):
+        with tmpfs("256m", read_only_copy_of=world["run"]) as mnt:
+            before = snapshot(mnt)
+            assert_one_line_error(cli(*self.args(world, mnt / "run")), 1, "cannot be written")
+            assert snapshot(mnt) == before
+
+    def test_resume_with_another_model_changes_nothing(self, cli, world, tmp_path):
+        run = _copy(world["run"], tmp_path)
+        before = snapshot(run)
+        msg = assert_one_line_error(cli(*self.args(world, run, model="ddff")[:-4]), 1, "'poolnet'")
+        assert "--model poolnet" in msg
+        assert snapshot(run) == before
+
+    def test_resume_on_other_data_changes_nothing(self, cli, world, tmp_path):
+        run = _copy(world["run"], tmp_path)
+        other = shutil.copy2(world["h5"], tmp_path / "other.h5")
+        before = snapshot(run)
+        assert_one_line_error(cli(*self.args(world, run, data=other)), 1, "trained on")
+        assert snapshot(run) == before
+
+    def test_no_resume_onto_an_earlier_run(self, cli, world, tmp_path):
+        run = _copy(world["run"], tmp_path)
+        before = snapshot(run)
+        assert_one_line_error(cli(*self.args(world, run, "--no-resume")), 1, "earlier run")
+        assert snapshot(run) == before
+
+    @pytest.mark.parametrize("name", ["last.ckpt", "run.json"])
+    def test_corrupt_run_file(self, cli, world, tmp_path, name):
+        run = _copy(world["run"], tmp_path)
+        _truncate(run / name)
+        before = snapshot(run)
+        assert_one_line_error(cli(*self.args(world, run)), 1, name)
+        assert snapshot(run) == before
+
+    @pytest.mark.parametrize("kind", ["truncated", "unsafe pickle", "not a checkpoint dict"])
+    def test_bad_init(self, cli, world, tmp_path, kind):
+        bad = tmp_path / "init.pt"
+        _bad_checkpoint(kind, bad, world)
+        msg = assert_one_line_error(cli("finetune", "--model", "poolnet", "--data", world["h5"], "-o", tmp_path / "run",
+                                        "--init", bad), 1, "init.pt")
+        assert "weights_only" not in msg
+        assert not (tmp_path / "run").exists()
+
+
+def _bad_checkpoint(kind: str, path: Path, world) -> None:
+    import torch
+
+    if kind == "truncated":
+        shutil.copy2(world["ckpt"], path)
+        _truncate(path)
+    elif kind == "unsafe pickle":
+        class Payload:
+            def __reduce__(self):
+                return (print, ("this must never run",))
+
+        torch.save({"model": "poolnet", "config": {}, "state_dict": {}, "x": Payload()}, path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+
+
+# ------------------------------------------------------------------------------ evaluate
+
+class TestEvaluate:
+    @pytest.mark.parametrize("kind", ["truncated", "unsafe pickle", "not a checkpoint dict", "empty"])
+    def test_bad_checkpoint(self, cli, world, tmp_path, kind):
+        bad = tmp_path / "m.pt"
+        _bad_checkpoint(kind, bad, world)
+        rc, out, err = res = cli("evaluate", bad, "--data", world["h5"])
+        msg = assert_one_line_error(res, 1, "m.pt")
+        assert "weights_only" not in msg and "this must never run" not in out + err
+
+    @pytest.mark.parametrize("kind", H5_CORRUPTIONS)
+    def test_corrupt_dataset(self, cli, world, tmp_path, kind):
+        _corrupt_h5(kind, tmp_path / "bad.h5", world)
+        assert_one_line_error(cli("evaluate", world["ckpt"], "--data", tmp_path / "bad.h5"), 1, "bad.h5")
+
+    def test_missing_checkpoint(self, cli, world, tmp_path):
+        assert_one_line_error(cli("evaluate", tmp_path / "none.pt", "--data", world["h5"]), 1, "none.pt")
+
+    def test_unknown_split(self, cli, world):
+        assert_one_line_error(cli("evaluate", world["ckpt"], "--data", world["h5"], "--split", "nosuch"), 1, "nosuch")
+
+
+# ------------------------------------------------------------------------------ predict
+
+class TestPredict:
+    def frames(self, world, tmp_path, n=3) -> list[Path]:
+        return [_copy(p, tmp_path) for p in sorted((world["session"] / "phone" / "frames").glob("*.png"))[:n]]
+
+    def args(self, world, frames, out):
+        return ["predict", world["ckpt"], *frames, "--focus", ",".join(["0.5", "1.0", "2.0"][: len(frames)]), "-o", out]
+
+    def test_output_is_a_folder(self, cli, world, tmp_path):
+        (tmp_path / "o.png").mkdir()
+        assert_one_line_error(cli(*self.args(world, self.frames(world, tmp_path), tmp_path / "o.png")), 1, "folder")
+
+    def test_read_only_output(self, cli, world, tmp_path):
+        frames = self.frames(world, tmp_path)
+        (tmp_path / "o").mkdir()
+        with tmpfs(read_only_copy_of=tmp_path / "o") as mnt:
+            assert_one_line_error(cli(*self.args(world, frames, mnt / "o" / "d.png")), 1, "cannot be written")
+
+    @pytest.mark.parametrize("kind", ["PNG truncated", "PNG empty", "JPEG truncated", "text"])
+    def test_corrupt_image(self, cli, world, tmp_path, kind):
+        import cv2
+
+        frames = self.frames(world, tmp_path)
+        if kind.startswith("JPEG"):
+            jpg = frames[1].with_suffix(".jpg")
+            cv2.imwrite(str(jpg), cv2.imread(str(frames[1])))
+            frames[1] = jpg
+            _truncate(jpg, 0.6)
+        elif kind == "PNG truncated":
+            _truncate(frames[1])
+        else:
+            frames[1].write_bytes(b"" if kind == "PNG empty" else b"hello")
+        (tmp_path / "d.png").write_text("earlier")
+        assert_one_line_error(cli(*self.args(world, frames, tmp_path / "d.png")), 1, frames[1].name)
+        assert (tmp_path / "d.png").read_text() == "earlier" and not (tmp_path / "d_mm.png").exists()
+
+    def test_focus_mismatch(self, cli, world, tmp_path):
+        frames = self.frames(world, tmp_path)
+        args = self.args(world, frames, tmp_path / "d.png")
+        args[args.index("--focus") + 1] = "0.5,1.0"
+        assert_one_line_error(cli(*args), 1)
+        assert not (tmp_path / "d.png").exists()
+
+
+# ------------------------------------------------------------------------------ report
+
+class TestReport:
+    def test_missing_output_folder(self, cli, world, tmp_path):
+        assert_one_line_error(cli("report", world["cal"], "-o", tmp_path / "no" / "r.png"), 1, "does not exist")
+
+    def test_output_is_a_folder(self, cli, world, tmp_path):
+        assert_one_line_error(cli("report", world["cal"], "-o", tmp_path), 1, "folder")
+
+    def test_corrupt_calibration(self, cli, world, tmp_path):
+        cal = _copy(world["cal"], tmp_path)
+        _truncate(cal)
+        assert_one_line_error(cli("report", cal, "-o", tmp_path / "r.png"), 1, cal.name)
+        assert not (tmp_path / "r.png").exists()
+
+    @pytest.mark.parametrize("kind", ["truncated", "no stacks"])
+    def test_corrupt_dataset(self, cli, world, tmp_path, kind):
+        _corrupt_h5(kind, tmp_path / "bad.h5", world)
+        assert_one_line_error(cli("report", tmp_path / "bad.h5", "-o", tmp_path / "r.png"), 1, "bad.h5")
+        assert not (tmp_path / "r.png").exists()
+
+    def test_session_with_corrupt_sync_json(self, cli, world, tmp_path):
+        s = _copy(world["session"], tmp_path)
+        _truncate(s / "sync.json")
+        before = snapshot(s)
+        assert_one_line_error(cli("report", s, "-o", tmp_path / "r.png"), 1, "sync.json")
+        assert snapshot(s) == before and not (tmp_path / "r.png").exists()
+
+    def test_run_with_corrupt_metrics(self, cli, world, tmp_path):
+        run = _copy(world["run"], tmp_path)
+        (run / "metrics.csv").write_bytes(b"\x00\xff\x00garbage")
+        rc, out, err = res = cli("report", run, "-o", tmp_path / "r.png")
+        assert_one_line_error(res, 1, "metrics.csv")
+        assert not (tmp_path / "r.png").exists()
