@@ -90,6 +90,7 @@ def sim_checkerboard(
     corrupt: int = typer.Option(0, "--corrupt", help="views to corrupt (for testing outlier rejection)"),
     seed: int = typer.Option(0, "--seed", help="random seed of the poses and noise"),
     sensor_preset: str = typer.Option("xtion", "--sensor-preset", help="xtion or d405: the sim sensor seen by the boards (as in record)"),
+    focus_diopters: Optional[str] = typer.Option(None, "--focus-diopters", help="phone focus settings cycled over the views, diopters: 0.5,2,3.5 (default: one locked setting); `calibrate` then fits K(focus)"),
 ) -> None:
     """Write calibration board image pairs (phone + sensor) at random poses, with the true poses."""
     from dfdcap.capture.recorder import check_output_dir, parse_size
@@ -109,8 +110,15 @@ def sim_checkerboard(
     if sensor_preset not in SENSOR_PRESETS:
         raise DfdcapError(f"--sensor-preset: unknown {sensor_preset!r}; use one of {', '.join(SENSOR_PRESETS)}")
     spec = BoardSpec("charuco" if charuco else "checkerboard", cols, rows, square)
+    focus_list = None
+    if focus_diopters is not None:
+        try:
+            focus_list = [float(v) for v in focus_diopters.split(",") if v.strip()]
+        except ValueError:
+            raise DfdcapError(f"--focus-diopters {focus_diopters!r}: expected comma-separated diopters, e.g. 0.5,2,3.5") from None
     write_board_pairs(
-        out_dir, views, spec, rig=RigConfig(sensor=sensor_preset), phone_size=size, seed=seed, n_corrupt=corrupt, progress=True
+        out_dir, views, spec, rig=RigConfig(sensor=sensor_preset), phone_size=size, seed=seed, n_corrupt=corrupt, progress=True,
+        focus_diopters=focus_list,
     )
     out.print(f"wrote {views} board view pairs to {out_dir} (truth in {out_dir / 'truth.json'})", soft_wrap=True, highlight=False)
 
@@ -206,6 +214,11 @@ def calibrate(
             f"({len(cal.stereo['views_dropped'])} dropped); t = ({t[0]:.4f}, {t[1]:.4f}, {t[2]:.4f}), |t| = {cal.baseline_m:.4f}",
             highlight=False,
         )
+        if cal.focus_model is not None:
+            fm = cal.focus_model
+            out.print(f"focus breathing: scale {100 * fm.scale_per_diopter:+.4f} +- {100 * fm.scale_per_diopter_std:.4f} % per diopter "
+                      f"around {fm.ref_diopters:g} D, principal point {fm.cx_per_diopter:+.3f}, {fm.cy_per_diopter:+.3f} px/D "
+                      f"(bundle RMS {cal.focus_fit_rms_px:.3f} px)", highlight=False)
     else:
         c = cal.camera
         out.print(f"RMS {cal.fit.rms_px:.3f} px over {len(cal.fit.per_view_px)} views; fx {c.fx:.2f} fy {c.fy:.2f} "
