@@ -383,6 +383,7 @@ def build_dataset_cmd(
     no_coc: bool = typer.Option(False, "--no-coc", help="do not store CoC maps"),
     ply: Optional[Path] = typer.Option(None, "--ply", help="also write the first sample as a coloured point cloud"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
+    align: str = typer.Option("ecc", "--align", help="slices to the reference slice's geometry: ecc (focus model + registration) | prior (focus model only) | none"),
 ) -> None:
     """Reproject sensor depth into the phone view and write focus stacks + depth + mask + CoC (HDF5)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -397,7 +398,7 @@ def build_dataset_cmd(
     except DfdcapError as e:
         raise DatasetError(str(e)) from None
     opts = BuildOptions(frames=frames, size=size, crop=crop, fuse=fuse, coc=not no_coc, val=tuple(val or ()),
-                        test=tuple(test or ()), val_fraction=val_fraction, test_fraction=test_fraction)
+                        test=tuple(test or ()), val_fraction=val_fraction, test_fraction=test_fraction, align=align)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("stacks", total=None)

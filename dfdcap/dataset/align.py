@@ -281,3 +281,58 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
     }
     atomic_write_json(out / "alignment.json", doc)
     return doc
+
+
+# --------------------------------------------------------------------- dataset glue (pure)
+
+ALIGN_MODES = ("ecc", "prior", "none")
+
+
+@dataclass(frozen=True)
+class StackAlignment:
+    """A stack's slices in the reference's pixels, and what it took: maps (S, 3, 3) float32 slice ->
+    reference pixels, residual (S,) float32 1 - ECC correlation (nan where not registered),
+    correction_px (S,) float32 registration's move from the focus-model prior, status (S,) str,
+    covered (H, W) bool: reference pixels every slice saw."""
+
+    frames: np.ndarray
+    maps: np.ndarray
+    residual: np.ndarray
+    correction_px: np.ndarray
+    status: list[str]
+    covered: np.ndarray
+
+
+def focus_priors(K_by_slice: list[np.ndarray] | None, ref_pos: int, S: int) -> list[np.ndarray] | None:
+    """Slice -> reference maps K_ref K_i^-1 from each slice's camera matrix (None: no focus model)."""
+    if K_by_slice is None:
+        return None
+    K_ref = np.asarray(K_by_slice[ref_pos], np.float64)
+    return [K_ref @ np.linalg.inv(np.asarray(K_by_slice[i], np.float64)) for i in range(S)]
+
+
+def align_dataset_stack(frames: list[np.ndarray], ref_pos: int, K_by_slice: list[np.ndarray] | None, mode: str = "ecc",
+                        opts: AlignOptions = AlignOptions()) -> StackAlignment:
+    """build-dataset's step: frames (S images (H, W, 3) uint8 at the output geometry) aligned to the
+    reference slice; K_by_slice: each slice's camera matrix at the output geometry from the focus
+    model (None without one). mode: ecc (prior + registration) | prior (the focus model's warp only) | none."""
+    if mode not in ALIGN_MODES:
+        raise DatasetError(f"--align {mode!r}: expected one of {', '.join(ALIGN_MODES)}")
+    S = len(frames)
+    h, w = frames[0].shape[:2]
+    if mode == "none":
+        eye = np.broadcast_to(np.eye(3, dtype=np.float32), (S, 3, 3)).copy()
+        nan = np.full(S, np.nan, np.float32)
+        return StackAlignment(np.stack(frames), eye, nan, np.zeros(S, np.float32), ["none"] * S, np.ones((h, w), bool))
+    priors = focus_priors(K_by_slice, ref_pos, S)
+    o = opts if mode == "ecc" else dataclasses.replace(opts, motion="none")
+    res = align_stack(frames, ref_pos, priors, o)
+    maps = [a.H for a in res]
+    return StackAlignment(
+        np.stack([warp_to_reference(f, H) for f, H in zip(frames, maps)]),
+        np.stack(maps).astype(np.float32),
+        np.array([1.0 - a.cc for a in res], np.float32),
+        np.array([a.correction_px for a in res], np.float32),
+        [a.status for a in res],
+        covered_mask(maps, (w, h)),
+    )
