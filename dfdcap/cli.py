@@ -339,11 +339,12 @@ def predict(
     images: list[Path] = typer.Argument(..., help="the focus stack's images"),
     focus: str = typer.Option(..., "--focus", help="focus distance of each image, metres: 0.1,0.15,..."),
     output: Path = typer.Option(Path("depth.png"), "-o", "--output", help="colour depth PNG; 16-bit mm PNG beside it"),
+    no_align: bool = typer.Option(False, "--no-align", help="do not register the slices to the middle one (focus breathing) first"),
 ) -> None:
     """Predict depth from a focus stack: a colour-mapped PNG and a 16-bit PNG in millimetres."""
     from dfdcap.models.predict import parse_focus, predict as run
 
-    r = run(checkpoint, images, parse_focus(focus), output)
+    r = run(checkpoint, images, parse_focus(focus), output, align=not no_align)
     d = r.depth_m
     out.print(f"wrote {r.colour_png} and {r.depth_png} (depth {d.min():.3f}-{d.max():.3f} m)")
 
@@ -431,6 +432,24 @@ def export(
 
     path, n = export_ply(dataset, output, split, index)
     out.print(f"wrote {path} ({n} points)")
+
+
+@app.command()
+def align(
+    frames: list[Path] = typer.Argument(..., help="a focal sweep's frames, in sweep order"),
+    output: Path = typer.Option(..., "-o", "--output", help="folder for the aligned frames (PNG) and alignment.json"),
+    reference: Optional[int] = typer.Option(None, "--reference", help="frame to align to (position; default the middle one)"),
+    motion: str = typer.Option("affine", "--motion", help="affine | similarity | homography | translation"),
+) -> None:
+    """Register a focal sweep's frames to one of them (focus breathing): aligned frames + alignment.json."""
+    from dfdcap.dataset.align import AlignOptions, align_files
+
+    doc = align_files(frames, output, reference, AlignOptions(motion=motion))
+    rows = doc["frames"]
+    bad = [r for r in rows if r["status"].startswith("fallback")]
+    out.print(f"aligned {len(rows)} frames to {doc['reference_frame']}: scale {rows[0]['scale']:.4f} .. {rows[-1]['scale']:.4f}"
+              + (f"; {len(bad)} not registered (left as they are)" if bad else "") + f" -> {output / 'alignment.json'}",
+              highlight=False, soft_wrap=True)
 
 
 def _usage_error_types() -> tuple[type, ...]:

@@ -35,6 +35,7 @@ class FocusFit:
     model: FocusModel
     rms_px: float
     views: int
+    poses: dict = dataclasses.field(default_factory=dict)  # view name -> (6,) rvec, tvec of camera_from_board
 
 
 def read_view_focus(source: Path, names: list[str]) -> dict[str, float]:
@@ -144,12 +145,94 @@ def fit_focus_model(board: Board, dets: dict[str, Detection], focus_by_name: dic
         d_ref, float(k), float(dcx), float(dcy), float(std[4]),
         float(std[5]) if drift else 0.0, float(std[6]) if drift else 0.0, (settings[0], settings[-1]),
     )
-    return FocusFit(CameraModel(K, np.asarray(dist, np.float64), camera.size), model, rms, len(names))
+    poses = _unpack(x, len(camera.dist), drift)[4]
+    return FocusFit(CameraModel(K, np.asarray(dist, np.float64), camera.size), model, rms, len(names),
+                    {n: poses[i].copy() for i, n in enumerate(names)})
 
 
-def attach_focus_model(cal, board: Board, dets: dict[str, Detection], source: Path, warnings: list[str]):
+def _pose_T(p: np.ndarray) -> np.ndarray:
+    import cv2
+
+    from dfdcap.cameras import make_transform
+
+    return make_transform(cv2.Rodrigues(np.asarray(p[:3], np.float64))[0], p[3:])
+
+
+def _stereo_residuals(x, obj, img_p, img_s, K_p, dist_p, ns):
+    """x = [T_phone_from_sensor (6), sensor fx fy cx cy, sensor dist (ns), per view sensor_from_board (6)]."""
+    import cv2
+
+    T_ps = _pose_T(x[:6])
+    fx, fy, cx, cy = x[6:10]
+    K_s = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    dist_s = x[10 : 10 + ns]
+    o0 = 10 + ns
+    out = []
+    for i in range(len(obj)):
+        q = x[o0 + 6 * i : o0 + 6 * i + 6]
+        T_pb = T_ps @ _pose_T(q)
+        uv_s, _ = cv2.projectPoints(obj[i], q[:3], q[3:], K_s, dist_s)
+        uv_p, _ = cv2.projectPoints(obj[i], cv2.Rodrigues(T_pb[:3, :3])[0], T_pb[:3, 3], K_p[i], dist_p)
+        out += [(uv_s.reshape(-1, 2) - img_s[i]).ravel(), (uv_p.reshape(-1, 2) - img_p[i]).ravel()]
+    return np.concatenate(out)
+
+
+def refit_extrinsics(board: Board, names: list[str], phone: dict[str, Detection], sensor: dict[str, Detection],
+                     K_phone: dict[str, np.ndarray], dist_phone: np.ndarray, sensor_cam: CameraModel,
+                     T0: np.ndarray) -> tuple[np.ndarray, CameraModel]:
+    """(T_phone_from_sensor 4x4, sensor camera) by a stereo bundle in which every phone view has its
+    own K (its focus setting's, fixed), over the corners both cameras saw; the sensor's intrinsics
+    and every pose free (the joint refinement before saw one phone K for all focus settings)."""
+    import cv2
+    from scipy.optimize import least_squares
+    from scipy.sparse import lil_matrix
+
+    obj_all = board.object_points().astype(np.float64)
+    T0 = np.asarray(T0, np.float64)
+    Ksn, ds = sensor_cam.K, np.asarray(sensor_cam.dist, np.float64)
+    ns = len(ds)
+    x0 = [cv2.Rodrigues(T0[:3, :3])[0].ravel(), T0[:3, 3], [Ksn[0, 0], Ksn[1, 1], Ksn[0, 2], Ksn[1, 2]], ds]
+    obj, ip, is_, Ks = [], [], [], []
+    for n in names:
+        s_det = sensor[n]
+        best = None
+        for det in (s_det, s_det.reversed()):  # the stereo fit may have turned the corner order by 180 degrees
+            common, a, b = np.intersect1d(phone[n].ids, det.ids, return_indices=True)
+            if len(common) < 6:
+                continue
+            o, p_pts, s_pts = obj_all[common], phone[n].image_points.reshape(-1, 2)[a], det.image_points.reshape(-1, 2)[b]
+            ok, r, t = cv2.solvePnP(o, s_pts, sensor_cam.K, sensor_cam.dist)
+            if not ok:
+                continue
+            q = np.r_[r.ravel(), t.ravel()]
+            err = float(np.sum(_stereo_residuals(np.concatenate(x0[:4] + [q]), [o], [p_pts], [s_pts], [K_phone[n]],
+                                                 dist_phone, ns) ** 2))
+            if best is None or err < best[0]:
+                best = (err, o, p_pts, s_pts, q)
+        if best is not None:
+            obj.append(best[1]), ip.append(best[2]), is_.append(best[3]), Ks.append(K_phone[n]), x0.append(best[4])
+    if len(obj) < 3:
+        return T0, sensor_cam
+    o0 = 10 + ns
+    A = lil_matrix((sum(4 * len(o) for o in obj), o0 + 6 * len(obj)), dtype=np.int8)
+    r = 0
+    for i, o in enumerate(obj):
+        A[r : r + 4 * len(o), o0 + 6 * i : o0 + 6 * i + 6] = 1
+        A[r : r + 2 * len(o), 6:o0] = 1  # sensor corners: sensor intrinsics
+        A[r + 2 * len(o) : r + 4 * len(o), :6] = 1  # phone corners: T
+        r += 4 * len(o)
+    sol = least_squares(_stereo_residuals, np.concatenate(x0), jac_sparsity=A, x_scale="jac", method="trf",
+                        args=(obj, ip, is_, Ks, dist_phone, ns), xtol=1e-10, ftol=1e-10, max_nfev=50)
+    fx, fy, cx, cy = sol.x[6:10]
+    cam = CameraModel(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), sol.x[10:o0].copy(), sensor_cam.size)
+    return _pose_T(sol.x[:6]), cam
+
+
+def attach_focus_model(cal, board: Board, dets: dict[str, Detection], source: Path, warnings: list[str],
+                       sensor: dict[str, Detection] | None = None):
     """The calibration with its phone refitted as K(focus) when the views carry >= 2 focus settings
-    (phone K and dist become those at the model's ref_diopters); unchanged otherwise."""
+    (phone K and dist become those at the model's ref_diopters; with the sensor's detections,
+    T_phone_from_sensor is refitted on the bundle's phone poses); unchanged otherwise."""
     focus = read_view_focus(source, sorted(dets))
     used = [n for n in cal.phone_fit.view_names if n in dets] or sorted(dets)
     focus = {n: focus[n] for n in used if n in focus}
@@ -159,4 +242,10 @@ def attach_focus_model(cal, board: Board, dets: dict[str, Detection], source: Pa
     if missing:
         warnings.append(f"focus model: {missing} phone view(s) without a focus setting left out of it")
     fit = fit_focus_model(board, {n: dets[n] for n in focus}, focus, cal.phone)
-    return dataclasses.replace(cal, phone=fit.camera, focus_model=fit.model, focus_fit_rms_px=fit.rms_px)
+    T, sensor_cam = cal.T_phone_from_sensor, cal.sensor
+    if sensor is not None:
+        pairs = [n for n in cal.stereo.get("views_used", []) if n in focus and n in sensor]
+        K_by = {n: fit.model.K_at(fit.camera.K, focus[n]) for n in pairs}
+        T, sensor_cam = refit_extrinsics(board, pairs, dets, sensor, K_by, fit.camera.dist, cal.sensor, T)
+    return dataclasses.replace(cal, phone=fit.camera, focus_model=fit.model, focus_fit_rms_px=fit.rms_px,
+                               T_phone_from_sensor=T, sensor=sensor_cam)

@@ -64,7 +64,23 @@ def predict_depth(model: torch.nn.Module, frames: list[np.ndarray], focus_m: lis
         return model(x, f)["depth"][0, 0].numpy().astype(np.float32)
 
 
-def predict(checkpoint: str | Path, images: list[str | Path], focus_m: list[float], out: str | Path) -> PredictResult:
+def align_input_stack(frames: list[np.ndarray], focus_m: list[float]) -> list[np.ndarray]:
+    """The stack registered to its middle slice by focus distance, as build-dataset stores slices
+    (dfdcap.dataset.align; no focus model here, registration only; a slice that fails stays as it is)."""
+    from dfdcap.dataset.align import align_stack, warp_to_reference
+
+    order = list(np.argsort(focus_m))
+    ref = order[len(order) // 2]
+    sorted_frames = [frames[i] for i in order]
+    maps = align_stack(sorted_frames, order.index(ref), None)
+    out = list(frames)
+    for pos, i in enumerate(order):
+        out[i] = warp_to_reference(frames[i], maps[pos].H)
+    return out
+
+
+def predict(checkpoint: str | Path, images: list[str | Path], focus_m: list[float], out: str | Path,
+            align: bool = True) -> PredictResult:
     """Write <out> (colour-mapped depth PNG) and <out stem>_mm.png (16-bit depth, millimetres)."""
     from dfdcap.models.checkpoint import load_checkpoint
 
@@ -77,6 +93,8 @@ def predict(checkpoint: str | Path, images: list[str | Path], focus_m: list[floa
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
         raise ModelError(f"predict: images differ in size: {sorted(shapes)}")
+    if align:  # focus breathing: slices to the middle slice's geometry, as in training data
+        frames = align_input_stack(frames, focus_m)
     depth = predict_depth(model, frames, focus_m)
     out = Path(out)
     if out.suffix.lower() != ".png":
