@@ -440,11 +440,12 @@ def align(
     output: Path = typer.Option(..., "-o", "--output", help="folder for the aligned frames (PNG) and alignment.json"),
     reference: Optional[int] = typer.Option(None, "--reference", help="frame to align to (position; default the middle one)"),
     motion: str = typer.Option("affine", "--motion", help="affine | similarity | homography | translation"),
+    max_side: int = typer.Option(512, "--max-side", help="long side (px) of the copies registration runs on; maps apply at full size"),
 ) -> None:
     """Register a focal sweep's frames to one of them (focus breathing): aligned frames + alignment.json."""
     from dfdcap.dataset.align import AlignOptions, align_files
 
-    doc = align_files(frames, output, reference, AlignOptions(motion=motion))
+    doc = align_files(frames, output, reference, AlignOptions(motion=motion, max_side_px=max_side))
     rows = doc["frames"]
     bad = [r for r in rows if r["status"].startswith("fallback")]
     out.print(f"aligned {len(rows)} frames to {doc['reference_frame']}: scale {rows[0]['scale']:.4f} .. {rows[-1]['scale']:.4f}"

@@ -109,3 +109,31 @@ class TestDatasetGlue:
         out = warp_to_reference(frames[4], maps[4])
         assert out.shape == frames[4].shape
         assert covered_mask([maps[4]], (320, 240)).all()  # a magnified slice covers the whole reference
+
+
+class TestAlignCommand:
+    def test_writes_aligned_frames_and_alignment_json(self, cli, tmp_path):
+        import json
+
+        from dfdcap.fileio import read_image, write_image
+
+        frames, maps = _sweep(blurs=(1.0, 0.5, 0.0, 0.5, 1.0))
+        paths = []
+        for k, f in enumerate(frames):
+            paths.append(tmp_path / f"f{k}.png")
+            write_image(paths[-1], f)
+        code, out, err = cli("align", *paths, "-o", tmp_path / "out")
+        assert code == 0, out + err
+        doc = json.loads((tmp_path / "out" / "alignment.json").read_text())
+        assert doc["reference"] == 2 and len(doc["frames"]) == 5
+        for row, m in zip(doc["frames"], maps):
+            assert row["scale"] == pytest.approx(np.sqrt(np.linalg.det(m[:2, :2])), abs=2e-4)
+            assert set(row) >= {"scale", "shift_px", "residual", "status"}
+        assert read_image(tmp_path / "out" / "f0.png").shape == frames[0].shape
+
+    def test_one_frame_is_refused_in_one_line(self, cli, tmp_path):
+        from dfdcap.fileio import write_image
+
+        write_image(tmp_path / "a.png", np.zeros((32, 32, 3), np.uint8))
+        code, out, err = cli("align", tmp_path / "a.png", "-o", tmp_path / "out")
+        assert code == 1 and "at least 2 frames" in out + err and "Traceback" not in out + err

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dfdcap.dataset.align import align_stack, warp_to_reference
+from dfdcap.dataset.align import AlignOptions, align_stack, warp_to_reference
 from dfdcap.fileio import read_image
 
 SWEEP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "focal_stack_pcb" / "sweep10"
@@ -42,7 +42,7 @@ def sweep():
         pytest.skip(f"{SWEEP} missing")
     frames = [read_image(p) for p in sorted(SWEEP.glob("pcb_*.JPG"))]
     assert len(frames) == 10 and frames[0].shape == (1536, 2048, 3)
-    res = align_stack(frames, 5, None)
+    res = align_stack(frames, 5, None, AlignOptions(max_side_px=512))  # as `dfdcap align` does
     return frames, res, [warp_to_reference(f, a.H) for f, a in zip(frames, res)]
 
 
@@ -56,7 +56,7 @@ def test_scale_runs_monotonically_across_the_sweep(sweep):
 
 def test_features_move_far_less_after_alignment(sweep):
     """Judged on pairs with 40-150 SIFT inliers (frames 7-9 are so defocused that pairs with them
-    keep only 10-20). Measured (consensus move at the inliers, before -> after): 0-6 76 -> 1.4 px,
+    keep only 10-20). Measured (consensus move at the inliers, before -> after): 0-6 74 -> 1.6 px,
     2-5 33 -> 1.2 px, 4-5 9.6 -> 0.6 px. The issue's bound of 1 px holds for neighbours only: ECC on
     the blurred intensities and SIFT on the sharp ones disagree by 1-2 px under strong defocus."""
     frames, _, aligned = sweep
