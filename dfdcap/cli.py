@@ -101,6 +101,7 @@ def sim_checkerboard(
     phone_dist: Optional[str] = typer.Option(None, "--phone-dist", help="phone distortion K1,K2,P1,P2,K3 (OpenCV order; default the sim phone's)"),
     baseline: Optional[float] = typer.Option(None, "--baseline", help="phone-sensor baseline, m (default 0.04)"),
     jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", help="write JPEG at this quality (1-100) instead of PNG"),
+    focus_diopters: Optional[str] = typer.Option(None, "--focus-diopters", help="phone focus settings cycled over the views, diopters: 0.5,2,3.5 (default: one locked setting); `calibrate` then fits K(focus)"),
 ) -> None:
     """Write calibration board image pairs (phone + sensor) at random poses, with the true poses."""
     from dfdcap.capture.recorder import check_output_dir, parse_size
@@ -129,8 +130,15 @@ def sim_checkerboard(
             raise DfdcapError(f"--baseline {baseline}: expected a distance in metres between 0 and 1")
         rig.T_phone_from_sensor = default_T_phone_from_sensor(baseline)
     spec = BoardSpec("charuco" if charuco else "checkerboard", cols, rows, square)
+    focus_list = None
+    if focus_diopters is not None:
+        try:
+            focus_list = [float(v) for v in focus_diopters.split(",") if v.strip()]
+        except ValueError:
+            raise DfdcapError(f"--focus-diopters {focus_diopters!r}: expected comma-separated diopters, e.g. 0.5,2,3.5") from None
     write_board_pairs(
         out_dir, views, spec, rig=rig, phone_size=size, seed=seed, n_corrupt=corrupt, progress=True, jpeg_quality=jpeg_quality,
+        focus_diopters=focus_list,
     )
     out.print(f"wrote {views} board view pairs to {out_dir} (truth in {out_dir / 'truth.json'})", soft_wrap=True, highlight=False)
 
@@ -249,6 +257,11 @@ def calibrate(
             f"T uncertainty (1 sigma): rotation {u['rotation_std_deg']:.4f} deg, translation "
             f"{u['translation_std']:.5f} {u['translation_unit']}", highlight=False,
         )
+        if cal.focus_model is not None:
+            fm = cal.focus_model
+            out.print(f"focus breathing: scale {100 * fm.scale_per_diopter:+.4f} +- {100 * fm.scale_per_diopter_std:.4f} % per diopter "
+                      f"around {fm.ref_diopters:g} D, principal point {fm.cx_per_diopter:+.3f}, {fm.cy_per_diopter:+.3f} px/D "
+                      f"(bundle RMS {cal.focus_fit_rms_px:.3f} px)", highlight=False)
     else:
         c = cal.camera
         out.print(f"RMS {cal.fit.rms_px:.3f} px over {len(cal.fit.per_view_px)} views; fx {c.fx:.2f} fy {c.fy:.2f} "
@@ -446,6 +459,7 @@ def predict(
     size: Optional[str] = typer.Option(None, "--size", help="run at WxH (or W, keeping the aspect)"),
     tile: int = typer.Option(1024, "--tile", help="tile side in pixels at the run size (bounded memory); 0 = whole image"),
     output: Path = typer.Option(Path("depth.png"), "-o", "--output", help="colour PNG; 16-bit PNG beside it (_mm: mm, _index: 0..65535 = first..last frame)"),
+    no_align: bool = typer.Option(False, "--no-align", help="do not register the slices to the middle one (focus breathing) first"),
 ) -> None:
     """Predict depth from a focus stack: a colour-mapped PNG and a 16-bit PNG (mm, or frame index with --index)."""
     from dfdcap.fileio import check_output_file
@@ -455,7 +469,7 @@ def predict(
     coords = focus_coordinates(len(images), focus, diopters, index)
     for path in output_paths(output, coords.unit):
         check_output_file(path, what="depth PNG", create_parent=True)
-    r = run(model, images, coords, output, scale=scale, size=size, tile=tile)
+    r = run(model, images, coords, output, scale=scale, size=size, tile=tile, align=not no_align)
     d = r.depth_m
     what = f"depth {d.min():.3f}-{d.max():.3f} m" if r.unit == "m" else f"best-focus frame index {d.min():.2f}-{d.max():.2f}"
     out.print(f"wrote {r.colour_png} and {r.depth_png} ({r.size[0]}x{r.size[1]}, {r.tiles} tile(s), {what})",
@@ -498,6 +512,7 @@ def build_dataset_cmd(
     ply: Optional[Path] = typer.Option(None, "--ply", help="also write the first sample as a coloured point cloud"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
     workers: Optional[int] = typer.Option(None, "--workers", help="processes building stacks (default: one per core)"),
+    align: str = typer.Option("ecc", "--align", help="slices to the reference slice's geometry: ecc (focus model + registration) | prior (focus model only) | none"),
 ) -> None:
     """Reproject sensor depth into the phone view and write focus stacks + depth + mask + CoC (HDF5)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -515,7 +530,8 @@ def build_dataset_cmd(
     except DfdcapError as e:
         raise DatasetError(str(e)) from None
     opts = BuildOptions(frames=frames, size=size, crop=crop, fuse=fuse, coc=not no_coc, val=tuple(val or ()),
-                        test=tuple(test or ()), val_fraction=val_fraction, test_fraction=test_fraction, workers=workers)
+                        test=tuple(test or ()), val_fraction=val_fraction, test_fraction=test_fraction, workers=workers,
+                        align=align)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("stacks", total=None)
@@ -576,6 +592,25 @@ def import_opencamera_cmd(
     out.print(f"{r.ramps} focus brackets, {r.frames} photos"
               + (f"; skipped {len(r.skipped_incomplete)} incomplete: {', '.join(r.skipped_incomplete)}" if r.skipped_incomplete else ""),
               soft_wrap=True, highlight=False)
+
+
+@app.command()
+def align(
+    frames: list[Path] = typer.Argument(..., help="a focal sweep's frames, in sweep order"),
+    output: Path = typer.Option(..., "-o", "--output", help="folder for the aligned frames (PNG) and alignment.json"),
+    reference: Optional[int] = typer.Option(None, "--reference", help="frame to align to (position; default the middle one)"),
+    motion: str = typer.Option("affine", "--motion", help="affine | similarity | homography | translation"),
+    max_side: int = typer.Option(512, "--max-side", help="long side (px) of the copies registration runs on; maps apply at full size"),
+) -> None:
+    """Register a focal sweep's frames to one of them (focus breathing): aligned frames + alignment.json."""
+    from dfdcap.dataset.align import AlignOptions, align_files
+
+    doc = align_files(frames, output, reference, AlignOptions(motion=motion, max_side_px=max_side))
+    rows = doc["frames"]
+    bad = [r for r in rows if r["status"].startswith("fallback")]
+    out.print(f"aligned {len(rows)} frames to {doc['reference_frame']}: scale {rows[0]['scale']:.4f} .. {rows[-1]['scale']:.4f}"
+              + (f"; {len(bad)} not registered (left as they are)" if bad else "") + f" -> {output / 'alignment.json'}",
+              highlight=False, soft_wrap=True)
 
 
 def _usage_error_types() -> tuple[type, ...]:

@@ -25,6 +25,7 @@ from dfdcap.calib.distortion import MODELS, ModelSelection, get_model, select_mo
 from dfdcap.calib.intrinsics import (
     OUTLIER_RULE, IntrinsicsFit, calibrate_intrinsics, outlier_views, reprojection_residuals,
 )
+from dfdcap.calib.focus_model import attach_focus_model
 from dfdcap.calib.io import Calibration, CameraCalibration, CameraFit, ViewResiduals, versions
 from dfdcap.calib.joint import JointFit, refine_rig
 from dfdcap.calib.stereo import StereoFit, calibrate_stereo, views_to_flip
@@ -479,6 +480,7 @@ def calibrate_rig(path: Path, options: CalibrateOptions, dirs: tuple[str, str] =
     warnings = list(inputs.warnings)
     found = _detect([("phone", inputs.phone), ("sensor", inputs.sensor)], options, warnings)
     cal = fit_rig(found["phone"], found["sensor"], options, warnings)
+    cal = attach_focus_model(cal, options.board, found["phone"], Path(path), warnings, found["sensor"])  # views at >= 2 focus settings
     return CalibrationRun(cal, warnings, len(inputs.phone) + len(inputs.sensor))
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dfdcap.breathing import FocusModel
 from dfdcap.cameras import CameraModel
 from dfdcap.errors import CalibrationError, DfdcapError
 from dfdcap.fileio import atomic_write_json, atomic_write_text, read_json
@@ -71,6 +72,8 @@ class Calibration:
     stereo: dict
     versions: dict = field(default_factory=dict)
     views: dict = field(default_factory=dict)  # {"phone": [ViewResiduals], "sensor": [...]}
+    focus_model: FocusModel | None = None  # phone K(focus) (calib/focus_model.py); phone K holds at its ref_diopters
+    focus_fit_rms_px: float | None = None
 
     @property
     def baseline_m(self) -> float:
@@ -132,7 +135,15 @@ def calibration_to_dict(cal: Calibration) -> dict:
         "T_phone_from_sensor": np.asarray(cal.T_phone_from_sensor, np.float64).tolist(),
         "versions": cal.versions or versions(),
         "views": {k: _views_entry(v) for k, v in cal.views.items()},
-    }
+    } | _with_focus_model(cal)
+
+
+def _with_focus_model(cal: Calibration) -> dict:
+    """{"phone": {..., "focus_model": {...}}} when the phone has a focus model (its K and dist hold at ref_diopters)."""
+    if cal.focus_model is None:
+        return {}
+    return {"phone": _camera_entry(cal.phone, cal.phone_fit)
+            | {"focus_model": dict(cal.focus_model.to_dict(), bundle_rms_px=cal.focus_fit_rms_px)}}
 
 
 def camera_calibration_to_dict(cal: CameraCalibration) -> dict:
@@ -239,6 +250,8 @@ def load_any_calibration(path: str | os.PathLike) -> Calibration | CameraCalibra
         phone=phone, sensor=sensor, T_phone_from_sensor=T, board=dict(d["board"]),
         phone_fit=phone_fit, sensor_fit=sensor_fit, stereo=stereo, versions=dict(d.get("versions", {})),
         views={k: _views_from(v) for k, v in views.items()},
+        focus_model=None if d["phone"].get("focus_model") is None else FocusModel.from_dict(d["phone"]["focus_model"], f"{path}: phone.focus_model"),
+        focus_fit_rms_px=(d["phone"].get("focus_model") or {}).get("bundle_rms_px"),
     )
 
 

@@ -335,10 +335,12 @@ class SessionWriter:
         (self.path / "truth" / "phone_depth").mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path / "truth" / "rig.json", rig)
 
-    def write_truth_phone_depth(self, index: int, depth_m: np.ndarray) -> None:
+    def write_truth_phone_depth(self, index: int, depth_m: np.ndarray, K: np.ndarray | None = None) -> None:
+        """truth/phone_depth/<index>.npz: depth_m, and K (3x3, the frame's true phone camera) when given."""
         (self.path / "truth" / "phone_depth").mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        np.savez_compressed(buf, depth_m=depth_m.astype(np.float32))
+        extra = {} if K is None else {"K": np.asarray(K, np.float64)}
+        np.savez_compressed(buf, depth_m=depth_m.astype(np.float32), **extra)
         atomic_write_bytes(self.path / "truth" / "phone_depth" / f"{index}.npz", buf.getvalue())
 
     # end ------------------------------------------------------------------------------

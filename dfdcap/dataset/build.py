@@ -21,6 +21,8 @@ import numpy as np
 from dfdcap import __version__
 from dfdcap.cameras import CameraModel
 from dfdcap.capture.session import Session
+from dfdcap.breathing import FocusModel
+from dfdcap.dataset.align import align_dataset_stack
 from dfdcap.dataset.fusion import FUSE_MODES, fuse_depth
 from dfdcap.dataset.h5io import Sample, write_dataset
 from dfdcap.dataset.reproject import reproject_depth, warm_up
@@ -38,19 +40,26 @@ class RigGeometry:
     sensor: CameraModel
     T_phone_from_sensor: np.ndarray
     source: str = "calibration"
+    focus_model: FocusModel | None = None  # the phone's K(focus); phone holds at its ref_diopters
 
     @classmethod
     def from_calibration(cls, cal, source: str = "calibration") -> "RigGeometry":
         """From a dfdcap.calib.io.Calibration (or anything with phone, sensor, T_phone_from_sensor)."""
-        return cls(cal.phone, cal.sensor, np.asarray(cal.T_phone_from_sensor, np.float64), source)
+        return cls(cal.phone, cal.sensor, np.asarray(cal.T_phone_from_sensor, np.float64), source,
+                   getattr(cal, "focus_model", None))
 
     @classmethod
     def from_truth(cls, rig: dict) -> "RigGeometry":
         """From a simulated session's truth/rig.json content (for tests of the simulator only)."""
+        fm = rig.get("phone_breathing")
         return cls(
             CameraModel.from_dict(rig["phone"]), CameraModel.from_dict(rig["sensor"]),
-            np.asarray(rig["T_phone_from_sensor"], np.float64), "truth",
+            np.asarray(rig["T_phone_from_sensor"], np.float64), "truth", None if fm is None else FocusModel.from_dict(fm),
         )
+
+    def phone_at(self, focus_diopters: float) -> CameraModel:
+        """The phone camera at a focus setting (the calibrated one without a focus model)."""
+        return self.phone if self.focus_model is None else self.focus_model.camera_at(self.phone, focus_diopters)
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class BuildOptions:
     test_fraction: float = 0.0
     edge_rel: float = 0.03
     workers: int | None = None  # stack-building processes; None = one per core
+    align: str = "ecc"  # slices to the reference's geometry: ecc | prior (focus model only) | none (dataset/align.py)
 
 
 @dataclass
@@ -299,6 +309,8 @@ def build_sample(
             {plan.pairs[r.index].sensor_index for r in stack if plan.pairs.get(r.index) and plan.pairs[r.index].sensor_index is not None}
             - {ref_pair.sensor_index}
         )
+    if rig.focus_model is not None:  # focus breathing: depth goes into the reference slice's own camera
+        out_camera = geometry.camera(rig.phone_at(ref.focus_diopters))
     depths = np.stack([s.read_sensor_depth_m(by_index[i], depth_scale_m) for i in sensor_ids])
     depth_sensor = fuse_depth(depths, opts.fuse, rig.sensor)
     rep = reproject_depth(depth_sensor, rig.sensor, out_camera, rig.T_phone_from_sensor, edge_rel=opts.edge_rel)
@@ -311,6 +323,8 @@ def build_sample(
                 f"{rig.phone.width}x{rig.phone.height}"
             )
         frames.append(geometry.apply(img))
+    K_slices = None if rig.focus_model is None else [geometry.camera(rig.phone_at(r.focus_diopters)).K for r in stack]
+    aligned = align_dataset_stack(frames, ref_pos, K_slices, opts.align)
     focus_m = np.array([r.focus_m for r in stack], np.float32)
     coc = None
     if opts.coc:
@@ -331,9 +345,12 @@ def build_sample(
         "depth_sensor_indices": [int(i) for i in sensor_ids],
         "fuse": opts.fuse if len(sensor_ids) > 1 or opts.fuse == "none" else f"{opts.fuse} (1 frame: none)",
         "rig": rig.source,
-        "valid_fraction": float(rep.mask.mean()),
+        "valid_fraction": float((rep.mask & aligned.covered).mean()),
+        "align": {"mode": opts.align, "status": aligned.status, "focus_model": rig.focus_model is not None,
+                  "reference_camera_K": out_camera.K.tolist()},
     }
-    return Sample(np.stack(frames), focus_m, rep.depth_m, rep.mask, coc, prov)
+    extra = {"align": aligned.maps, "align_residual": aligned.residual, "align_correction": aligned.correction_px}
+    return Sample(aligned.frames, focus_m, rep.depth_m, rep.mask & aligned.covered, coc, prov, extra)
 
 
 def resolve_workers(workers: int | None, n_jobs: int) -> int:
@@ -406,6 +423,8 @@ def build_dataset(
         session_splits={p.session.path.name: p.split for p in plans},
         dfdcap_version=__version__,
     )
+    if rig.focus_model is not None:  # then each sample's camera is its provenance's align.reference_camera_K
+        attrs["phone_focus_model"] = rig.focus_model.to_dict()
     if calibration_doc is not None:
         attrs["calibration"] = calibration_doc
     n_frames = 0

@@ -8,6 +8,10 @@ Layout (DESIGN.md "Dataset file"), one group of keys per split (train, val, test
   focus_<split>       (N, S) float32          focus distance of each frame, metres
   coc_<split>         (N, S, H, W) float32    circle of confusion diameter, output pixels (optional)
   provenance_<split>  (N,) UTF-8 JSON string  session, phone/sensor frame indices, time gaps, fusion
+  align_<split>       (N, S, 3, 3) float32    each slice's map of its pixels to the reference slice's pixels
+                                              (the stored slices are already resampled with it; dataset/align.py)
+  align_residual_<split> (N, S) float32       1 - ECC correlation after registration (nan: not registered)
+  align_correction_<split> (N, S) float32     registration's move away from the focus model's warp, RMS px
 Root attributes: format="dfdcap", schema, focal_length_m, f_number, pixel_pitch_m (of the output
 images), reference_frame, image_size, calibration (JSON), camera (JSON, output phone model).
 
@@ -81,6 +85,7 @@ class Sample:
     mask: np.ndarray
     coc_px: np.ndarray | None = None
     provenance: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # {key: array}: written as <key>_<split> (e.g. align, align_residual)
 
 
 class DatasetWriter:
@@ -144,6 +149,11 @@ class DatasetWriter:
         }
         if has_coc:
             values["coc"] = np.asarray(sample.coc_px, np.float32)
+        for key, value in sample.extra.items():
+            value = np.asarray(value)
+            if n == 0:
+                h5.create_dataset(f"{key}_{split}", (0, *value.shape), value.dtype, maxshape=(None, *value.shape), chunks=(64, *value.shape))
+            values[key] = value
         for key, value in values.items():
             ds = h5[f"{key}_{split}"]
             ds.resize(n + 1, axis=0)

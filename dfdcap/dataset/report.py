@@ -35,7 +35,8 @@ def write_dataset_report(h5: str | os.PathLike, png: str | os.PathLike, n_sample
         S = f.stack_shape(picks[0][0])[0]
         fi = np.unique(np.linspace(0, S - 1, min(S, max_frames)).round().astype(int))
         has_coc = any(f.has_coc(s) for s, _ in picks)
-        ncol = len(fi) + 2 + (2 if has_coc else 0)
+        has_align = f"align_{picks[0][0]}" in f._h5
+        ncol = len(fi) + 2 + (2 if has_coc else 0) + (1 if has_align else 0)
         H, W = f.stack_shape(picks[0][0])[1:3]
         cw = 2.6
         fig, axes = plt.subplots(len(picks), ncol, figsize=(cw * ncol, cw * H / W * len(picks) + 0.8), squeeze=False)
@@ -66,9 +67,11 @@ def write_dataset_report(h5: str | os.PathLike, png: str | os.PathLike, n_sample
                                               vmax=max(1.0, float(np.nanpercentile(np.where(mask, coc, np.nan), 99))))
                     fig.colorbar(im, ax=ax[c + 2 + j], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
                     ax[c + 2 + j].set_title(f"CoC (px) @ {focus[k]:.2f} m", fontsize=8)
+            if has_align:
+                _draw_alignment(ax[-1], f, split, i, prov)
             sess = prov.get("session", "")
             ax[0].set_ylabel(f"{split} #{i}\n{sess}\nframes {prov.get('phone_indices', '')}", fontsize=7)
-            for a in ax:
+            for a in (ax[:-1] if has_align else ax):
                 a.set_xticks([])
                 a.set_yticks([])
         attrs = f.attrs
@@ -82,3 +85,25 @@ def write_dataset_report(h5: str | os.PathLike, png: str | os.PathLike, n_sample
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
     return png
+
+
+def _draw_alignment(ax, f, split: str, i: int, prov: dict) -> None:
+    """Per slice: the scale of its map to the reference (%, left axis) and the registration's
+    correction of the focus-model warp (px, right axis); x marks slices left unregistered."""
+    maps = f._h5[f"align_{split}"][i].astype(np.float64)
+    corr = f._h5[f"align_correction_{split}"][i] if f"align_correction_{split}" in f._h5 else np.zeros(len(maps))
+    scale = np.sqrt(np.abs(np.linalg.det(maps[:, :2, :2])))
+    k = np.arange(len(maps))
+    ax.plot(k, 100 * (scale - 1), "o-", color="tab:blue", ms=3)
+    status = prov.get("align", {}).get("status", [])
+    bad = [j for j, st in enumerate(status) if str(st).startswith("fallback")]
+    if bad:
+        ax.plot(bad, 100 * (scale[bad] - 1), "x", color="red", ms=7)
+    ax.set_xlabel("slice", fontsize=7)
+    ax.set_ylabel("scale to ref - 1 (%)", fontsize=7, color="tab:blue")
+    ax.tick_params(labelsize=6)
+    ax2 = ax.twinx()
+    ax2.bar(k, corr, color="tab:orange", alpha=0.4, width=0.5)
+    ax2.set_ylabel("registration correction (px)", fontsize=6, color="tab:orange")
+    ax2.tick_params(labelsize=6)
+    ax.set_title(f"alignment ({prov.get('align', {}).get('mode', '?')})", fontsize=8)

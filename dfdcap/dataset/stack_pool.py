@@ -4,8 +4,8 @@ Why shared memory: a 1008x756 stack of 5 frames with its CoC maps is ~30 MB; pic
 pipe it cost the parent and the worker more CPU than building it (0.2 s a stack on a 2-core VM).
 Workers are forked, so they inherit the sessions, the calibration and the compiled kernels, and
 an anonymous shared mapping made before the fork: a ring of slots, one sample each. A worker
-writes its sample's arrays into the slot its job names; only the split, focus distances and
-provenance travel through the pipe. The consumer takes samples in job order, and a slot gets its
+writes its sample's arrays into the slot its job names; only the split, focus distances,
+provenance and the small `extra` arrays (per-slice alignment) travel through the pipe. The consumer takes samples in job order, and a slot gets its
 next job when the consumer asks for the next sample, so a sample is valid until then.
 Without "fork" (not Linux) or with one worker, samples are made in this process.
 """
@@ -93,7 +93,7 @@ def _init_worker(make: MakeSample, slots: _Slots) -> None:
     _make, _slots = make, slots
 
 
-def _run_job(job: object, slot: int) -> tuple[str, np.ndarray, dict]:
+def _run_job(job: object, slot: int) -> tuple[str, np.ndarray, dict, dict]:
     split, sample = _make(job)
     views = _slots.views(slot)
     for name, shape, dt in _slots.layout.arrays():
@@ -102,7 +102,7 @@ def _run_job(job: object, slot: int) -> tuple[str, np.ndarray, dict]:
             raise DatasetError(f"build-dataset: sample {name} is {None if value is None else value.shape}, "
                                f"expected {shape} like every sample of this build")
         np.copyto(views[name], value, casting="unsafe")
-    return split, np.asarray(sample.focus_m, np.float32), sample.provenance
+    return split, np.asarray(sample.focus_m, np.float32), sample.provenance, dict(sample.extra)
 
 
 def ordered_samples(make: MakeSample, jobs: list, workers: int, layout: SampleLayout,
@@ -124,12 +124,12 @@ def ordered_samples(make: MakeSample, jobs: list, workers: int, layout: SampleLa
         futures = [ex.submit(_run_job, job, k) for k, job in enumerate(jobs[:n_slots])]
         for k in range(len(jobs)):
             try:
-                split, focus_m, provenance = futures[k].result()
+                split, focus_m, provenance, extra = futures[k].result()
             except BrokenProcessPool as e:
                 raise DatasetError(f"build-dataset: a worker process died ({e}); try --workers 1") from None
             futures[k] = None
             views = slots.views(k % n_slots)
-            yield split, Sample(views["stack"], focus_m, views["depth_m"], views["mask"], views.get("coc_px"), provenance)
+            yield split, Sample(views["stack"], focus_m, views["depth_m"], views["mask"], views.get("coc_px"), provenance, extra)
             if k + n_slots < len(jobs):  # the consumer is done with slot k % n_slots
                 futures.append(ex.submit(_run_job, jobs[k + n_slots], k % n_slots))
     finally:

@@ -2,8 +2,8 @@
 
 The steps, each its own function:
   1. read the frames (all the same size);
-  2. align them (focus breathing: the field of view changes with focus) -- `align_frames`,
-     the identity today; issue 15 puts the real alignment there;
+  2. align them (focus breathing: the field of view changes with focus) -- `align_input_stack`,
+     registration to the middle slice as build-dataset stores slices (`--no-align` skips it);
   3. rescale (`--scale` / `--size`) so the largest blur is about what the network was trained on;
   4. run the network or the classical baseline, in tiles with a margin on large frames so memory
      stays bounded (each tile is computed on its core plus `margin` pixels of context on every
@@ -133,6 +133,21 @@ def predict_depth(model: torch.nn.Module, frames: list[np.ndarray] | np.ndarray,
         return model(x, f)["depth"][0, 0].numpy().astype(np.float32)
 
 
+def align_input_stack(frames: list[np.ndarray], focus_m: list[float]) -> list[np.ndarray]:
+    """The stack registered to its middle slice by focus distance, as build-dataset stores slices
+    (dfdcap.dataset.align; no focus model here, registration only; a slice that fails stays as it is)."""
+    from dfdcap.dataset.align import align_stack, warp_to_reference
+
+    order = list(np.argsort(focus_m))
+    ref = order[len(order) // 2]
+    sorted_frames = [frames[i] for i in order]
+    maps = align_stack(sorted_frames, order.index(ref), None)
+    out = list(frames)
+    for pos, i in enumerate(order):
+        out[i] = warp_to_reference(frames[i], maps[pos].H)
+    return out
+
+
 def tile_windows(h: int, w: int, tile: int, margin: int) -> list[tuple[slice, slice, slice, slice]]:
     """Cores that partition an h x w image (side <= tile) and their windows (core + margin, clipped).
 
@@ -163,14 +178,6 @@ def run_tiled(method: Callable[[np.ndarray], np.ndarray], stack: np.ndarray, til
         if progress is not None:
             progress(k + 1, len(windows))
     return out, len(windows)
-
-
-def align_frames(frames: list[np.ndarray]) -> list[np.ndarray]:
-    """Register every frame to the stack's reference frame (focus breathing). Identity for now.
-
-    Issue 15 replaces this body; it runs at full resolution, before any rescaling.
-    """
-    return frames
 
 
 def parse_scale(scale: float | None, size: str | None, w: int, h: int) -> tuple[int, int]:
@@ -260,6 +267,7 @@ def predict(
     tile: int = DEFAULT_TILE,
     margin: int = DEFAULT_MARGIN,
     progress: Callable[[int, int], None] | None = None,
+    align: bool = True,
 ) -> PredictResult:
     """Write <out> (colour PNG) and a 16-bit PNG beside it; checkpoint None = the classical baseline.
 
@@ -272,7 +280,9 @@ def predict(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # before any long work
     method = stack_method(checkpoint, coords.focus_m)  # a bad checkpoint fails before any image is read
-    frames = align_frames(read_frames(images))
+    frames = read_frames(images)
+    if align:  # focus breathing: slices to the middle slice's geometry, as in training data
+        frames = align_input_stack(frames, coords.focus_m)
     run_size = parse_scale(scale, size, frames[0].shape[1], frames[0].shape[0])
     stack = np.stack(rescale(frames, run_size))
     del frames

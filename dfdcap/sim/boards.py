@@ -16,13 +16,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from dfdcap.cameras import CameraModel, make_transform
 from dfdcap.errors import DfdcapError
-from dfdcap.fileio import atomic_write_bytes, atomic_write_json
+from dfdcap.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from dfdcap.lens import ThinLens
 from dfdcap.sim.render import composite_layers, layer_indices, random_texture
 from dfdcap.sim.scene import _Rays, fast_pixel_rays
@@ -373,6 +374,18 @@ def _smooth_background(rng: np.random.Generator, W: int, H: int) -> np.ndarray:
     return cv2.resize(small, (W, H), interpolation=cv2.INTER_CUBIC).astype(np.float32)
 
 
+def _board_focus_settings(board: BoardSpec, sensor: CameraModel, focus_diopters: Sequence[float] | None) -> tuple[list[float], float]:
+    """(each view's focus cycle in diopters, the focus of truth's "phone" camera)."""
+    if focus_diopters is None:
+        z_mid = sensor.fx * board.squares[0] * board.square_m / (0.55 * sensor.width)  # random_board_pose's middle
+        d = round(1.0 / z_mid, 3)
+        return [d], d
+    vals = [float(v) for v in focus_diopters]
+    if not vals or any(not math.isfinite(v) or v < 0 for v in vals):
+        raise DfdcapError(f"board pairs: focus settings must be diopters >= 0, got {vals}")
+    return vals, float(np.median(sorted(set(vals))))
+
+
 def write_board_pairs(
     out_dir: str | os.PathLike,
     n_views: int,
@@ -383,6 +396,7 @@ def write_board_pairs(
     n_corrupt: int = 0,
     progress: bool = False,
     jpeg_quality: int | None = None,
+    focus_diopters: Sequence[float] | None = None,
 ) -> dict:
     """Render n_views board image pairs into out_dir/phone/view_NNN.png and out_dir/sensor/view_NNN.png,
     and out_dir/truth.json with both cameras, T_phone_from_sensor, the board and each view's poses.
@@ -390,7 +404,14 @@ def write_board_pairs(
     rig: a RigConfig (default RigConfig()). phone_size: (w, h) of the phone images (default the
     rig's). n_corrupt views (chosen at random) get a phone image of a displaced board.
     jpeg_quality: write JPEG (.jpg) at this quality instead of lossless PNG, as phones do.
-    Returns the truth dict. The phone is focused near the board (0.8-1.25x its distance).
+    Returns the truth dict.
+
+    Focus and breathing: with focus_diopters None the phone's focus is locked at one setting for
+    all views (1 / the middle board distance), so its camera (truth "phone") is the same in every
+    view although the lens breathes. With a list, view k is taken at focus_diopters[k % len] (each
+    view's camera K in truth "views"; truth "phone" is the camera at the median listed focus,
+    "phone_focus_diopters" says which). out_dir/phone/focus.csv (name,focus_diopters) is the
+    sidecar `dfdcap calibrate` reads the focus of each view from.
     """
     from dfdcap.sim.rig import RigConfig
 
@@ -408,8 +429,9 @@ def write_board_pairs(
     except OSError as e:
         raise DfdcapError(f"{out}: cannot create output folder ({e.strerror})") from None
     psize = tuple(phone_size) if phone_size is not None else tuple(cfg.phone_size)
-    phone = cfg.phone_camera_model(psize)
     sensor = cfg.sensor_camera_model()
+    focus_list, ref_d = _board_focus_settings(board, sensor, focus_diopters)
+    phone = cfg.phone_camera_model(psize, ref_d)
     pitch_p = cfg.phone_pixel_pitch_m(psize)
     pitch_s = SENSOR_LENS.focal_length_m / sensor.fx
     lens_p = cfg.phone_lens
@@ -460,13 +482,16 @@ def write_board_pairs(
                     raise DfdcapError("board pairs: could not place a corrupted view in the phone image")
             centre_b = np.array([board.origin_offset_m + board.squares[0] * board.square_m / 2, board.origin_offset_m + board.squares[1] * board.square_m / 2, 0])
             zc = float((T_pb[:3, :3] @ centre_b + T_pb[:3, 3])[2])
-            focus = zc * float(np.exp(rng.uniform(math.log(0.8), math.log(1.25))))
+            rng.uniform(math.log(0.8), math.log(1.25))  # was the per-view focus; kept so poses and noise stay put
+            focus_d = focus_list[k % len(focus_list)]
+            focus = 1.0 / focus_d if focus_d > 0 else math.inf
+            phone_k = cfg.phone_camera_model(psize, focus_d)
             img_s, _ = render_board_view(
                 sensor, T_sb, board, SENSOR_LENS, SENSOR_FOCUS_M, pitch_s, rng,
                 background=bg_s, background_depth_m=bg_depth, noise=cfg.sensor_noise, texture=tex, supersample=ss_s,
             )
             img_p, _ = render_board_view(
-                phone, T_pb, board, lens_p, focus, pitch_p, rng,
+                phone_k, T_pb, board, lens_p, focus, pitch_p, rng,
                 background=bg_p, background_depth_m=bg_depth, noise=cfg.phone_noise, texture=tex, supersample=ss_p,
             )
             name = f"view_{k:03d}"
@@ -478,6 +503,8 @@ def write_board_pairs(
                 "T_sensor_from_board": T_sb.tolist(),
                 "corrupted": k in corrupt,
                 "phone_focus_m": focus,
+                "phone_focus_diopters": focus_d,
+                "phone_K": phone_k.K.tolist(),
             }
             if k in corrupt:
                 v["T_phone_from_board_rig"] = T_pb_rig.tolist()
@@ -500,6 +527,10 @@ def write_board_pairs(
         "views": views,
         "phone_lens": {"focal_length_m": lens_p.focal_length_m, "f_number": lens_p.f_number, "pixel_pitch_m": pitch_p},
         "seed": seed,
+        "phone_focus_diopters": ref_d,
+        "phone_breathing": None if (fm := cfg.phone_focus_model(psize)) is None else fm.to_dict(),
     }
+    atomic_write_text(out / "phone" / "focus.csv", "name,focus_diopters\n"
+                      + "".join(f"{v['name']},{v['phone_focus_diopters']:.6f}\n" for v in views))
     atomic_write_json(out / "truth.json", truth)
     return truth

@@ -290,7 +290,8 @@ class CompanionApp:
                     rec.frames_written += 1
                     if truth_csv is not None and depth_m is not None:
                         buf = io.BytesIO()
-                        np.savez_compressed(buf, depth_m=np.asarray(depth_m, dtype=np.float32))
+                        np.savez_compressed(buf, depth_m=np.asarray(depth_m, dtype=np.float32),
+                                            K=self.sim.frame_camera(frec).K)  # the frame's true (breathing) camera
                         tname = f"truth/{frec.index}.npz"
                         _write_atomic(rec.root / tname, buf.getvalue())
                         truth_csv.write(f"{frec.index},{tname},{len(buf.getvalue())},"

@@ -137,10 +137,20 @@ class SimPhone(Phone):
         """Every frame of the current schedule (captured or not), with its true host time."""
         return list(self._planned)
 
+    @staticmethod
+    def _breathing_diopters(rec: PhoneFrameRecord) -> float:
+        """The focus whose magnification a frame is rendered with: the requested one, so that a static
+        scene renders once per focus step (the lens error, ~0.02 D, would move the scale by < 1e-4)."""
+        return float(rec.focus_diopters_requested)
+
+    def frame_camera(self, rec: PhoneFrameRecord):
+        """The true phone camera (CameraModel, with focus breathing) a frame was rendered with."""
+        return self.rig.phone_camera_model(self._breathing_diopters(rec))
+
     def render_frame(self, planned: PlannedFrame) -> tuple[np.ndarray, np.ndarray]:
         """(rgb uint8 (H, W, 3), true depth_m float32 (H, W)) of one planned frame."""
         cfg = self._cfg
-        rgb, depth = self.rig.render_phone_sharp(planned.t_host_ns)
+        rgb, depth = self.rig.render_phone_sharp(planned.t_host_ns, self._breathing_diopters(planned.record))
         d = planned.record.focus_diopters
         focus_m = 1.0 / d if d > 0 else float("inf")
         img = render_defocus(
@@ -167,6 +177,6 @@ class SimPhone(Phone):
         for rec, rgb, depth in self.recorded_frames():
             writer.write_phone_frame(rec, rgb)
             if truth:
-                writer.write_truth_phone_depth(rec.index, depth)
+                writer.write_truth_phone_depth(rec.index, depth, K=self.frame_camera(rec).K)
             n += 1
         return n

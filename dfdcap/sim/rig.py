@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dfdcap.breathing import FocusModel, thin_lens_model
 from dfdcap.cameras import CameraModel, invert_transform, make_transform
 from dfdcap.capture.session import PhoneCamera
 from dfdcap.errors import DfdcapError
@@ -80,6 +81,12 @@ class RigConfig:
     phone_dist: tuple[float, ...] = (0.05, -0.1, 0.0005, -0.0003, 0.0)
     phone_principal_offset: tuple[float, float] = (0.004, -0.003)  # of the image size, from the centre
     phone_min_focus_diopters: float = 10.0
+    # focus breathing (dfdcap.breathing): magnification v(D) / v(ref) of the thin lens, ref = infinity
+    # (0 D: truth/rig.json's "phone" K is the camera focused at infinity), plus a principal-point drift
+    # of (x, y) * image (width, height) per diopter
+    phone_breathing: bool = True
+    phone_breathing_ref_diopters: float = 0.0
+    phone_principal_drift_per_diopter: tuple[float, float] = (2.0e-4, -1.5e-4)
     phone_focus_error_diopters: float = 0.02  # sigma of focus reached minus asked
     phone_exposure_ns: int = 16_666_667
     phone_iso: int = 100
@@ -123,14 +130,25 @@ class RigConfig:
         w = (size or self.phone_size)[0]
         return self.phone_sensor_size_m[0] / w
 
-    def phone_camera_model(self, size: tuple[int, int] | None = None) -> CameraModel:
-        """The phone's pinhole + distortion model at `size` (default phone_size)."""
+    def phone_focus_model(self, size: tuple[int, int] | None = None) -> FocusModel | None:
+        """The phone's true breathing at `size` (None when phone_breathing is off)."""
+        if not self.phone_breathing:
+            return None
+        w, h = size or self.phone_size
+        dx, dy = self.phone_principal_drift_per_diopter
+        return thin_lens_model(self.phone_focal_length_m, self.phone_breathing_ref_diopters, dx * w, dy * h)
+
+    def phone_camera_model(self, size: tuple[int, int] | None = None, focus_diopters: float | None = None) -> CameraModel:
+        """The phone's pinhole + distortion model at `size` (default phone_size), focused at
+        focus_diopters (None: the breathing reference, infinity by default)."""
         w, h = size or self.phone_size
         f_px = self.phone_focal_length_m / self.phone_pixel_pitch_m((w, h))
         cx = (w - 1) / 2 + self.phone_principal_offset[0] * w
         cy = (h - 1) / 2 + self.phone_principal_offset[1] * h
         K = np.array([[f_px, 0, cx], [0, f_px, cy], [0, 0, 1.0]])
-        return CameraModel(K, np.asarray(self.phone_dist, dtype=np.float64), (w, h))
+        cam = CameraModel(K, np.asarray(self.phone_dist, dtype=np.float64), (w, h))
+        fm = self.phone_focus_model((w, h))
+        return cam if fm is None or focus_diopters is None else fm.camera_at(cam, float(focus_diopters))
 
     def sensor_camera_model(self) -> CameraModel:
         """The sensor color camera (depth is registered to it), 640 x 480."""
@@ -182,8 +200,8 @@ class SimRig:
         return self.T_world_from_sensor(t_host_ns) @ invert_transform(self.config.T_phone_from_sensor)
 
     # cameras ---------------------------------------------------------------------------
-    def phone_camera_model(self) -> CameraModel:
-        return self.config.phone_camera_model()
+    def phone_camera_model(self, focus_diopters: float | None = None) -> CameraModel:
+        return self.config.phone_camera_model(focus_diopters=focus_diopters)
 
     def sensor_camera_model(self) -> CameraModel:
         return self.config.sensor_camera_model()
@@ -191,16 +209,19 @@ class SimRig:
     def phone_camera(self) -> PhoneCamera:
         return self.config.phone_camera()
 
-    def render_phone_sharp(self, t_host_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sharp (rgb float32 (H, W, 3), depth_m (H, W)) seen by the phone at host time t_host_ns.
+    def render_phone_sharp(self, t_host_ns: int, focus_diopters: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sharp (rgb float32 (H, W, 3), depth_m (H, W)) seen by the phone at host time t_host_ns with
+        its lens focused at focus_diopters (the breathing camera; None = the reference camera).
 
-        Static scenes are rendered once (treat the arrays as read-only)."""
+        Static scenes are rendered once per focus setting (treat the arrays as read-only)."""
+        key = "phone" if focus_diopters is None or not self.config.phone_breathing else f"phone@{float(focus_diopters):.9g}"
         with self._lock:
-            if self.scene.is_static and "phone" in self._cache:
-                return self._cache["phone"]
-            out = self.scene.render(self.phone_camera_model(), self.T_world_from_phone(t_host_ns), self.scene_time_s(t_host_ns))
+            if self.scene.is_static and key in self._cache:
+                return self._cache[key]
+            out = self.scene.render(self.phone_camera_model(focus_diopters), self.T_world_from_phone(t_host_ns),
+                                    self.scene_time_s(t_host_ns))
             if self.scene.is_static:
-                self._cache["phone"] = out
+                self._cache[key] = out
             return out
 
     def render_sensor_sharp(self, t_host_ns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -234,6 +255,7 @@ class SimRig:
             "sensor": self.sensor_camera_model().to_dict(),
             "T_phone_from_sensor": self.config.T_phone_from_sensor.tolist(),
             "clocks": {"phone": self.phone_clock.model_dict(), "sensor": self.sensor_clock.model_dict()},
+            "phone_breathing": None if (fm := self.config.phone_focus_model()) is None else fm.to_dict(),
             "phone_lens": {
                 "focal_length_m": self.config.phone_focal_length_m,
                 "f_number": self.config.phone_f_number,

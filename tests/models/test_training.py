@@ -146,7 +146,8 @@ class TestPredict:
             write_image(paths[-1], (fr.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8))
         focus = ",".join(f"{v:.4f}" for v in item["focus_m"].tolist())
         out = tmp_path / "out" / "depth.png"
-        res = CliRunner().invoke(app, ["predict", str(tmp_path / "p.pt"), *map(str, paths), "--focus", focus, "-o", str(out)])
+        res = CliRunner().invoke(app, ["predict", str(tmp_path / "p.pt"), *map(str, paths), "--focus", focus, "-o", str(out),
+                                       "--no-align"])
         assert res.exit_code == 0, res.output
         colour = read_image(out)
         mm = read_image(out.with_name("depth_mm.png"), unchanged=True)
@@ -157,6 +158,26 @@ class TestPredict:
         d = predict_depth(m, frames, item["focus_m"].tolist())
         # rounded to whole mm (+ float noise of a second forward pass, << 0.1 mm)
         assert np.abs(mm.astype(float) - d * 1000).max() <= 0.6
+
+    def test_alignment_undoes_breathing_before_inference(self):
+        """predict registers the slices to the middle one (by focus) as build-dataset stores them."""
+        import cv2
+
+        from dfdcap.models.predict import align_input_stack
+        from dfdcap.sim.render import random_texture
+
+        tex = (random_texture(np.random.default_rng(3), 120, 160, fine_px=1.5) * 255).astype(np.uint8)
+        frames, focus = [], [0.3, 0.1, 0.2]  # given out of focus order: the middle by focus is 0.2 m
+        for s in (0.98, 1.02, 1.0):
+            A = np.array([[s, 0, 80 * (1 - s)], [0, s, 60 * (1 - s)]])
+            frames.append(cv2.warpAffine(tex, A, (160, 120), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
+        out = align_input_stack(frames, focus)
+        inner = (slice(15, 105), slice(20, 140))
+        for k in (0, 1):
+            before = np.abs(frames[k][inner].astype(float) - frames[2][inner]).mean()
+            after = np.abs(out[k][inner].astype(float) - frames[2][inner]).mean()
+            assert after < 0.3 * before, (k, before, after)
+        assert out[2] is frames[2]
 
     def test_focus_count_mismatch(self, tmp_path):
         res = CliRunner().invoke(app, ["predict", "x.pt", "a.png", "b.png", "--focus", "0.1"])

@@ -1,0 +1,139 @@
+"""dataset/align.py and dfdcap/breathing.py on images whose true maps are known (pure, fast)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from dfdcap.breathing import FocusModel, grid_rms_px, thin_lens_model
+from dfdcap.dataset.align import AlignOptions, align_dataset_stack, align_stack, covered_mask, warp_to_reference
+from dfdcap.errors import DatasetError
+from dfdcap.sim.render import random_texture
+
+
+class TestFocusModel:
+    def test_thin_lens_scale_is_the_image_distance_ratio(self):
+        f = 4.2e-3
+        fm = thin_lens_model(f, ref_diopters=0.0)
+        v = lambda D: 1.0 / (1.0 / f - D)  # noqa: E731
+        for D in (0.5, 2.0, 10.0):
+            assert fm.scale(D) == pytest.approx(v(D) / f, rel=1e-12)
+        # another reference: scale 1 there, ratios unchanged
+        fm2 = thin_lens_model(f, ref_diopters=2.0)
+        assert fm2.scale(2.0) == 1.0 and fm2.scale(10.0) == pytest.approx(v(10.0) / v(2.0), rel=1e-12)
+
+    def test_K_at_and_pixel_map_round_trip(self):
+        K = np.array([[700.0, 0, 500], [0, 700, 380], [0, 0, 1]])
+        fm = FocusModel(1.0, 0.004, 0.3, -0.2)
+        K3 = fm.K_at(K, 3.0)
+        assert K3[0, 0] == pytest.approx(700 / (1 - 0.008)) and K3[0, 2] == pytest.approx(500.6)
+        H = fm.pixel_map(K, 3.0, 1.0)
+        assert np.allclose(H @ K3, K)  # pixels seen at 3 D land where 1 D sees them
+        assert FocusModel.from_dict(fm.to_dict()) == fm
+
+    def test_grid_rms(self):
+        T = np.array([[1, 0, 0.5], [0, 1, 0], [0, 0, 1.0]])
+        assert grid_rms_px(T, np.eye(3), (100, 80)) == pytest.approx(0.5)
+
+
+def _sweep(size=(320, 240), scales=(1.03, 1.015, 1.0, 0.985, 0.97), blurs=(3.0, 1.5, 0.0, 1.5, 3.0), seed=0):
+    """Slices of one texture magnified about (cx, cy) with known maps, each blurred differently."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    tex = (random_texture(rng, h, w, fine_px=1.5) * 255).astype(np.uint8)
+    cx, cy = w * 0.52, h * 0.47
+    frames, maps = [], []
+    for s, b, in zip(scales, blurs):
+        A = np.array([[s, 0, cx - s * cx + 0.3 * (s - 1) * 40], [0, s, cy - s * cy - 0.2 * (s - 1) * 40], [0, 0, 1.0]])
+        img = cv2.warpAffine(tex, A[:2], (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        if b > 0:
+            img = cv2.GaussianBlur(img, (0, 0), b)
+        frames.append(img)
+        maps.append(np.linalg.inv(A))  # slice pixels -> reference (scale 1) pixels
+    return frames, maps
+
+
+class TestAlignStack:
+    def test_recovers_breathing_under_different_defocus(self):
+        frames, maps = _sweep()
+        res = align_stack(frames, 2, None)
+        assert [a.status for a in res] == ["registered", "registered", "reference", "registered", "registered"]
+        errs = [grid_rms_px(a.H, m, (320, 240)) for a, m in zip(res, maps)]
+        assert max(errs) < 0.1, errs
+        scales = [a.scale for a in res]
+        assert all(np.diff(scales) > 0)  # runs monotonically with the sweep (slice i magnified by 1 / scales[i])
+
+    def test_exact_prior_is_kept_and_prior_mode_skips_registration(self):
+        frames, maps = _sweep()
+        res = align_stack(frames, 2, maps, AlignOptions(motion="none"))
+        assert [a.status for a in res][:2] == ["prior", "prior"] and np.allclose(res[0].H, maps[0])
+        res = align_stack(frames, 2, maps)
+        assert max(a.correction_px for a in res) < 0.1
+
+    def test_textureless_slice_falls_back_to_the_prior(self):
+        frames, maps = _sweep()
+        frames[0] = np.full_like(frames[0], 128)
+        res = align_stack(frames, 2, maps)
+        assert res[0].status.startswith("fallback") and np.allclose(res[0].H, maps[0])
+        assert res[1].status == "registered"
+
+    def test_bad_reference_and_motion_are_refused(self):
+        frames, _ = _sweep()
+        with pytest.raises(DatasetError, match="reference position"):
+            align_stack(frames, 7, None)
+        with pytest.raises(DatasetError, match="motion"):
+            align_stack(frames, 2, None, AlignOptions(motion="spline"))
+
+
+class TestDatasetGlue:
+    def test_aligned_slices_match_the_reference_and_mask_the_borders(self):
+        frames, maps = _sweep(blurs=(0, 0, 0, 0, 0))
+        K = [np.linalg.inv(m) for m in maps]  # cameras whose priors are exactly the maps
+        st = align_dataset_stack(frames, 2, K, "prior")
+        assert st.maps.shape == (5, 3, 3) and st.maps.dtype == np.float32 and st.status[2] == "reference"
+        inner = st.covered.copy()
+        assert not inner[0].any() and inner[120, 160]  # the magnified-down slice leaves the border uncovered
+        diff = np.abs(st.frames[0].astype(float) - frames[2].astype(float))[st.covered]
+        assert np.median(diff) < 3.0
+
+    def test_none_mode_is_identity(self):
+        frames, _ = _sweep()
+        st = align_dataset_stack(frames, 2, None, "none")
+        assert np.array_equal(st.frames[1], frames[1]) and st.covered.all() and np.allclose(st.maps, np.eye(3))
+        with pytest.raises(DatasetError, match="--align"):
+            align_dataset_stack(frames, 2, None, "magic")
+
+    def test_warp_and_cover_agree(self):
+        frames, maps = _sweep(blurs=(0, 0, 0, 0, 0))
+        out = warp_to_reference(frames[4], maps[4])
+        assert out.shape == frames[4].shape
+        assert covered_mask([maps[4]], (320, 240)).all()  # a magnified slice covers the whole reference
+
+
+class TestAlignCommand:
+    def test_writes_aligned_frames_and_alignment_json(self, cli, tmp_path):
+        import json
+
+        from dfdcap.fileio import read_image, write_image
+
+        frames, maps = _sweep(blurs=(1.0, 0.5, 0.0, 0.5, 1.0))
+        paths = []
+        for k, f in enumerate(frames):
+            paths.append(tmp_path / f"f{k}.png")
+            write_image(paths[-1], f)
+        code, out, err = cli("align", *paths, "-o", tmp_path / "out")
+        assert code == 0, out + err
+        doc = json.loads((tmp_path / "out" / "alignment.json").read_text())
+        assert doc["reference"] == 2 and len(doc["frames"]) == 5
+        for row, m in zip(doc["frames"], maps):
+            assert row["scale"] == pytest.approx(np.sqrt(np.linalg.det(m[:2, :2])), abs=2e-4)
+            assert set(row) >= {"scale", "shift_px", "residual", "status"}
+        assert read_image(tmp_path / "out" / "f0.png").shape == frames[0].shape
+
+    def test_one_frame_is_refused_in_one_line(self, cli, tmp_path):
+        from dfdcap.fileio import write_image
+
+        write_image(tmp_path / "a.png", np.zeros((32, 32, 3), np.uint8))
+        code, out, err = cli("align", tmp_path / "a.png", "-o", tmp_path / "out")
+        assert code == 1 and "at least 2 frames" in out + err and "Traceback" not in out + err
