@@ -26,7 +26,9 @@ from dfdcap.capture.session import DeviceInfo, SensorIntrinsics
 from dfdcap.errors import DeviceError
 
 LIVE_TIMEOUT_S = 2.0  # a live camera silent this long counts as disconnected
-FILE_TIMEOUT_S = 2.0  # playback that delivers nothing this long (and is not stopped) is over
+# playback ends when librealsense says "stopped"; this is only a guard against a player that
+# hangs, long enough that a busy host (the first frameset can take seconds) never trips it
+FILE_TIMEOUT_S = 60.0
 _POLL_MS = 100
 FILE_RETRIES = 2  # replays of a file whose playback delivered no frameset at all
 _STOP_WAIT_S = 0.05
