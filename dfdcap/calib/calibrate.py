@@ -416,7 +416,7 @@ def _uncertainty(joint: JointFit, final, fit_s: IntrinsicsFit, options: Calibrat
         "rotation_std_deg": joint.rotation_std_deg,
         "translation_std": joint.translation_std,
         "translation_unit": "m" if options.board.square_m != 1.0 else "squares",
-        "covariance_rt": joint.covariance_rt,
+        "covariance_rt": np.asarray(joint.covariance_rt, np.float64).tolist(),
         "depth_range": [near, far],
         "depth_range_source": source,
         "reprojection_shift_px_2sigma": 2 * shift_1s,
