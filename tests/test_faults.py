@@ -42,11 +42,16 @@ def world(tmp_path_factory) -> dict:
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("faults")
-    session = record_from_specs("sim", "sim", tmp / "sessions", name="a", ramps=2, steps=3,
-                                sim=SimOptions("xtion", None, 0, (64, 48)), progress=False)
-    sync_session(session)
+    session, other = (
+        record_from_specs("sim", "sim", tmp / "sessions", name=name, ramps=2, steps=3,
+                          sim=SimOptions("xtion", None, seed, (64, 48)), progress=False)
+        for name, seed in (("a", 0), ("b", 1))
+    )
+    for s in (session, other):
+        sync_session(s)
     atomic_write_json(tmp / "calibration.json", calibration_from_truth(session))
-    _ok(["build-dataset", session, "--calib", tmp / "calibration.json", "-o", tmp / "d.h5"])
+    # fine-tuning needs a val split (a second session): it never selects on train or test
+    _ok(["build-dataset", session, other, "--calib", tmp / "calibration.json", "--val", Path(other).name, "-o", tmp / "d.h5"])
     _ok(["sim", "checkerboard", tmp / "boards", "--views", "5", "--phone-size", "320x240"])
     finetune("poolnet", tmp / "d.h5", tmp / "run", epochs=1, batch_size=2, crop=32, tiny=True, progress=False)
     return {"tmp": tmp, "session": session, "cal": tmp / "calibration.json", "h5": tmp / "d.h5",
@@ -270,7 +275,8 @@ class TestAssociate:
     def test_missing_input(self, cli, world, tmp_path):
         assert_one_line_error(cli("associate", tmp_path / "x.txt", self.files(world)[1]), 1, "x.txt")
 
-    @pytest.mark.parametrize("content", [b"1.0 a.png\nsoon b.png\n", b"\x00\x01\x02\xff\xfe", b"1.0\n"])
+    # (a stamp-only line such as b"1.0\n" is no fault: associate.py skips it, and so do we)
+    @pytest.mark.parametrize("content", [b"1.0 a.png\nsoon b.png\n", b"\x00\x01\x02\xff\xfe", b"1.0 a.png\n\xff\xfe b\n"])
     def test_corrupt_tum_text(self, cli, world, tmp_path, content):
         bad = tmp_path / "bad.txt"
         bad.write_bytes(content)
@@ -405,9 +411,11 @@ class TestFinetune:
         assert_one_line_error(cli(*self.args(world, tmp_path / "run")), 1, "file")
         assert (tmp_path / "run").read_text() == "keep"
 
-    def test_run_folder_parent_missing(self, cli, world, tmp_path):
-        assert_one_line_error(cli(*self.args(world, tmp_path / "no" / "run")), 1, "does not exist")
-        assert not (tmp_path / "no").exists()
+    def test_run_folder_below_a_file(self, cli, world, tmp_path):
+        """`-o runs/x` makes runs/ too; below a file it is one line and nothing changes."""
+        (tmp_path / "no").write_text("keep")
+        assert_one_line_error(cli(*self.args(world, tmp_path / "no" / "run")), 1, "not a folder")
+        assert (tmp_path / "no").read_text() == "keep"
 
     def test_read_only_run_folder(self, cli, world):
         with tmpfs("256m", read_only_copy_of=world["run"]) as mnt:

@@ -54,11 +54,15 @@ def check_run_folder(run_dir: Path, model_name: str, data: Path, resume: bool) -
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ModelError(f"{run_dir}: run folder is a file; choose a folder name for -o")
-    parent = run_dir.absolute().parent
-    if not parent.is_dir():
-        raise ModelError(f"{run_dir}: folder {parent} does not exist (create it first)")
+    # a run folder is made by the run, with its parents (`-o runs/x`); the nearest existing
+    # ancestor must be a folder that takes new files
+    ancestor = run_dir.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ModelError(f"{run_dir}: {ancestor} is a file, not a folder; choose another -o folder")
     try:
-        check_writable_folder(run_dir if run_dir.exists() else parent, "run folder")
+        check_writable_folder(ancestor, "run folder")
     except DfdcapError as e:
         raise ModelError(str(e)) from None
     if not run_dir.exists():

@@ -333,7 +333,7 @@ def finetune(
         init_model, cfg = None, model_config(model_name, config, tiny)
     record = training_record(plan, data, init_meta)
     resumed = check_run_folder(run_dir, model_name, data, resume and not fast_dev_run)  # before anything is written
-    run_dir.mkdir(exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     plain = PlainCheckpoints(run_dir / "last.pt", run_dir / "best.pt", {"kind": "finetune", **record})
     trainer = _trainer(run_dir, max_epochs=epochs, fast_dev_run=fast_dev_run, progress=progress, plain=plain,
                        precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))

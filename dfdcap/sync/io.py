@@ -106,11 +106,17 @@ def _parse_general(text: str, source: str) -> TimestampFile:
 def read_timestamp_file(path: str | os.PathLike) -> TimestampFile:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SyncError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise SyncError(f"{path}: is a folder, expected a 'timestamp data' text file") from None
+    if b"\x00" in data:
+        raise SyncError(f"{path}: binary data (NUL bytes), expected a 'timestamp data' text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SyncError(f"{path}: not UTF-8 text (byte {e.start}), expected a 'timestamp data' text file") from None
     return parse_timestamp_text(text, str(path))
 
 
