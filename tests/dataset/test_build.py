@@ -201,7 +201,8 @@ class TestWorkers:
                     assert sorted(h5.keys()) == keys
                     for k in keys:
                         a, b = ref[k][()], h5[k][()]
-                        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), k
+                        same = np.array_equal(a, b, equal_nan=a.dtype.kind == "f")  # NaN: slice not registered
+                        assert a.dtype == b.dtype and a.shape == b.shape and same, k
                     assert dict(h5.attrs) .keys() == dict(ref.attrs).keys()
                     for k, v in ref.attrs.items():
                         assert np.array_equal(np.asarray(h5.attrs[k]), np.asarray(v)), k

@@ -40,7 +40,7 @@ def _csv(vals):
 class TestClassicalThroughPredict:
     def test_focus_metres(self, cli, stack_files, tmp_path):
         paths, focus, stack = stack_files
-        code, out, err = cli("predict", "--classical", *paths, "--focus", _csv(focus), "-o", tmp_path / "c.png")
+        code, out, err = cli("predict", "--classical", *paths, "--focus", _csv(focus), "-o", tmp_path / "c.png", "--no-align")
         assert code == 0, err
         mm = read_image(tmp_path / "c_mm.png", unchanged=True)
         want = classical_dff(stack, np.array([float(f"{v:.6f}") for v in focus]))
@@ -55,7 +55,7 @@ class TestClassicalThroughPredict:
 
     def test_index_is_the_best_focus_frame(self, stack_files, tmp_path):
         paths, _, stack = stack_files
-        r = predict(None, paths, focus_coordinates(5, index=True), tmp_path / "i.png")
+        r = predict(None, paths, focus_coordinates(5, index=True), tmp_path / "i.png", align=False)
         want = best_focus_index(np.stack([focus_measure(g) for g in to_gray(stack)]))
         assert r.unit == "index"
         np.testing.assert_allclose(r.depth_m, want, atol=1e-3)
