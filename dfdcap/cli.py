@@ -613,27 +613,17 @@ def align(
               highlight=False, soft_wrap=True)
 
 
-def _usage_error_types() -> tuple[type, ...]:
-    """click's exception classes: typer >= 0.20 vendors its own click, older typer uses the real one."""
+def _click_classes(name: str) -> tuple[type, ...]:
+    """click's exception class `name` from typer's vendored click (typer >= 0.20) and the real one;
+    typer's copy has no Abort (it raises KeyboardInterrupt)."""
     types: list[type] = []
     for mod in ("typer._click.exceptions", "click.exceptions"):
         try:
-            m = __import__(mod, fromlist=["ClickException"])
+            cls = getattr(__import__(mod, fromlist=[name]), name, None)
         except ImportError:
             continue
-        types.append(m.ClickException)
-    return tuple(types)
-
-
-def _abort_types() -> tuple[type, ...]:
-    types: list[type] = []
-    for mod in ("typer._click.exceptions", "click.exceptions"):
-        try:
-            m = __import__(mod, fromlist=["Abort"])
-        except ImportError:
-            continue
-        if hasattr(m, "Abort"):  # typer's vendored click has none (it raises KeyboardInterrupt)
-            types.append(m.Abort)
+        if cls is not None:
+            types.append(cls)
     return tuple(types)
 
 
@@ -674,10 +664,10 @@ def main(args: Optional[list[str]] = None) -> None:
             sys.exit(1)
         console.print(f"[red]error:[/red] {escape(_os_error_line(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except _usage_error_types() as e:
+    except _click_classes("ClickException") as e:
         e.show()  # type: ignore[attr-defined]
         sys.exit(e.exit_code)  # type: ignore[attr-defined]
-    except _abort_types():
+    except _click_classes("Abort"):
         console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
     if isinstance(rv, int) and rv != 0:  # typer turns Ctrl-C into Exit(130) and returns the code
