@@ -97,6 +97,17 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, what: str) -
         time.sleep(0.05)
 
 
+def finish(proc: subprocess.Popen) -> tuple[str, str]:
+    """communicate() with a generous guard (10 min): a process that never ends fails the test
+    instead of hanging the suite; the guard never decides a test that works."""
+    try:
+        return proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"process did not end within 10 minutes of the signal: {out}{err}")
+
+
 def csv_lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.is_file() else 0
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from faults_helpers import csv_lines, dfdcap_process, wait_for
+from faults_helpers import csv_lines, dfdcap_process, finish, wait_for
 
 pytestmark = pytest.mark.slow  # child processes: ~10-20 s each on 2 cores
 
@@ -48,7 +48,7 @@ def _assert_indexed_frames_readable(session: Path) -> int:
 def test_sigint_record_keeps_and_marks_the_session(tmp_path):
     proc, session = _start_record(tmp_path)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate()
+    out, err = finish(proc)
     assert proc.returncode == 130, out + err
     assert "Traceback" not in out + err and "interrupted" in err
     meta = json.loads((session / "session.json").read_text())
@@ -61,7 +61,7 @@ def test_kill9_record_leaves_a_readable_interrupted_session(tmp_path, cli):
 
     proc, session = _start_record(tmp_path)
     proc.kill()
-    proc.communicate()
+    finish(proc)
     assert proc.returncode == -signal.SIGKILL
     assert Session(session).effective_status == "interrupted"  # the dead writer's lock is free
     assert _assert_indexed_frames_readable(session) >= 3
@@ -122,7 +122,7 @@ def test_sigint_finetune_exits_130_and_resumes(tmp_path, small_h5):
     run = tmp_path / "run"
     proc = _start_finetune(small_h5, run)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate()
+    out, err = finish(proc)
     assert proc.returncode == 130, out + err
     assert "Traceback" not in out + err and "interrupted" in err and "weights_only" not in err
     epoch = _assert_run_consistent(run)
@@ -134,6 +134,6 @@ def test_kill9_finetune_leaves_a_consistent_run(tmp_path, small_h5):
     run = tmp_path / "run"
     proc = _start_finetune(small_h5, run)
     proc.kill()
-    proc.communicate()
+    finish(proc)
     epoch = _assert_run_consistent(run)
     _resume_keeps_history(run, small_h5, epoch + 2)

@@ -142,25 +142,49 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
 
 
 def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path) -> None:
-    """trainer.fit; Ctrl-C (which Lightning turns into exit(1)) becomes TrainingInterrupted (exit 130)."""
-    import signal
+    """trainer.fit; Ctrl-C (which Lightning turns into exit(1)) becomes TrainingInterrupted (exit 130).
 
+    Python raises the KeyboardInterrupt wherever the main thread is; in a finalizer or a callback
+    that swallows exceptions it is lost and training would go on. So the handler also sets a flag
+    that a callback turns into `trainer.should_stop` at the next batch: either way the run stops.
+    """
+    import signal
+    import threading
+
+    from lightning.pytorch.callbacks import Callback
     from lightning.pytorch.trainer.states import TrainerStatus
 
     from dfdcap.models.run_folder import TrainingInterrupted
 
+    hit = threading.Event()
+
+    class _StopOnCtrlC(Callback):
+        def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+            if hit.is_set():
+                trainer.should_stop = True
+
+    def on_sigint(signum, frame):
+        hit.set()
+        raise KeyboardInterrupt
+
+    message = (f"{run_dir}: training stopped by Ctrl-C at step {{step}}; last.ckpt, metrics.csv and run.json "
+               "hold the last complete epoch (run the same command again to resume)")
+    main_thread = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT)
+    if main_thread:
+        trainer.callbacks.append(_StopOnCtrlC())
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         trainer.fit(module, train, val, ckpt_path=str(resumed) if resumed else None)
     except SystemExit:
         if trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
-        raise TrainingInterrupted(
-            f"{run_dir}: training stopped by Ctrl-C at step {trainer.global_step}; last.ckpt, metrics.csv and run.json "
-            "hold the last complete epoch (run the same command again to resume)"
-        ) from None
+        raise TrainingInterrupted(message.format(step=trainer.global_step)) from None
     finally:
-        signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
+        if main_thread:
+            signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
+    if hit.is_set():  # the KeyboardInterrupt was lost, the flag stopped the run
+        raise TrainingInterrupted(message.format(step=trainer.global_step))
 
 
 def _history(run_dir: Path) -> list[dict]:
