@@ -176,8 +176,8 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path) -> No
         signal.signal(signal.SIGINT, on_sigint)
     try:
         trainer.fit(module, train, val, ckpt_path=str(resumed) if resumed else None)
-    except SystemExit:
-        if trainer.state.status != TrainerStatus.INTERRUPTED:
+    except SystemExit:  # Lightning's exit(1) after a KeyboardInterrupt, whatever state it reached
+        if not hit.is_set() and trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
         raise TrainingInterrupted(message.format(step=trainer.global_step)) from None
     finally:
