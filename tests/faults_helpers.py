@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,11 +77,21 @@ def tmpfs(size: str = "64k", read_only_copy_of: Path | None = None) -> Iterator[
             mnt.rmdir()
 
 
+def default_sigint() -> None:
+    """Popen's preexec_fn for a child that a test sends SIGINT: Ctrl-C's default action restored.
+
+    A shell starts background jobs (`make test-loaded &`, nohup, some CI runners) with SIGINT
+    ignored; children inherit that, Python then installs no KeyboardInterrupt handler, and the
+    child would rightly run on after the test's SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def dfdcap_process(*args: str, cwd: Path | None = None) -> subprocess.Popen:
-    """`python -m dfdcap.cli ARGS` as a child process (stdout/stderr piped), this checkout's code."""
+    """`python -m dfdcap.cli ARGS` as a child process (stdout/stderr piped), this checkout's code,
+    with Ctrl-C's default action (default_sigint)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", COLUMNS="200")
     return subprocess.Popen([sys.executable, "-m", "dfdcap.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:

@@ -171,7 +171,8 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path) -> No
                "hold the last complete epoch (run the same command again to resume)")
     main_thread = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT)
-    if main_thread:
+    own_sigint = main_thread and handler is not signal.SIG_IGN  # ignored (nohup, a background job): leave it so
+    if own_sigint:
         trainer.callbacks.append(_StopOnCtrlC())
         signal.signal(signal.SIGINT, on_sigint)
     try:
@@ -181,7 +182,7 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path) -> No
             raise
         raise TrainingInterrupted(message.format(step=trainer.global_step)) from None
     finally:
-        if main_thread:
+        if own_sigint:
             signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
     if hit.is_set():  # the KeyboardInterrupt was lost, the flag stopped the run
         raise TrainingInterrupted(message.format(step=trainer.global_step))

@@ -20,6 +20,7 @@ from dfdcap.capture.session import LOCK_NAME, Session, SessionWriter
 from dfdcap.capture.sources import parse_phone_spec, parse_sensor_spec
 from dfdcap.errors import DeviceError
 from dfdcap.lens import FocusSchedule
+from faults_helpers import default_sigint
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -105,7 +106,7 @@ def _start_runner(out: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen(
         [sys.executable, "-c", RUNNER.format(here=str(HERE), out=str(out))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, preexec_fn=default_sigint,
     )
 
 
@@ -225,7 +226,7 @@ def test_sigkill_mid_run_leaves_a_loadable_interrupted_session(tmp_path):
     try:
         path = None
         t0 = time.monotonic()
-        while path is None and time.monotonic() - t0 < 30:
+        while path is None and time.monotonic() - t0 < 600:  # ends a hang only
             dirs = [p for p in tmp_path.iterdir() if p.is_dir()]
             path = dirs[0] if dirs else None
             time.sleep(0.02)
@@ -233,7 +234,7 @@ def test_sigkill_mid_run_leaves_a_loadable_interrupted_session(tmp_path):
         _wait_for_lines(path / "sensor" / "frames.csv", 15, proc)
         assert Session(path).effective_status == "recording"  # the writer is alive
         proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.wait(600)
     finally:
         proc.kill()
     s = Session(path)
@@ -251,12 +252,12 @@ def test_sigint_stops_cleanly_with_frames_kept(tmp_path):
     proc = _start_runner(tmp_path)
     try:
         t0 = time.monotonic()
-        while not any(p.is_dir() for p in tmp_path.iterdir()) and time.monotonic() - t0 < 30:
+        while not any(p.is_dir() for p in tmp_path.iterdir()) and time.monotonic() - t0 < 600:  # ends a hang only
             time.sleep(0.02)
         path = _only_session(tmp_path)
         seen = _wait_for_lines(path / "sensor" / "frames.csv", 20, proc)
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=20)
+        stdout, stderr = proc.communicate(timeout=600)  # ends a hang only
     finally:
         proc.kill()
     assert proc.returncode == 3, stderr
@@ -414,7 +415,7 @@ def test_record_sim_ctrl_c_via_cli(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dfdcap.cli", "record", "-o", str(out), "--stacks", "100", "--phone-size", "64x48"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, preexec_fn=default_sigint,
     )
     try:
         t0 = time.monotonic()

@@ -56,7 +56,7 @@ class TestFusion:
         for attempt in range(2):
             try:
                 r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent,
-                                   capture_output=True, text=True, timeout=120)
+                                   capture_output=True, text=True, timeout=900)
                 break
             except subprocess.TimeoutExpired:
                 if attempt == 1:

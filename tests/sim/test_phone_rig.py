@@ -20,7 +20,7 @@ def _rig(**kw):
     return SimRig(RigConfig(**kw))
 
 
-def _wait(phone, timeout=5.0):
+def _wait(phone, timeout=300.0):  # a hang guard only
     t = time.monotonic() + timeout
     while not phone.is_done():
         assert time.monotonic() < t

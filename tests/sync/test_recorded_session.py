@@ -38,12 +38,12 @@ def test_recorded_sim_session_sync_matches_truth(tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "dfdcap.cli", "record", "--sensor", "sim", "--phone", "sim", "-o", tmp_path,
                         "--stacks", "10", "--steps", "5", "--fps", "5", "--phone-size", "64x48", "--seed", "3"],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     (path,) = [p for p in tmp_path.iterdir() if (p / "session.json").is_file()]
     latency_ms = RigConfig().sensor_min_latency_ns / 1e6
     r = subprocess.run([sys.executable, "-m", "dfdcap.cli", "sync", path, "--sensor-latency-ms", str(latency_ms)],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     sync = read_sync(path)
     s = Session(path)
