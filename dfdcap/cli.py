@@ -342,6 +342,14 @@ def _model_options(options: Optional[list[str]]) -> dict:
     return cfg
 
 
+# where training runs (pretrain and finetune): Lightning's own settings
+ACCELERATOR = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto | cpu | gpu | mps")
+DEVICES = typer.Option("auto", "--devices", help="devices per node: auto, a count (-1 = all) or ids 0,1")
+NUM_NODES = typer.Option(1, "--num-nodes", help="machines (under torchrun / SLURM)")
+STRATEGY = typer.Option("auto", "--strategy", help="Lightning strategy: auto | ddp | ddp_spawn | fsdp ...")
+WORKERS = typer.Option(0, "--workers", help="DataLoader worker processes per training process")
+
+
 @app.command()
 def pretrain(
     model: str = typer.Option(..., "--model", help="ddff | lstm-ddff | recurrent-ae | poolnet | poolnet-coc | fvnet"),
@@ -358,11 +366,11 @@ def pretrain(
     seed: int = typer.Option(0, "--seed"),
     checks: int = typer.Option(5, "--checks", help="validations (and checkpoints) during the run"),
     init: Optional[Path] = typer.Option(None, "--init", help="checkpoint of the same model to continue from"),
-    accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto | cpu | gpu | mps"),
-    devices: str = typer.Option("auto", "--devices", help="devices per node: auto, a count (-1 = all) or ids 0,1"),
-    num_nodes: int = typer.Option(1, "--num-nodes", help="machines (under torchrun / SLURM)"),
-    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto | ddp | ddp_spawn | fsdp ..."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes per training process"),
+    accelerator: str = ACCELERATOR,
+    devices: str = DEVICES,
+    num_nodes: int = NUM_NODES,
+    strategy: str = STRATEGY,
+    workers: int = WORKERS,
 ) -> None:
     """Pretrain a DFF network on a pool of synthetic focus stacks from the thin-lens simulator."""
     from dfdcap.fileio import check_output_file
@@ -392,11 +400,11 @@ def finetune(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the run folder's last.ckpt"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (without --init)"),
     precision: Optional[str] = typer.Option(None, "--precision", help="Lightning precision, e.g. 16-mixed"),
-    accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto | cpu | gpu | mps"),
-    devices: str = typer.Option("auto", "--devices", help="devices per node: auto, a count (-1 = all) or ids 0,1"),
-    num_nodes: int = typer.Option(1, "--num-nodes", help="machines (under torchrun / SLURM)"),
-    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto | ddp | ddp_spawn | fsdp ..."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes per training process"),
+    accelerator: str = ACCELERATOR,
+    devices: str = DEVICES,
+    num_nodes: int = NUM_NODES,
+    strategy: str = STRATEGY,
+    workers: int = WORKERS,
 ) -> None:
     """Fine-tune a DFF network on a dataset file (diopter-position L1, random crops, 4-5 frames keeping both ends, Adam)."""
     from dfdcap.fileio import read_json

@@ -325,7 +325,7 @@ def fit_rig(
         obj, pp, sp, used = _stereo_inputs(board, phone, sensor, pairs)
         if len(used) < options.min_views:
             raise _too_few(len(used), options.min_views, "pairs with the board found in both cameras")
-        stereo = calibrate_stereo(obj, pp, sp, used, fit_p.camera, fit_s.camera, refine=False)
+        stereo = calibrate_stereo(obj, pp, sp, used, fit_p.camera, fit_s.camera)
         if not options.reject_outliers or round_ == MAX_ROUNDS:
             break
         new: dict[str, str] = {}

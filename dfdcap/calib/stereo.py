@@ -29,7 +29,6 @@ class StereoFit:
     names: list[str]
     phone: CameraModel
     sensor: CameraModel
-    refined: bool
 
 
 def calibrate_stereo(
@@ -39,11 +38,9 @@ def calibrate_stereo(
     names: Sequence[str],
     phone: CameraModel,
     sensor: CameraModel,
-    refine: bool = False,
 ) -> StereoFit:
-    """Fit the sensor->phone transform with OpenCV (refine=True also frees both cameras' intrinsics
-    under OpenCV's default 5-coefficient model; dfdcap.calib.joint.refine_rig does that with a
-    model per camera).
+    """Fit the sensor->phone transform with OpenCV, both cameras' intrinsics fixed
+    (dfdcap.calib.joint.refine_rig frees them afterwards, with a lens model per camera).
 
     object_points: V arrays (N_i, 3) float32 board points seen by BOTH cameras in view i;
     phone_points / sensor_points: V arrays (N_i, 2) float32 pixels of the same points.
@@ -59,35 +56,23 @@ def calibrate_stereo(
     p1 = [np.ascontiguousarray(p, np.float32).reshape(-1, 1, 2) for p in sensor_points]
     crit = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 200, 1e-12)
 
-    def run(K1, d1, K2, d2, flags):
-        try:
-            return cv2.stereoCalibrateExtended(
-                obj, p1, p2, K1.copy(), d1.copy(), K2.copy(), d2.copy(), sensor.size, None, None,
-                flags=flags, criteria=crit,
-            )
-        except cv2.error as e:
-            raise CalibrationError(f"OpenCV stereo calibration failed on {len(obj)} view pairs: {e.err}") from e
-
-    out = run(sensor.K, sensor.dist, phone.K, phone.dist, cv2.CALIB_FIX_INTRINSIC)
-    if refine:
-        out = run(sensor.K, _dist5(sensor.dist), phone.K, _dist5(phone.dist), cv2.CALIB_USE_INTRINSIC_GUESS)
-    rms, K1, d1, K2, d2, R, T = out[:7]
+    try:
+        out = cv2.stereoCalibrateExtended(
+            obj, p1, p2, sensor.K.copy(), sensor.dist.copy(), phone.K.copy(), phone.dist.copy(), sensor.size,
+            None, None, flags=cv2.CALIB_FIX_INTRINSIC, criteria=crit,
+        )
+    except cv2.error as e:
+        raise CalibrationError(f"OpenCV stereo calibration failed on {len(obj)} view pairs: {e.err}") from e
+    rms, R, T = out[0], out[5], out[6]
     per_view = np.asarray(out[-1], np.float64).reshape(-1, 2)[:, ::-1]  # OpenCV: [cam1, cam2] -> [phone, sensor]
     return StereoFit(
         T_phone_from_sensor=make_transform(R, T.ravel()),
         rms_px=float(rms),
         per_view_px=per_view.copy(),
         names=list(names),
-        phone=CameraModel(K2, d2.ravel(), phone.size) if refine else phone,
-        sensor=CameraModel(K1, d1.ravel(), sensor.size) if refine else sensor,
-        refined=refine,
+        phone=phone,
+        sensor=sensor,
     )
-
-
-def _dist5(dist: np.ndarray) -> np.ndarray:
-    out = np.zeros(max(5, dist.size))
-    out[: dist.size] = dist
-    return out[:5].reshape(1, -1)
 
 
 def relative_rotations(phone_rvecs: np.ndarray, sensor_rvecs: np.ndarray) -> np.ndarray:
