@@ -8,32 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from dfdcap.dataset.align import AlignOptions, align_stack, warp_to_reference
+from dfdcap.dataset.align_check import feature_motion
 from dfdcap.fileio import read_image
 
 SWEEP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "focal_stack_pcb" / "sweep10"
 
 pytestmark = pytest.mark.slow  # ~15 s: ten 3-megapixel frames, SIFT at full resolution
-
-
-def feature_motion(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
-    """SIFT matches of a with b: (median length of the inlier matches (px), median move of the RANSAC
-    affine consensus at the inliers (px), number of inliers)."""
-    sift = cv2.SIFT_create(4000)
-    ka, da = sift.detectAndCompute(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), None)
-    kb, db = sift.detectAndCompute(cv2.cvtColor(b, cv2.COLOR_RGB2GRAY), None)
-    good = [m for m, n in cv2.BFMatcher().knnMatch(da, db, k=2) if m.distance < 0.75 * n.distance]
-    pa = np.float32([ka[m.queryIdx].pt for m in good])
-    pb = np.float32([kb[m.trainIdx].pt for m in good])
-    A, inl = cv2.estimateAffine2D(pa, pb, ransacReprojThreshold=3.0)
-    inl = inl.ravel().astype(bool)
-    per_match = np.linalg.norm(pa[inl] - pb[inl], axis=1)
-    consensus = np.linalg.norm(pa[inl] @ A[:, :2].T + A[:, 2] - pa[inl], axis=1)
-    return float(np.median(per_match)), float(np.median(consensus)), int(inl.sum())
 
 
 @pytest.fixture(scope="module")
