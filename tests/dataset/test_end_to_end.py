@@ -73,17 +73,21 @@ def test_dataset_depth_against_the_true_phone_depth(chain):
             cov = covisible(truth, phone, sensor, T, raw)
             assert cov.mean() > 0.5
             assert (mask & cov).sum() / cov.sum() >= 0.90  # measured 97.7 %
-            # occlusion: no valid pixel > 5 % off (another surface) farther than 2 px from a depth edge.
-            # 2 px, not 1: the sim phone breathes and these boards (one locked focus) give no K(focus),
-            # so the reference slice's true camera differs from the calibrated one by up to ~0.4 % in
-            # scale, ~1 px at the image borders (seen once: one pixel 1-2 px from an edge)
+            # occlusion: valid pixels > 5 % off (another surface) lie within 2 px of a depth edge, all
+            # but a few. 2 px, not 1: the sim phone breathes and these boards (one locked focus) give no
+            # K(focus), so the reference slice's true camera differs from the calibrated one by up to
+            # ~0.4 % in scale, ~1 px at the borders. A few, not none: which sensor frame pairs with the
+            # reference slice (so the depth noise drawn) depends on the recording's timing, and a noise
+            # draw left one such pixel in two loaded runs so far (none on a quiet host). Losing the
+            # occlusion test would not: points the phone cannot see (hidden behind a nearer surface)
+            # land on ~1900 phone pixels > 2 px from an edge in one of these sensor frames.
             log_t = np.log(np.where(truth > 0, truth, 1)).astype(np.float32)
             k = np.ones((3, 3), np.uint8)
             edge = (cv2.dilate(log_t, k) - cv2.erode(log_t, k)) > 0.05
             dist = cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, 5)
             wrong = mask & (np.abs(depth - truth) > 0.05 * truth)
             assert edge.sum() > 100  # the scene has occlusion boundaries to check
-            assert (wrong & (dist > 2.0)).sum() == 0
+            assert (wrong & (dist > 2.0)).sum() <= 5, (wrong & (dist > 2.0)).sum()
 
 
 def test_cli_success_path_writes_dataset_ply_and_report(chain):
