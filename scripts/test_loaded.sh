@@ -9,6 +9,6 @@ BUSY=$!
 trap 'kill "$BUSY" 2>/dev/null || true; wait "$BUSY" 2>/dev/null || true' EXIT
 for i in 1 2 3; do
   echo "== test-loaded: run $i of 3, $N cores kept busy by busy_loop.py"
-  "$PY" -m pytest -q -p no:cacheprovider "$@"
+  "$PY" -m pytest -p no:cacheprovider "$@"  # -q comes from pyproject (a second -q hides the counts)
 done
 echo "== test-loaded: 3 of 3 runs passed"
