@@ -285,7 +285,7 @@ class PhoneMonitor(threading.Thread):
         self.join()
 
 
-def _progress(enabled: bool, total_s: float):
+def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -388,7 +388,7 @@ def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, mo
             raise DeviceError(f"phone {phone.info.serial}: did not finish the sweep of {schedule.n_frames} frames "
                               f"within {timeout_s:.0f} s")
 
-    with _progress(stream.progress, sweep_s) as bar:
+    with _progress(stream.progress) as bar:
         fields = lambda phone_state: dict(  # noqa: E731
             written=sink.written, queue=sink.depth, dropped=sink.dropped, phone=phone_state,
             lost=_sensor_lost(stream.tracker, sensor))

@@ -65,7 +65,7 @@ def split_ramps(ramps: np.ndarray, steps: np.ndarray, focus_m: np.ndarray, frame
     steps = np.asarray(steps)
     focus_m = np.asarray(focus_m, dtype=np.float64)
     if not (ramps.shape == steps.shape == focus_m.shape) or ramps.ndim != 1:
-        raise DatasetError(f"group_stacks: ramps, steps, focus_m must be equal 1-D, got {ramps.shape}, {steps.shape}, {focus_m.shape}")
+        raise DatasetError(f"split_ramps: ramps, steps, focus_m must be equal 1-D, got {ramps.shape}, {steps.shape}, {focus_m.shape}")
     if frames is not None and frames < 2:
         raise DatasetError(f"a focus stack needs at least 2 frames, got --frames {frames}")
     runs = []
@@ -85,11 +85,6 @@ def split_ramps(ramps: np.ndarray, steps: np.ndarray, focus_m: np.ndarray, frame
         pick = np.round(np.linspace(0, len(run) - 1, s)).astype(int)
         out.append(run[pick])
     return RampStacks(out, notes)
-
-
-def group_stacks(ramps: np.ndarray, steps: np.ndarray, focus_m: np.ndarray, frames: int | None = None) -> list[np.ndarray]:
-    """split_ramps' stacks only: (S,) int position arrays, focus increasing (see split_ramps)."""
-    return split_ramps(ramps, steps, focus_m, frames).stacks
 
 
 @dataclass(frozen=True)

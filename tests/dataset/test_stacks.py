@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfdcap.dataset.stacks import group_stacks, split_ramps
+from dfdcap.dataset.stacks import split_ramps
 from dfdcap.errors import DatasetError
 
 
@@ -46,7 +46,7 @@ class TestSplitRamps:
         r = split_ramps(*_frames([NEAR_FAR, NEAR_FAR[:2]]), frames=3)
         assert [s.tolist() for s in r.stacks] == [[0, 2, 4]]
         assert "partial last ramp 1: 2 usable of 2 frames" in r.notes[0]
-        assert [s.tolist() for s in group_stacks(*_frames([NEAR_FAR]), frames=3)] == [[0, 2, 4]]
+        assert [s.tolist() for s in split_ramps(*_frames([NEAR_FAR]), frames=3).stacks] == [[0, 2, 4]]
 
     def test_bad_input(self):
         with pytest.raises(DatasetError, match="at least 2"):
