@@ -154,12 +154,15 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     """Read an image as RGB uint8 (or as stored, e.g. uint16 depth, with unchanged=True)."""
     import cv2
 
+    # checked before decoding: OpenCV and libjpeg print their own warnings on these, a second line
+    if not Path(path).is_file():
+        raise DfdcapError(f"{path}: no such image file")
+    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(path):
+        raise DfdcapError(f"{path}: JPEG is cut short (no end-of-image marker): an interrupted copy or pull?")
     flag = cv2.IMREAD_UNCHANGED if unchanged else cv2.IMREAD_COLOR
     img = cv2.imread(str(path), flag)
     if img is None:
-        raise DfdcapError(f"{path}: cannot read image (missing or not an image)")
-    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(path):
-        raise DfdcapError(f"{path}: JPEG is cut short (no end-of-image marker): an interrupted copy or pull?")
+        raise DfdcapError(f"{path}: cannot read image (not an image, or damaged)")
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # 6x faster than a strided numpy copy
     return img

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faults_helpers import (
-    assert_one_line_error, assert_usage_error, calibration_from_truth, snapshot, tmpfs,
+    assert_one_line_error, assert_usage_error, calibration_from_truth, dfdcap_process, snapshot, tmpfs,
 )
 
 
@@ -581,3 +581,32 @@ class TestReport:
         rc, out, err = res = cli("report", run, "-o", tmp_path / "r.png")
         assert_one_line_error(res, 1, "metrics.csv")
         assert not (tmp_path / "r.png").exists()
+
+
+# --- align: bad frames, in a child process (the image libraries write to file descriptor 2) ---
+
+
+class TestAlign:
+    @pytest.fixture()
+    def good(self, tmp_path):
+        import numpy as np
+
+        from dfdcap.fileio import write_image
+
+        img = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+        write_image(tmp_path / "good.jpg", img)
+        return tmp_path / "good.jpg"
+
+    @pytest.mark.parametrize("case", ["missing", "JPEG cut short", "PNG not an image"])
+    def test_bad_frame_is_one_line_and_writes_nothing(self, good, tmp_path, case):
+        bad = {"missing": tmp_path / "gone.jpg", "JPEG cut short": tmp_path / "cut.jpg",
+               "PNG not an image": tmp_path / "text.png"}[case]
+        if case == "JPEG cut short":
+            bad.write_bytes(good.read_bytes()[:300])
+        elif case == "PNG not an image":
+            bad.write_text("not an image")
+        proc = dfdcap_process("align", str(bad), str(good), "-o", str(tmp_path / "out"))
+        out, err = proc.communicate(timeout=600)  # ends a hang only
+        assert_one_line_error((proc.returncode, out, err), 1, bad.name)
+        assert len(err.strip().splitlines()) == 1, err  # no decoder warning before it
+        assert not (tmp_path / "out" / "alignment.json").exists()
