@@ -1,11 +1,13 @@
 """Benchmark: build-dataset throughput (phone frames per second) on a simulated session.
 
 The session is written with the real SessionWriter from the simulator's renders (SimRig: the
-sensor colour camera's depth in millimetres, the phone's sharp frames as PNG, truth/rig.json);
+sensor colour camera's depth in millimetres, the phone's sharp frames as JPEG at quality 95 as the
+recorder stores them by default (the simulated phone, Open Camera, the companion app), truth/rig.json);
 frames are paired by the simulator's true clocks (the pairing costs nothing next to reading
 frames and reprojecting). Goal: >= 50 phone frames/s at 1008x756 on 2 cores, and the first build
 of a process (kernels loaded from numba's cache, which scripts/setup.sh fills) within 2 s of later
-ones. Wall time suffers on a shared machine, so the CPU seconds of all processes (this one and
+ones. Every build writes a new file (replacing an existing 300 MB file would time the file system's
+freeing of the old one, not the build). Wall time suffers on a shared machine, so the CPU seconds of all processes (this one and
 its stack workers) are printed too, with the frames/s they allow on idle cores.
 
 Run: python benchmarks/build_dataset.py [--ramps 12] [--steps 5] [--size 504x378] [--workers N]
@@ -53,7 +55,7 @@ def write_sim_session(out: Path, ramps: int, steps: int) -> Path:
             r, st = divmod(i, steps)
             t = t0 + i * 100_000_000 + 16_000_000
             rec = PhoneFrameRecord(i, pclock.device_from_host_ns(t), 1 / fm[r, st], 1 / fm[r, st], 10_000_000, 100,
-                                   "STATIONARY", r, st, f"frames/{i}.png")
+                                   "STATIONARY", r, st, f"frames/{i}.jpg")
             w.write_phone_frame(rec, img)
     return w.path
 
@@ -64,12 +66,15 @@ def _cpu_s() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _timed_build(session, rig, out, size, workers):
+def _timed_build(session, rig, out: Path, size, workers):
+    """One build into a new file `out` (removed afterwards, outside the timing)."""
     from dfdcap.dataset.build import BuildOptions, build_dataset
 
     cpu0, t0 = _cpu_s(), time.perf_counter()
-    summary = build_dataset([session], rig, out, BuildOptions(size=size, workers=workers), force=True, pairing="truth")
-    return summary, time.perf_counter() - t0, _cpu_s() - cpu0
+    summary = build_dataset([session], rig, out, BuildOptions(size=size, workers=workers), pairing="truth")
+    wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+    out.unlink()
+    return summary, wall, cpu
 
 
 def main() -> None:
@@ -90,9 +95,9 @@ def main() -> None:
         rig = RigGeometry.from_truth(Session(session).truth_rig())
         workers = resolve_workers(args.workers, args.ramps)
         # the first build of this process loads (or, without a warm cache, compiles) the kernels
-        first, first_wall, first_cpu = _timed_build(session, rig, tmp / "d.h5", None, workers)
+        first, first_wall, first_cpu = _timed_build(session, rig, tmp / "first.h5", None, workers)
         for size in [None, args.size or "504x378"]:
-            runs = [_timed_build(session, rig, tmp / "d.h5", size, workers) for _ in range(args.repeat)]
+            runs = [_timed_build(session, rig, tmp / f"d{k}.h5", size, workers) for k in range(args.repeat)]
             summary, wall, _ = min(runs, key=lambda r: r[1])
             cpu = min(r[2] for r in runs)
             n = summary.phone_frames

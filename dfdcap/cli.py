@@ -516,13 +516,13 @@ def build_dataset_cmd(
     test: Optional[list[str]] = typer.Option(None, "--test", help="session for the test split; repeatable"),
     val_fraction: float = typer.Option(0.0, "--val-fraction", help="fraction of sessions for val"),
     test_fraction: float = typer.Option(0.0, "--test-fraction", help="fraction of sessions for test"),
-    no_coc: bool = typer.Option(False, "--no-coc", help="do not store CoC maps"),
+    coc: bool = typer.Option(False, "--coc/--no-coc", help="also store CoC maps (by default readers derive them from depth and focus; files are about half the size)"),
     ply: Optional[Path] = typer.Option(None, "--ply", help="also write the first sample as a coloured point cloud"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
     workers: Optional[int] = typer.Option(None, "--workers", help="processes building stacks (default: one per core)"),
     align: str = typer.Option("ecc", "--align", help="slices to the reference slice's geometry: ecc (focus model + registration) | prior (focus model only) | none"),
 ) -> None:
-    """Reproject sensor depth into the phone view and write focus stacks + depth + mask + CoC (HDF5)."""
+    """Reproject sensor depth into the phone view and write focus stacks + depth + mask (HDF5)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from dfdcap.calib.io import load_calibration
@@ -537,7 +537,7 @@ def build_dataset_cmd(
         cal = load_calibration(calib)
     except DfdcapError as e:
         raise DatasetError(str(e)) from None
-    opts = BuildOptions(frames=frames, size=size, crop=crop, fuse=fuse, coc=not no_coc, val=tuple(val or ()),
+    opts = BuildOptions(frames=frames, size=size, crop=crop, fuse=fuse, coc=coc, val=tuple(val or ()),
                         test=tuple(test or ()), val_fraction=val_fraction, test_fraction=test_fraction, workers=workers,
                         align=align)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -334,12 +334,12 @@ class TestBuildDataset:
 
     @pytest.mark.parametrize("case", [
         "sync.json truncated", "sync.json empty object", "intrinsics.json truncated", "camera.json truncated",
-        "phone PNG truncated", "phone PNG not an image", "sensor depth PNG truncated", "sensor depth PNG missing",
-        "phone JPEG truncated",
+        "phone JPEG truncated", "phone JPEG not an image", "sensor depth PNG truncated", "sensor depth PNG missing",
+        "phone PNG truncated",
     ])
     def test_corrupt_session_file(self, cli, world, tmp_path, case):
         s = _copy(world["session"], tmp_path)
-        phone0 = s / "phone" / "frames" / "0.png"
+        phone0 = s / "phone" / "frames" / "0.jpg"  # the recorder stores phone frames as JPEG by default
         depth_files = sorted((s / "sensor" / "depth").iterdir())
         if case == "sync.json truncated":
             _truncate(s / "sync.json")
@@ -349,9 +349,9 @@ class TestBuildDataset:
             _truncate(s / "sensor" / "intrinsics.json")
         elif case == "camera.json truncated":
             _truncate(s / "phone" / "camera.json")
-        elif case == "phone PNG truncated":
-            _truncate(phone0)
-        elif case == "phone PNG not an image":
+        elif case == "phone JPEG truncated":
+            _truncate(phone0, 0.6)
+        elif case == "phone JPEG not an image":
             phone0.write_text("not an image")
         elif case == "sensor depth PNG truncated":
             for p in depth_files:
@@ -359,15 +359,15 @@ class TestBuildDataset:
         elif case == "sensor depth PNG missing":
             for p in depth_files:
                 p.unlink()
-        else:  # the phone frames as JPEG (as a real phone writes them), one of them cut short
+        else:  # the phone frames as PNG (the recorder's lossless option), one of them cut short
             import cv2
 
             csv = (s / "phone" / "frames.csv").read_text()
-            for p in sorted((s / "phone" / "frames").glob("*.png")):
-                cv2.imwrite(str(p.with_suffix(".jpg")), cv2.imread(str(p)))
+            for p in sorted((s / "phone" / "frames").glob("*.jpg")):
+                cv2.imwrite(str(p.with_suffix(".png")), cv2.imread(str(p)))
                 p.unlink()
-            (s / "phone" / "frames.csv").write_text(csv.replace(".png", ".jpg"))
-            _truncate(s / "phone" / "frames" / "0.jpg", 0.6)
+            (s / "phone" / "frames.csv").write_text(csv.replace(".jpg", ".png"))
+            _truncate(s / "phone" / "frames" / "0.png")
         before = snapshot(s)
         assert_one_line_error(cli(*self.args(s, world["cal"], tmp_path / "d.h5")), 1)
         assert not (tmp_path / "d.h5").exists() and snapshot(s) == before
@@ -506,7 +506,7 @@ class TestEvaluate:
 
 class TestPredict:
     def frames(self, world, tmp_path, n=3) -> list[Path]:
-        return [_copy(p, tmp_path) for p in sorted((world["session"] / "phone" / "frames").glob("*.png"))[:n]]
+        return [_copy(p, tmp_path) for p in sorted((world["session"] / "phone" / "frames").glob("*.jpg"))[:n]]
 
     def args(self, world, frames, out):
         return ["predict", world["ckpt"], *frames, "--focus", ",".join(["0.5", "1.0", "2.0"][: len(frames)]), "-o", out]
@@ -525,13 +525,14 @@ class TestPredict:
     def test_corrupt_image(self, cli, world, tmp_path, kind):
         import cv2
 
-        frames = self.frames(world, tmp_path)
+        frames = self.frames(world, tmp_path)  # JPEG, as the recorder stores them
         if kind.startswith("JPEG"):
-            jpg = frames[1].with_suffix(".jpg")
-            cv2.imwrite(str(jpg), cv2.imread(str(frames[1])))
-            frames[1] = jpg
-            _truncate(jpg, 0.6)
-        elif kind == "PNG truncated":
+            _truncate(frames[1], 0.6)
+        else:
+            png = frames[1].with_suffix(".png")
+            cv2.imwrite(str(png), cv2.imread(str(frames[1])))
+            frames[1] = png
+        if kind == "PNG truncated":
             _truncate(frames[1])
         else:
             frames[1].write_bytes(b"" if kind == "PNG empty" else b"hello")

@@ -233,7 +233,8 @@ class AdbPhone(Phone):
 
     serial: the ADB serial, or None for the only phone attached. adb_port: the adb server's
     port (default $ANDROID_ADB_SERVER_PORT or 5037). image_size: (w, h) to record, default the
-    app's. Opening checks the app is installed and answers with this protocol version.
+    app's. image_format: jpeg (default: what a phone's camera pipeline encodes at video rates) or png.
+    Opening checks the app is installed and answers with this protocol version.
     keep_on_phone: leave the recording on the phone after a verified pull (default: delete it).
     """
 
@@ -243,7 +244,7 @@ class AdbPhone(Phone):
         *,
         adb_port: int | None = None,
         image_size: tuple[int, int] | None = None,
-        image_format: str = "png",
+        image_format: str = "jpeg",
         exposure: dict | None = None,
         package: str = APP_PACKAGE,
         device_port: int = APP_PORT,

@@ -79,7 +79,7 @@ class BuildOptions:
     size: str | None = None
     crop: str | None = None
     fuse: str = "none"
-    coc: bool = True
+    coc: bool = False  # store CoC maps (readers derive them from depth and focus when they are absent)
     val: tuple[str, ...] = ()
     test: tuple[str, ...] = ()
     val_fraction: float = 0.0

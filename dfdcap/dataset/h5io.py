@@ -6,7 +6,9 @@ Layout (DESIGN.md "Dataset file"), one group of keys per split (train, val, test
                                               frame (attr `reference_frame`), 0 = invalid
   mask_<split>        (N, H, W) uint8         1 where the depth is trustworthy
   focus_<split>       (N, S) float32          focus distance of each frame, metres
-  coc_<split>         (N, S, H, W) float32    circle of confusion diameter, output pixels (optional)
+  coc_<split>         (N, S, H, W) float32    circle of confusion diameter, output pixels (optional: written
+                                              with build-dataset --coc; the reader derives the same maps
+                                              from depth, focus and the lens attributes when it is absent)
   provenance_<split>  (N,) UTF-8 JSON string  session, phone/sensor frame indices, time gaps, fusion
   align_<split>       (N, S, 3, 3) float32    each slice's map of its pixels to the reference slice's pixels
                                               (the stored slices are already resampled with it; dataset/align.py)
@@ -304,7 +306,20 @@ class DatasetFile:
         return f"depth_{split}" in self._h5 or f"disp_{split}" in self._h5
 
     def has_coc(self, split: str) -> bool:
-        return f"coc_{split}" in self._h5
+        """CoC maps are stored (coc_<split>) or derivable (a dfdcap file with its lens attributes)."""
+        return f"coc_{split}" in self._h5 or (self.coc_lens() is not None and f"depth_{split}" in self._h5)
+
+    def has_stored_coc(self, split: str) -> bool:
+        return f"coc_{self._split(split)}" in self._h5
+
+    def coc_lens(self) -> tuple | None:
+        """(ThinLens, pixel_pitch_m of the output images) of a dfdcap file, else None: what coc_maps needs."""
+        from dfdcap.lens import ThinLens
+
+        a = self._h5.attrs
+        if self.kind != "dfdcap" or any(k not in a for k in ("focal_length_m", "f_number", "pixel_pitch_m")):
+            return None
+        return ThinLens(float(a["focal_length_m"]), float(a["f_number"])), float(a["pixel_pitch_m"])
 
     # per sample ------------------------------------------------------------------------
     def stack(self, split: str, i: int) -> np.ndarray:
@@ -357,8 +372,23 @@ class DatasetFile:
         return self._h5[f"mask_{self._split(split)}"][i].astype(bool)
 
     def coc_px(self, split: str, i: int) -> np.ndarray | None:
+        """(S, H, W) float32 pixels: stored, else derived from depth and focus (exactly what build-dataset
+        stores: a CoC map is a function of them); None where neither is possible."""
         key = f"coc_{self._split(split)}"
-        return self._h5[key][i] if key in self._h5 else None
+        if key in self._h5:
+            return self._h5[key][i]
+        if not self.has_coc(split):
+            return None
+        return self.derive_coc(self.depth_m(split, i), self.focus_m(split, i))
+
+    def derive_coc(self, depth_m: np.ndarray, focus_m: np.ndarray) -> np.ndarray:
+        """CoC maps (S, H, W) float32 of a depth map (or a crop of one) for the file's lens."""
+        from dfdcap.dataset.stacks import coc_maps
+
+        lens = self.coc_lens()
+        if lens is None:
+            raise DatasetError(f"{self.path}: no lens attributes (focal_length_m, f_number, pixel_pitch_m) to derive CoC maps")
+        return coc_maps(depth_m, focus_m, lens[0], lens[1])
 
     def provenance(self, split: str, i: int) -> dict:
         key = f"provenance_{self._split(split)}"

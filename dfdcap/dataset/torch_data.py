@@ -2,7 +2,7 @@
 
 Items are dicts (CONTRACTS.md): "stack" (S, 3, h, w) float32 in [0, 1], "focus_m" (S,) float32,
 "depth_m" (1, h, w) float32, "mask" (1, h, w) bool, and "coc_px" (S, 1, h, w) float32 when the
-file has CoC maps. Stack, depth, mask and CoC are cropped at the same place.
+file has CoC maps (stored, or derived from depth and focus: DatasetFile.coc_px). Stack, depth, mask and CoC are cropped at the same place.
 """
 
 from __future__ import annotations
@@ -105,6 +105,9 @@ class FocusStackDataset(Dataset):
             "mask": torch.from_numpy(np.ascontiguousarray(mask))[None],
         }
         if self.has_coc:
-            coc = f.coc_px(self.split, i)[fi][:, ys, xs]
+            if f.has_stored_coc(self.split):
+                coc = f.coc_px(self.split, i)[fi][:, ys, xs]
+            else:  # derived for the crop alone
+                coc = f.derive_coc(depth, item["focus_m"].numpy())
             item["coc_px"] = torch.from_numpy(np.ascontiguousarray(coc, dtype=np.float32))[:, None]
         return item

@@ -91,7 +91,7 @@ class RigConfig:
     phone_exposure_ns: int = 16_666_667
     phone_iso: int = 100
     phone_noise: tuple[float, float] = (0.004, 0.0004)  # read sigma, shot gain on [0, 1] intensities
-    phone_image_format: str = "png"  # "png" | "jpg"
+    phone_image_format: str = "jpg"  # "jpg" (JPEG at OpenCV's quality 95, as phones store frames) | "png"
     phone_start_latency_ns: int = 50_000_000
     T_phone_from_sensor: np.ndarray = field(default_factory=default_T_phone_from_sensor)
     phone_clock: ClockSpec = ClockSpec(offset_ns=-1_234_567_891, drift_ppm=42.0, jitter_ns=20_000.0)

@@ -36,7 +36,7 @@ class TestBuild:
                 assert h5[f"depth_{split}"].shape == (3, 270, 480) and h5[f"depth_{split}"].dtype == np.float32
                 assert h5[f"mask_{split}"].shape == (3, 270, 480)
                 assert h5[f"focus_{split}"].shape == (3, 5)
-                assert h5[f"coc_{split}"].shape == (3, 5, 270, 480)
+                assert f"coc_{split}" not in h5  # derived by readers unless build-dataset --coc
                 assert np.all(np.diff(h5[f"focus_{split}"][:], axis=1) > 0)
             for k in ("focal_length_m", "f_number", "pixel_pitch_m"):
                 assert float(h5.attrs[k]) > 0
@@ -53,6 +53,18 @@ class TestBuild:
         assert mask.mean() > 0.85
         ref_img = s.read_phone_frame(s.phone_frames[prov["reference_phone_index"]])
         assert np.array_equal(stack[2], ref_img)
+
+    def test_derived_coc_maps_equal_the_stored_ones(self, built, box_sessions, tmp_path):
+        stored = tmp_path / "coc.h5"
+        build_dataset(box_sessions[:1], RIG, stored, BuildOptions(coc=True))
+        with open_dataset(stored) as fs, open_dataset(built) as fd:
+            assert fs.has_stored_coc("train") and not fd.has_stored_coc("train") and fd.has_coc("train")
+            for i in range(fs.n("train")):
+                assert np.array_equal(fd.coc_px("train", i), fs.coc_px("train", i))
+            assert float(fs.coc_px("train", 1).max()) > 1.0  # real blur, not zeros
+        a = FocusStackDataset(stored, "train", crop=(64, 96), seed=3)[1]["coc_px"]
+        b = FocusStackDataset(built, "train", crop=(64, 96), seed=3)[1]["coc_px"]
+        assert torch.equal(a, b)
 
     def test_reader_and_dataset_crops(self, built):
         with open_dataset(built) as f:
@@ -187,7 +199,7 @@ class TestReportExportCli:
 class TestWorkers:
     @pytest.mark.slow
     def test_one_and_many_worker_processes_write_the_same_file(self, box_sessions, tmp_path):
-        opts = dict(val=(box_sessions[1].name,), frames=4)
+        opts = dict(val=(box_sessions[1].name,), frames=4, coc=True)
         paths = []
         for workers in (1, 2, 3):
             out = tmp_path / f"w{workers}.h5"

@@ -96,7 +96,7 @@ def test_cli_success_path_writes_dataset_ply_and_report(chain):
     assert "wrote" in chain["out"] and "2 stacks" in chain["out"]
     with h5py.File(chain["h5"], "r") as h5:
         assert h5["stack_train"].shape == (2, 5, 378, 504, 3) and h5["depth_train"].dtype == np.float32
-        assert h5["coc_train"].shape == (2, 5, 378, 504) and h5["focus_train"].shape == (2, 5)
+        assert "coc_train" not in h5 and h5["focus_train"].shape == (2, 5)
         assert float(h5.attrs["pixel_pitch_m"]) > 0
     pc = o3d.io.read_point_cloud(str(chain["ply"]))
     assert len(pc.points) > 50_000

@@ -46,7 +46,7 @@ class TestSimPhone:
             assert rec.focus_diopters_requested == pytest.approx(want[rec.ramp, rec.step])
             assert abs(rec.focus_diopters - rec.focus_diopters_requested) < 5 * sigma
             assert rec.exposure_ns > 0 and rec.iso > 0 and rec.lens_state == "STATIONARY"
-            assert rec.file == f"frames/{k}.png"
+            assert rec.file == f"frames/{k}.jpg"  # JPEG by default, as phones store frames
             assert rgb.shape == (120, 160, 3) and rgb.dtype == np.uint8
             assert depth.dtype == np.float32 and np.allclose(depth, 0.8, rtol=0.05)
         # phone timestamps map through the true clock to the planned exposure times
