@@ -12,6 +12,14 @@ score is the full-resolution classical prior (a learned scale) plus the learned 
 classical DFF). A softmax over the frames gives the expected focus position in DIOPTERS
 (blur is linear in diopters), returned in metres; the confidence is 1 - the softmax's
 standard deviation in diopters over half the swept range.
+
+The ends of the sweep: a softmax never puts all its weight on one frame, so the plain expectation
+cannot reach the first or last frame's focus, and a pixel beyond the sweep (common: a scene
+rarely ends where the sweep does) reads a little inside it. At the far end that little costs a
+lot in metres. With end_margin a > 0 the expected position u in [0, 1] is read as
+(u - a) / (1 - 2a), clamped to [0, 1]: positions within a of an end are that end frame's focus,
+and the output stays inside the swept range. The clamp passes gradients straight through, so a
+pixel wrongly clamped still learns.
 """
 
 from __future__ import annotations
@@ -78,13 +86,17 @@ class FVNet(nn.Module):
     depth in metres, within the swept range; confidence in [0, 1] (1: all weight on one
     frame, 0: weight spread as widely as the sweep allows). The prior works at full
     resolution, the learned volume at 1/2 and 1/4 (width and 2 x width channels) and its
-    residual is upsampled. window: the prior's focus-measure window (pixels).
+    residual is upsampled. window: the prior's focus-measure window (pixels); end_margin: see
+    the module's docstring (the ends of the sweep).
     """
 
-    def __init__(self, width: int = 8, window: int = 9):
+    def __init__(self, width: int = 8, window: int = 9, end_margin: float = 0.0):
         super().__init__()
+        if not 0.0 <= end_margin < 0.25:
+            raise ValueError(f"fvnet: end_margin must be in [0, 0.25), got {end_margin}")
         c, c2 = width, 2 * width
         self.window = window
+        self.end_margin = float(end_margin)
         self.extract = nn.Sequential(
             nn.Conv2d(3, c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
@@ -126,7 +138,13 @@ class FVNet(nn.Module):
         p = torch.softmax(self.scores(normalise_stack(x), u), dim=1)
         d = (p * dpt[:, :, None, None]).sum(dim=1, keepdim=True)
         var = (p * (dpt[:, :, None, None] - d) ** 2).sum(dim=1, keepdim=True)
-        conf = (1.0 - 2.0 * var.clamp_min(0).sqrt() / span[:, :, None, None]).clamp(0.0, 1.0)
+        span4, lo4 = span[:, :, None, None], lo[:, :, None, None]
+        conf = (1.0 - 2.0 * var.clamp_min(0).sqrt() / span4).clamp(0.0, 1.0)
+        if self.end_margin > 0:
+            a = self.end_margin
+            pos = ((d - lo4) / span4 - a) / (1.0 - 2.0 * a)
+            pos = pos + (pos.clamp(0.0, 1.0) - pos).detach()  # clamped forward, straight-through backward
+            d = lo4 + pos * span4
         return {"depth": 1.0 / d.clamp_min(1e-6), "confidence": conf}
 
 

@@ -80,7 +80,7 @@ def build_model(name: str, **cfg) -> nn.Module:
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     try:
         return MODELS[name](**cfg)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ModelError(f"model {name!r}: bad config {cfg} ({e})") from None
 
 

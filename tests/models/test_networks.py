@@ -172,3 +172,40 @@ class TestRegistry:
     def test_bad_option(self):
         with pytest.raises(ModelError, match="bad config"):
             build_model("poolnet", depth=3)
+
+
+class TestFVNetEnds:
+    """end_margin: expected positions within the margin of a sweep end read as that end's focus."""
+
+    FOCUS = torch.tensor([[0.5, 1.0, 2.0]])  # 2, 1, 0.5 D: positions 1, 1/3, 0 in the 0.5-2 D sweep
+
+    def _depth(self, margin: float, probs: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        from dfdcap.models.fvnet import FVNet
+
+        net = FVNet(width=4, end_margin=margin)
+        logits = torch.log(torch.tensor(probs).clamp_min(1e-12)).view(1, 3, 1, 1).repeat(1, 1, 2, 2)
+        logits.requires_grad_(True)
+        net.scores = lambda x, u: logits  # frames sorted by focus: 0.5 m (2 D), 1 m, 2 m (0.5 D)
+        out = net(torch.rand(1, 3, 3, 2, 2), self.FOCUS)
+        return out["depth"], logits
+
+    def test_positions_near_an_end_read_as_the_end(self):
+        # weights 0.1 / 0.9 on the 1 m and 2 m frames: position 0.9 * 0 + 0.1 * 1/3 = 1/30, inside the margin 0.05
+        d, _ = self._depth(0.05, [0.0, 0.1, 0.9])
+        assert torch.allclose(d, torch.full_like(d, 2.0))
+        d0, _ = self._depth(0.0, [0.0, 0.1, 0.9])  # without a margin: a little nearer than the last frame
+        assert torch.allclose(d0, torch.full_like(d0, 1 / (0.5 + 1.5 / 30)))
+        # in between, positions are stretched about the middle: 0.5 -> 0.5, 1/3 -> (1/3 - 0.05) / 0.9
+        d, _ = self._depth(0.05, [0.0, 1.0, 0.0])
+        assert torch.allclose(d, torch.full_like(d, 1 / (0.5 + 1.5 * (1 / 3 - 0.05) / 0.9)))
+        d, _ = self._depth(0.05, [1.0, 0.0, 0.0])
+        assert torch.allclose(d, torch.full_like(d, 0.5))
+
+    def test_a_clamped_pixel_still_gets_gradient(self):
+        d, logits = self._depth(0.05, [0.0, 0.1, 0.9])
+        d.sum().backward()
+        assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
+
+    def test_margin_out_of_range(self):
+        with pytest.raises(ModelError, match="end_margin"):
+            build_model("fvnet", end_margin=0.3)
