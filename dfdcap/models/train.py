@@ -226,7 +226,8 @@ def pretrain(
     FixedSynthetic.VAL_SEED; benchmarks test on TEST_SEED stacks, never seen here) n_checks
     times, selected on the diopter-position L1; the best weights go to out_path (a plain
     checkpoint), the run (curves, Lightning checkpoints) to <out_path stem>_run/ beside it.
-    init: a plain checkpoint of the same model to continue from (its config is used).
+    init: a plain checkpoint of the same model to continue from (its config is used; `config` may change
+    options that keep the weights' shapes, e.g. fvnet's end_margin).
     hardware: devices, nodes, strategy, loader workers; callbacks: extra Lightning callbacks. Only the
     global rank 0 writes run files (every rank renders or reads the pool).
     """
@@ -243,11 +244,9 @@ def pretrain(
                          f"(got {steps}, {size}, {crop}, {batch_size}, {frames}, {pool})")
     out_path = Path(out_path)
     init_model = None
-    if init is not None:
-        if config:
-            raise ModelError(f"pretrain: model options {config} conflict with --init {init} (its config is used)")
+    if init is not None:  # its config, with `config` changing options that keep the weights' shapes
         init_model, ckpt = load_checkpoint(init, expected_model=model_name)
-        cfg = dict(ckpt["config"])
+        cfg = {**ckpt["config"], **(config or {})}
     else:
         cfg = model_config(model_name, config, tiny)
     run_dir = out_path.parent / f"{out_path.stem}_run"
@@ -256,7 +255,11 @@ def pretrain(
     items = _pool_items(run_dir, pool, size, frames, seed, render_workers, progress)
     module = DFFModule(model_name, cfg, lr=lr, frames=(min(3, frames), frames), max_steps=steps)
     if init_model is not None:
-        module.model.load_state_dict(init_model.state_dict())
+        try:
+            module.model.load_state_dict(init_model.state_dict())
+        except RuntimeError as e:
+            raise ModelError(f"pretrain: the weights of --init {init} do not fit {model_name} with options {config} "
+                             f"({str(e).strip().splitlines()[0][:120]})") from None
     n_checks = max(1, min(n_checks, steps))
     interval = max(1, steps // n_checks)
     plain = PlainCheckpoints(run_dir / "last.pt", out_path, {"kind": "pretrain", "size": size, "steps": steps, "seed": seed})
@@ -372,7 +375,11 @@ def finetune(
         })
     module = DFFModule(model_name, cfg, lr=lr, frames=tuple(frames))
     if init_model is not None:
-        module.model.load_state_dict(init_model.state_dict())
+        try:
+            module.model.load_state_dict(init_model.state_dict())
+        except RuntimeError as e:
+            raise ModelError(f"pretrain: the weights of --init {init} do not fit {model_name} with options {config} "
+                             f"({str(e).strip().splitlines()[0][:120]})") from None
     train_ds = open_split(data, train_split, crop, True)
     val_ds = open_split(data, val_split, crop, False)
     if plan.held_out:

@@ -78,6 +78,18 @@ class TestPretrain:
         assert (tmp_path / "p_run" / "last.ckpt").is_file()
         assert (tmp_path / "p_run" / "pool.pt").is_file()  # rendered once, reused by a rerun
 
+    def test_init_with_changed_options(self, tmp_path):
+        kw = dict(steps=2, size=32, batch_size=2, n_val=2, n_checks=1, progress=False, pool=2, render_workers=1)
+        pretrain("fvnet", tmp_path / "a.pt", config={"width": 4}, **kw)
+        first, _ = load_checkpoint(tmp_path / "a.pt")
+        pretrain("fvnet", tmp_path / "b.pt", init=tmp_path / "a.pt", config={"end_margin": 0.1}, lr=1e-12, **kw)
+        second, ckpt = load_checkpoint(tmp_path / "b.pt")
+        assert ckpt["config"] == {"width": 4, "end_margin": 0.1}
+        assert second.end_margin == 0.1
+        assert torch.allclose(first.head.weight, second.head.weight, atol=1e-6)  # started from a.pt's weights
+        with pytest.raises(ModelError, match="do not fit"):  # a width change cannot reuse the weights
+            pretrain("fvnet", tmp_path / "c.pt", init=tmp_path / "a.pt", config={"width": 8}, **kw)
+
 
     def test_cli(self, tmp_path):
         out = tmp_path / "c.pt"
