@@ -608,7 +608,7 @@ def align(
     output: Path = typer.Option(..., "-o", "--output", help="folder for the aligned frames (PNG) and alignment.json"),
     reference: Optional[int] = typer.Option(None, "--reference", help="frame to align to (position; default the middle one)"),
     motion: str = typer.Option("affine", "--motion", help="affine | similarity | homography | translation"),
-    max_side: int = typer.Option(512, "--max-side", help="long side (px) of the copies registration runs on; maps apply at full size"),
+    max_side: int = typer.Option(512, "--max-side", help="most pixels on the long side of the copies registration runs on (shrunk by a whole factor); maps apply at full size"),
 ) -> None:
     """Register a focal sweep's frames to one of them (focus breathing): aligned frames + alignment.json."""
     from dfdcap.dataset.align import AlignOptions, align_files

@@ -37,7 +37,7 @@ MOTIONS = ("affine", "similarity", "homography", "translation", "none")
 
 @dataclass(frozen=True)
 class AlignOptions:
-    """motion: what registration fits ("none" = prior only); max_side_px: long side of the finest
+    """motion: what registration fits ("none" = prior only); max_side_px: most pixels on the long side of the finest
     registration level; min_cc: lowest accepted ECC correlation; max_correction: largest accepted
     move away from the starting estimate, as a fraction of the image diagonal (RMS over the image)."""
 
@@ -85,7 +85,7 @@ def level_scales(shape: tuple[int, ...], opts: "AlignOptions") -> list[float]:
     return [1.0 / (factor * 2**k) for k in range(opts.levels - 1, -1, -1)]
 
 
-def registration_pyramid(rgb: np.ndarray, opts: "AlignOptions", blur_sigma_px: float | None = None) -> list[np.ndarray]:
+def registration_pyramid(rgb: np.ndarray, opts: "AlignOptions") -> list[np.ndarray]:
     """(H, W, 3) uint8 -> float32 blurred grey images at level_scales, coarse to fine (area-downscaled).
 
     Intensities, not gradients: defocus keeps the local mean of an image but not its gradient
@@ -93,7 +93,7 @@ def registration_pyramid(rgb: np.ndarray, opts: "AlignOptions", blur_sigma_px: f
     sweep: 0.03-0.07 px against 0.1-0.3 px and failures with gradient magnitude)."""
     import cv2
 
-    sigma = opts.blur_sigma_px if blur_sigma_px is None else blur_sigma_px
+    sigma = opts.blur_sigma_px
     g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
     h, w = rgb.shape[:2]
     out = []
