@@ -21,9 +21,9 @@ lot in metres. With end_margin a > 0 the expected position u in [0, 1] is read a
 and the output stays inside the swept range. The clamp passes gradients straight through, so a
 pixel wrongly clamped still learns. It is off in the shipped weights: fine-tuned with 0.12, the
 network reached 0.54x the baseline's RMS on held-out synthetic stacks (whose scenes often end
-beyond the sweep) against 0.61x, but did 13 % worse on nine sessions recorded on the simulated
-d405 rig (backgrounds just inside the far end of the sweep), so `--set end_margin=...` is for
-scenes known to extend past the sweep.
+beyond the sweep) against 0.61x, but its RMS was 13 % higher over six sessions recorded on the
+simulated d405 rig (backgrounds just inside the far end of the sweep), and higher on the demo's
+val and test sessions too; so `--set end_margin=...` is for scenes known to extend past the sweep.
 """
 
 from __future__ import annotations
