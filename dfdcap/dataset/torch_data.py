@@ -2,7 +2,8 @@
 
 Items are dicts (CONTRACTS.md): "stack" (S, 3, h, w) float32 in [0, 1], "focus_m" (S,) float32,
 "depth_m" (1, h, w) float32, "mask" (1, h, w) bool, and "coc_px" (S, 1, h, w) float32 when the
-file has CoC maps (stored, or derived from depth and focus: DatasetFile.coc_px). Stack, depth, mask and CoC are cropped at the same place.
+file has CoC maps (stored, or derived from depth and focus: DatasetFile.coc_px). Stack, depth,
+mask and CoC are cropped at the same place.
 """
 
 from __future__ import annotations
