@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -23,11 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _cpu_s() -> float:
-    """CPU seconds of this process and of its joined children (the stack workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+from build_dataset import _cpu_s  # noqa: E402  (CPU of this process and its stack workers)
 
 
 def write_breathing_session(out: Path, ramps: int, steps: int) -> Path:

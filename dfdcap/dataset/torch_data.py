@@ -42,6 +42,7 @@ class FocusStackDataset(Dataset):
             self._n = f.n(split)
             S, H, W, _ = f.stack_shape(split)
             self.has_coc = f.has_coc(split)
+            self.stored_coc = f.has_stored_coc(split)  # else derived per item, for the crop alone
             if not f.has_depth(split):
                 raise DatasetError(f"{self.h5_path}: split {split!r} has no depth ground truth")
         self.full_size = (H, W)
@@ -106,9 +107,9 @@ class FocusStackDataset(Dataset):
             "mask": torch.from_numpy(np.ascontiguousarray(mask))[None],
         }
         if self.has_coc:
-            if f.has_stored_coc(self.split):
+            if self.stored_coc:
                 coc = f.coc_px(self.split, i)[fi][:, ys, xs]
-            else:  # derived for the crop alone
+            else:
                 coc = f.derive_coc(depth, item["focus_m"].numpy())
             item["coc_px"] = torch.from_numpy(np.ascontiguousarray(coc, dtype=np.float32))[:, None]
         return item

@@ -374,12 +374,8 @@ def finetune(
             "world_size": trainer.world_size,
         })
     module = DFFModule(model_name, cfg, lr=lr, frames=tuple(frames))
-    if init_model is not None:
-        try:
-            module.model.load_state_dict(init_model.state_dict())
-        except RuntimeError as e:
-            raise ModelError(f"pretrain: the weights of --init {init} do not fit {model_name} with options {config} "
-                             f"({str(e).strip().splitlines()[0][:120]})") from None
+    if init_model is not None:  # built from the same config: its weights fit
+        module.model.load_state_dict(init_model.state_dict())
     train_ds = open_split(data, train_split, crop, True)
     val_ds = open_split(data, val_split, crop, False)
     if plan.held_out:
