@@ -249,17 +249,17 @@ def pretrain(
         cfg = {**ckpt["config"], **(config or {})}
     else:
         cfg = model_config(model_name, config, tiny)
-    run_dir = out_path.parent / f"{out_path.stem}_run"
-    run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(seed, verbose=False)
-    items = _pool_items(run_dir, pool, size, frames, seed, render_workers, progress)
     module = DFFModule(model_name, cfg, lr=lr, frames=(min(3, frames), frames), max_steps=steps)
-    if init_model is not None:
+    if init_model is not None:  # before anything is written: a misfit leaves no run folder behind
         try:
             module.model.load_state_dict(init_model.state_dict())
         except RuntimeError as e:
             raise ModelError(f"pretrain: the weights of --init {init} do not fit {model_name} with options {config} "
                              f"({str(e).strip().splitlines()[0][:120]})") from None
+    run_dir = out_path.parent / f"{out_path.stem}_run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    items = _pool_items(run_dir, pool, size, frames, seed, render_workers, progress)
     n_checks = max(1, min(n_checks, steps))
     interval = max(1, steps // n_checks)
     plain = PlainCheckpoints(run_dir / "last.pt", out_path, {"kind": "pretrain", "size": size, "steps": steps, "seed": seed})

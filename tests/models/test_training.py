@@ -89,6 +89,7 @@ class TestPretrain:
         assert torch.allclose(first.head.weight, second.head.weight, atol=1e-6)  # started from a.pt's weights
         with pytest.raises(ModelError, match="do not fit"):  # a width change cannot reuse the weights
             pretrain("fvnet", tmp_path / "c.pt", init=tmp_path / "a.pt", config={"width": 8}, **kw)
+        assert not (tmp_path / "c_run").exists() and not (tmp_path / "c.pt").exists()  # nothing written
 
 
     def test_cli(self, tmp_path):
