@@ -15,8 +15,10 @@ pixels, in two steps:
    moves far from its start falls back to the prior, and says so in `status`.
 
 Pure numerics (arrays in, arrays out) except `align_files`, the I/O entry of `dfdcap align`.
-Speed: registration runs at <= 384 px on the long side (two ECC levels, the finest a whole-factor
-downscale); the full-resolution work is one grey conversion and one warpAffine per slice.
+Speed: registration runs at <= 256 px on the long side by default (two ECC levels, the finest a
+whole-factor downscale: 252x189 at 1008x756, where OpenCV's ECC costs ~2.5 ms per iteration at
+336x252; on the simulated breathing sweep the maps stay within 0.06 px of the truth, against 0.05 px
+at 336 px); the full-resolution work is one grey conversion and one warp per slice.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class AlignOptions:
     move away from the starting estimate, as a fraction of the image diagonal (RMS over the image)."""
 
     motion: str = "affine"
-    max_side_px: int = 384
+    max_side_px: int = 256
     levels: int = 2
     blur_sigma_px: float = 1.5
     min_cc: float = 0.5
@@ -222,9 +224,15 @@ def warp_to_reference(image: np.ndarray, H: np.ndarray) -> np.ndarray:
     Hn = np.asarray(H, np.float64) / H[2, 2]
     if np.allclose(Hn, np.eye(3), atol=1e-9):
         return image
+    # OpenCV's warps have SIMD paths for 1 and 4 channels but not 3: RGB goes through RGBA and back
+    # (same pixels, 2.4x less time at 1008x756)
+    rgb = image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+    src = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA) if rgb else image
     if np.allclose(Hn[2], [0, 0, 1], atol=1e-12):
-        return cv2.warpAffine(image, Hn[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.warpPerspective(image, Hn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out = cv2.warpAffine(src, Hn[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        out = cv2.warpPerspective(src, Hn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(out, cv2.COLOR_RGBA2RGB) if rgb else out
 
 
 def covered_mask(maps: list[np.ndarray], size: tuple[int, int], margin_px: float = 1.0) -> np.ndarray:
