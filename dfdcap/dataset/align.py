@@ -15,10 +15,13 @@ pixels, in two steps:
    moves far from its start falls back to the prior, and says so in `status`.
 
 Pure numerics (arrays in, arrays out) except `align_files`, the I/O entry of `dfdcap align`.
-Speed: registration runs at <= 256 px on the long side by default (two ECC levels, the finest a
-whole-factor downscale: 252x189 at 1008x756, where OpenCV's ECC costs ~2.5 ms per iteration at
-336x252; on the simulated breathing sweep the maps stay within 0.06 px of the truth, against 0.05 px
-at 336 px); the full-resolution work is one grey conversion and one warp per slice.
+Speed: registration runs at <= 256 px on the long side by default, one ECC level (a whole-factor
+downscale: 252x189 at 1008x756). A findTransformECC call costs ~5 ms there, about half of it fixed,
+so every level and retry counts: on the simulated breathing sweep the maps stay within 0.06 px of
+the truth (0.05 px at 336 px or with a coarser level first, for 1.5-2x the time). Slices start from
+the prior or their neighbour's map, a few pixels off at most, so one level converges; `levels`
+adds coarser ones for sweeps without either. The full-resolution work is one grey conversion and
+one warp per slice.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class AlignOptions:
 
     motion: str = "affine"
     max_side_px: int = 256
-    levels: int = 2
+    levels: int = 1
     blur_sigma_px: float = 1.5
     min_cc: float = 0.5
     max_correction: float = 0.03
