@@ -9,7 +9,7 @@ pixels, in two steps:
    lens, distortion included: dfdcap.breathing); identity without one.
 2. registration (ECC, cv2.findTransformECC, affine by default): on downscaled, blurred grey
    images, so that the different defocus of two slices matters little (defocus keeps local means;
-   ECC's correlation ignores contrast; the blur evens out sharpness), coarse to fine from the prior. Slices
+   ECC's correlation ignores contrast; the blur evens out sharpness), from the prior. Slices
    are registered directly to the reference, starting from the neighbour's (nearer the reference)
    result, so large sweeps (10 % scale) converge. A registration that fails, correlates poorly or
    moves far from its start falls back to the prior, and says so in `status`.
