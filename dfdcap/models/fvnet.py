@@ -25,9 +25,9 @@ beyond the sweep) from 0.61x to 0.54x the baseline's, but raised it 13 % over si
 on the simulated d405 rig (backgrounds just inside the far end of the sweep) and on the demo's
 sessions; on the shipped width-16 network, 1,000 steps with 0.06 raised the validation RMS
 (0.145 m against 0.140 m). So `--set end_margin=...` is for scenes known to extend past the sweep.
-The capacity did what the margin could not: width 16 (48k parameters), trained from scratch,
-reached 0.49x on the held-out stacks and 13 % less RMS on the d405 sessions than width 8
-(dfdcap/models/weights/fvnet.json).
+Capacity helped without that trade: width 16 (48k parameters), trained from scratch, reached
+0.49x on the held-out test stacks (0.50-0.69x on four other unseen seeds, where width 8 had
+0.59-0.77x) and 13 % less RMS on the d405 sessions than width 8 (dfdcap/models/weights/fvnet.json).
 """
 
 from __future__ import annotations
