@@ -28,6 +28,9 @@ sessions; on the shipped width-16 network, 1,000 steps with 0.06 raised the vali
 Capacity helped without that trade: width 16 (48k parameters), trained from scratch, reached
 0.49x on the held-out test stacks (0.50-0.69x on four other unseen seeds, where width 8 had
 0.59-0.77x) and 13 % less RMS on the d405 sessions than width 8 (dfdcap/models/weights/fvnet.json).
+More synthetic training did not: continuing the shipped weights on a fresh pool (6,000 steps, lr
+1e-3 or 5e-4) lowered the synthetic validation RMS to 0.57-0.61x the baseline's, but raised the
+d405 sessions' RMS by 10-15 % (0.039-0.041 m against 0.0355 m) and the demo's validation RMS too.
 """
 
 from __future__ import annotations
