@@ -6,8 +6,8 @@ demo rig's wider blur (18-24 px at the largest; the test set's default is 6-16 p
 Each table also prints the floor: the RMS of the truth clamped to the stack's swept range, the
 best any predictor whose output stays inside the sweep can do (the scenes often end beyond
 the far end of the sweep, where focus says nothing about depth). On some seeds that floor
-alone is close to 0.5 x the baseline (--seed N scores another seed; only the default is the
-held-out test seed, the others were drawn after the shipped weights were chosen).
+alone is close to 0.5 x the baseline (--seed N scores another seed; the default is the
+held-out test seed, and VAL_SEED is the one pretraining selects on).
 --train-steps N also pretrains the five thesis networks for the same small budget each and
 adds them to the table (minutes per network on a CPU).
 Run: python benchmarks/dff_accuracy.py [--n-test 32] [--size 128] [--seed N] [--checkpoint PATH]
