@@ -19,18 +19,11 @@ rarely ends where the sweep does) reads a little inside it. At the far end that 
 lot in metres. With end_margin a > 0 the expected position u in [0, 1] is read as
 (u - a) / (1 - 2a), clamped to [0, 1]: positions within a of an end are that end frame's focus,
 and the output stays inside the swept range. The clamp passes gradients straight through, so a
-pixel wrongly clamped still learns. It is off in the shipped weights. On the earlier width-8
-network, a fine-tune with 0.12 cut the RMS on held-out synthetic stacks (whose scenes often end
-beyond the sweep) from 0.61x to 0.54x the baseline's, but raised it 13 % over six sessions recorded
-on the simulated d405 rig (backgrounds just inside the far end of the sweep) and on the demo's
-sessions; on the shipped width-16 network, 1,000 steps with 0.06 raised the validation RMS
-(0.145 m against 0.140 m). So `--set end_margin=...` is for scenes known to extend past the sweep.
-Capacity helped without that trade: width 16 (48k parameters), trained from scratch, reached
-0.49x on the held-out test stacks (0.50-0.69x on four other unseen seeds, where width 8 had
-0.59-0.77x) and 13 % less RMS on the d405 sessions than width 8 (dfdcap/models/weights/fvnet.json).
-More synthetic training did not: continuing the shipped weights on a fresh pool (6,000 steps, lr
-1e-3 or 5e-4) lowered the synthetic validation RMS to 0.57-0.61x the baseline's, but raised the
-d405 sessions' RMS by 10-15 % (0.039-0.041 m against 0.0355 m) and the demo's validation RMS too.
+pixel wrongly clamped still learns. It is off in the shipped weights: it trades the synthetic
+stacks (whose scenes often end beyond the sweep) against sessions recorded on the simulated rigs
+(backgrounds just inside the far end), and so does longer synthetic training; width helped both.
+The measurements are in dfdcap/models/weights/fvnet.json ("tried"). `--set end_margin=...` is for
+scenes known to extend past the sweep.
 """
 
 from __future__ import annotations
