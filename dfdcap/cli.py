@@ -151,10 +151,15 @@ def sync(
     sensor_latency_ms: Optional[float] = typer.Option(None, "--sensor-latency-ms", help="fixed sensor latency subtracted from the arrival envelope (default: the session's, else 0)"),
 ) -> None:
     """Fit the phone and sensor clocks of a session, pair phone frames with depth frames, write sync.json."""
+    from dfdcap.errors import SyncError
     from dfdcap.fileio import check_output_file
     from dfdcap.sync.io import sync_session
     from dfdcap.sync.summary import print_sync_summary
 
+    if max_gap_ms is not None and not 0 < max_gap_ms <= 60_000:
+        raise SyncError(f"--max-gap-ms: expected a gap in (0, 60000] ms, got {max_gap_ms}")
+    if sensor_latency_ms is not None and not abs(sensor_latency_ms) <= 1000:
+        raise SyncError(f"--sensor-latency-ms: expected a latency within +-1000 ms, got {sensor_latency_ms}")
     if (session / "session.json").is_file():
         check_output_file(session / "sync.json", what="sync.json")
     result = sync_session(
@@ -441,9 +446,14 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the metrics here as JSON (deltas, badpix as fractions)"),
 ) -> None:
     """Print the DDFF-12 metric table of network(s) beside the classical depth-from-focus baseline."""
-    from dfdcap.fileio import atomic_write_json
+    from dfdcap.errors import ModelError
+    from dfdcap.fileio import atomic_write_json, check_output_file
     from dfdcap.models.evaluate import evaluate as run, metrics_table, result_json
 
+    if max_samples is not None and max_samples < 1:
+        raise ModelError(f"--max-samples: expected at least 1 stack, got {max_samples}")
+    if json_out is not None:
+        check_output_file(json_out, what="--json file")
     r = run(models, data, split=split, max_samples=max_samples)
     out.print(f"scoring split {r.split!r} of {data} ({r.n_samples} stacks)", highlight=False, soft_wrap=True)
     for w in r.warnings:
@@ -667,6 +677,10 @@ def main(args: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
+    except MemoryError as e:  # sizes or counts beyond this machine: say so, no traceback
+        console.print(f"[red]error:[/red] out of memory{': ' + escape(str(e)) if str(e) else ''} "
+                      "(ask for smaller sizes or counts)", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except OSError as e:
         if e.errno == errno.EPIPE:  # `dfdcap associate ... | head`
             sys.exit(1)

@@ -34,6 +34,8 @@ def file_mode() -> int:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
+    if path.is_dir():  # else the error would name the temporary file, not the user's path
+        raise DfdcapError(f"{path}: is a folder, expected a file name")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, file_mode())
@@ -118,6 +120,8 @@ def read_json(path: str | os.PathLike) -> dict:
         raise DfdcapError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise DfdcapError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise DfdcapError(f"{path}: binary data, expected a JSON text file") from None
 
 
 def encode_image(image: np.ndarray, ext: str = ".png", params: Sequence[int] = ()) -> bytes:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dfdcap.errors import DfdcapError
+from dfdcap.fileio import read_json
 
 
 def write_report(path: Path, output: Path | None = None) -> Path:
@@ -26,11 +26,8 @@ def write_report(path: Path, output: Path | None = None) -> Path:
 
         return write_dataset_report(path, output or path.with_suffix(".png"))
     if path.suffix == ".json":
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise DfdcapError(f"{path}: not valid JSON ({e.msg})") from None
-        if "T_phone_from_sensor" in d or "phone" in d or "camera" in d:
+        d = read_json(path)
+        if isinstance(d, dict) and ("T_phone_from_sensor" in d or "phone" in d or "camera" in d):
             from dfdcap.calib.report import write_calibration_report
 
             return write_calibration_report(path, output or path.with_suffix(".png"))

@@ -46,3 +46,17 @@ def test_other_usage_errors(cli, args):
     rc, out, err = cli(*args)
     assert rc == 2, out + err
     assert "Traceback" not in out + err
+
+
+def test_out_of_memory_is_one_line(cli, monkeypatch, tmp_path):
+    """Sizes or counts beyond the machine (`record --stacks 100000 --steps 100000` asks numpy for
+    75 GB) end in one line, not a MemoryError traceback."""
+    import dfdcap.capture.recorder as recorder
+
+    def too_big(*a, **k):
+        raise MemoryError("Unable to allocate 74.5 GiB for an array with shape (100000, 100000)")
+
+    monkeypatch.setattr(recorder, "record_from_specs", too_big)
+    rc, out, err = cli("record", "-o", tmp_path)
+    assert rc == 1 and "Traceback" not in out + err
+    assert err.strip().splitlines()[-1].startswith("error: out of memory") and "74.5 GiB" in err

@@ -157,6 +157,11 @@ class TestCalibrate:
     def test_missing_input(self, cli, world, tmp_path):
         assert_one_line_error(cli("calibrate", tmp_path / "nothing", "--board", "9x6", "-o", tmp_path / "c.json"), 1)
 
+    def test_bad_subpix_window(self, cli, world, tmp_path):
+        """OpenCV's cornerSubPix asserts on a window under 1 px, deep inside the detection threads."""
+        assert_one_line_error(cli(*self.args(world, tmp_path / "c.json"), "--subpix-window", "0"), 1, "--subpix-window")
+        assert not (tmp_path / "c.json").exists()
+
     @pytest.mark.parametrize("how", ["truncated", "empty", "text"])
     def test_corrupt_board_image(self, cli, world, tmp_path, how):
         """A broken image is one line naming it, or (when enough views remain) a dropped view; never a crash."""
@@ -252,6 +257,13 @@ class TestSync:
         s = _copy(world["session"], tmp_path)
         before = snapshot(s)
         assert_one_line_error(cli("sync", s, "--mode", "nosuch"), 1)
+        assert snapshot(s) == before
+
+    @pytest.mark.parametrize("opt", [("--max-gap-ms", "nan"), ("--max-gap-ms", "-5"), ("--sensor-latency-ms", "1e12")])
+    def test_bad_number(self, cli, world, tmp_path, opt):
+        s = _copy(world["session"], tmp_path)
+        before = snapshot(s)
+        assert_one_line_error(cli("sync", s, *opt), 1, opt[0])
         assert snapshot(s) == before
 
 
@@ -406,6 +418,13 @@ class TestFinetune:
         assert_one_line_error(cli(*self.args(world, tmp_path / "run", data=tmp_path / "nothing.h5")), 1)
         assert not (tmp_path / "run").exists()
 
+    @pytest.mark.parametrize("opt", [("--batch-size", "0"), ("--crop", "0"), ("--epochs", "0"), ("--lr", "-1"),
+                                     ("--lr", "nan"), ("--devices", "99")])
+    def test_bad_number_writes_nothing(self, cli, world, tmp_path, opt):
+        """torch and Lightning would answer these with a traceback or, for 99 CPU processes, never finish."""
+        assert_one_line_error(cli(*self.args(world, tmp_path / "run", *opt)), 1, opt[0].lstrip("-").split("-")[0])
+        assert not (tmp_path / "run").exists()
+
     def test_run_folder_is_a_file(self, cli, world, tmp_path):
         (tmp_path / "run").write_text("keep")
         assert_one_line_error(cli(*self.args(world, tmp_path / "run")), 1, "file")
@@ -500,6 +519,14 @@ class TestEvaluate:
 
     def test_unknown_split(self, cli, world):
         assert_one_line_error(cli("evaluate", world["ckpt"], "--data", world["h5"], "--split", "nosuch"), 1, "nosuch")
+
+    def test_no_samples(self, cli, world):
+        assert_one_line_error(cli("evaluate", world["ckpt"], "--data", world["h5"], "--max-samples", "0"), 1, "--max-samples")
+
+    def test_json_is_a_folder(self, cli, world, tmp_path):
+        (tmp_path / "m.json").mkdir()
+        msg = assert_one_line_error(cli("evaluate", world["ckpt"], "--data", world["h5"], "--json", tmp_path / "m.json"), 1, "m.json")
+        assert ".tmp" not in msg and list(tmp_path.iterdir()) == [tmp_path / "m.json"]
 
 
 # ------------------------------------------------------------------------------ predict

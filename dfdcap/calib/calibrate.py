@@ -57,6 +57,10 @@ class CalibrateOptions:
     subpix_window: int | None = None  # fixed cornerSubPix half-window (px); None = scaled to the corner spacing
     depth_range_m: tuple[float, float] | None = None
 
+    def __post_init__(self) -> None:
+        if self.subpix_window is not None and self.subpix_window < 1:  # OpenCV asserts deep inside detection
+            raise CalibrationError(f"--subpix-window {self.subpix_window}: expected a half-window of at least 1 px")
+
     def models(self) -> tuple[str, str]:
         """(phone, sensor) model names or "auto", checked."""
         parts = [p.strip() for p in self.distortion.split(",")]

@@ -576,10 +576,10 @@ def pull_recording(device, remote_dir: str, writer: SessionWriter, where: str, *
         truth_dests = [_inside(truth_dir, f"{idx}.npz") for idx, *_ in truth_rows]
 
         if not (phone_dir / "camera.json").is_file():
-            cam = json.loads(_read_remote_verified(device, sync, f"{remote_dir}/camera.json", where))
-            try:
-                writer.write_phone_camera(PhoneCamera.from_dict(cam))
-            except (KeyError, TypeError, ValueError) as e:
+            raw = _read_remote_verified(device, sync, f"{remote_dir}/camera.json", where)
+            try:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                writer.write_phone_camera(PhoneCamera.from_dict(json.loads(raw)))
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise ProtocolError(f"{where}: {remote_dir}/camera.json malformed ({e})") from None
 
         try:

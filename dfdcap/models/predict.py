@@ -32,6 +32,7 @@ from dfdcap.fileio import read_image, write_image
 INDEX_DIOPTERS = (10.0, 2.0)  # --index: stand-in focus of the first and last frame (0.1 m ... 0.5 m)
 DEFAULT_TILE = 1024  # tile core side (pixels) at the run resolution; 0 = never tile
 DEFAULT_MARGIN = 64  # context pixels around each tile core
+MIN_TILE = 32  # smaller cores would be mostly margin: many thousand tiles, hours of work for nothing
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ def focus_coordinates(n_frames: int, focus: str | None = None, diopters: str | N
         return FocusCoordinates([float(1.0 / v) for v in d], "index")
     vals = parse_focus(focus, "--focus") if focus else [1.0 / v for v in parse_focus(diopters, "--diopters", "diopters")]
     if len(vals) != n_frames:
-        raise ModelError(f"predict: {n_frames} images but {len(vals)} focus {'distances' if focus else 'values'}")
+        opt = "--focus" if focus else "--diopters"
+        raise ModelError(f"predict: {n_frames} images but {len(vals)} {opt} values (one per image, comma-separated: {opt} a,b,...)")
     return FocusCoordinates(vals, "m")
 
 
@@ -277,6 +279,8 @@ def predict(
         coords = FocusCoordinates([float(v) for v in coords], "m")
     if len(images) != len(coords.focus_m):
         raise ModelError(f"predict: {len(images)} images but {len(coords.focus_m)} focus distances")
+    if tile < 0 or 0 < tile < MIN_TILE:
+        raise ModelError(f"--tile: expected 0 (whole image) or at least {MIN_TILE} pixels, got {tile}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # before any long work
     method = stack_method(checkpoint, coords.focus_m)  # a bad checkpoint fails before any image is read

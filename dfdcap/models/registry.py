@@ -7,6 +7,7 @@ CoC decoder, and "confidence": (B, 1, H, W) in [0, 1] where the model gives one 
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 from torch import nn
@@ -79,9 +80,14 @@ def build_model(name: str, **cfg) -> nn.Module:
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     try:
-        return MODELS[name](**cfg)
-    except (TypeError, ValueError) as e:
+        with warnings.catch_warnings():  # width=0: torch warns about zero-element init; the check below says it
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            model = MODELS[name](**cfg)
+    except (TypeError, ValueError, RuntimeError) as e:  # torch: RuntimeError for a negative width
         raise ModelError(f"model {name!r}: bad config {cfg} ({e})") from None
+    if any(p.numel() == 0 for p in model.parameters()):  # e.g. width=0: builds, fails at the first step
+        raise ModelError(f"model {name!r}: bad config {cfg} (a layer would have no weights)")
+    return model
 
 
 def has_coc(model: nn.Module) -> bool:

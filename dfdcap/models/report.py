@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 
 from dfdcap.errors import ModelError
+from dfdcap.fileio import read_json
 
 
 def read_metrics_csv(path: str | Path) -> list[dict]:
@@ -71,7 +71,9 @@ def write_run_report(run_dir: str | Path, png: str | Path, n_examples: int = 3) 
     run_dir, png = Path(run_dir), Path(png)
     if not run_dir.is_dir():
         raise ModelError(f"{run_dir}: not a run folder")
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    info = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    if not isinstance(info, dict):
+        raise ModelError(f"{run_dir / 'run.json'}: expected a JSON object, got {type(info).__name__}")
     rows = read_metrics_csv(run_dir / "metrics.csv")
     ckpt_path = next((p for p in (run_dir / "best.pt", run_dir / "last.pt", Path(info.get("checkpoint", "")))
                       if str(p) and p.is_file()), None)

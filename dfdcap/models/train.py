@@ -9,6 +9,8 @@ checkpoints for evaluate/predict).
 from __future__ import annotations
 
 import logging
+import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,11 @@ def parse_devices(text: str | int) -> int | str | tuple[int, ...]:
         raise ModelError(f"--devices {text!r}: expected auto, a count (2, -1 = all) or ids (0,1)") from None
 
 
+def _check_lr(lr: float) -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise ModelError(f"--lr {lr}: expected a positive learning rate (e.g. 1e-4)")
+
+
 def _loader_kw(hw: Hardware) -> dict:
     """DataLoader options: workers that stay up between epochs (each opens its own HDF5 handle)."""
     if hw.workers < 0:
@@ -131,14 +138,19 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
     if val_check_interval is not None:
         kw["val_check_interval"] = val_check_interval
         kw["check_val_every_n_epoch"] = None
+    where = (f"training hardware accelerator={hardware.accelerator!r} devices={hardware.devices!r} "
+             f"num_nodes={hardware.num_nodes} strategy={hardware.strategy!r}")
     try:
-        return L.Trainer(**kw)
+        trainer = L.Trainer(**kw)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(
-            f"training hardware accelerator={hardware.accelerator!r} devices={hardware.devices!r} "
-            f"num_nodes={hardware.num_nodes} strategy={hardware.strategy!r}: {msg}"
-        ) from e
+        raise ModelError(f"{where}: {msg}") from e
+    most = max(2, os.cpu_count() or 1)  # DDP on 2 processes stays possible on a 1-core machine
+    if type(trainer.accelerator).__name__ == "CPUAccelerator" and trainer.num_devices > most:
+        # Lightning would start one training process per CPU "device": 99 of them on 2 cores never finish
+        raise ModelError(f"{where}: {trainer.num_devices} CPU training processes on {os.cpu_count()} cores; "
+                         f"use --devices {most} or fewer")
+    return trainer
 
 
 def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path) -> None:
@@ -238,6 +250,7 @@ def pretrain(
     from dfdcap.models.lightning_module import DFFModule, PlainCheckpoints
     from dfdcap.models.pool import AugmentedPool
 
+    _check_lr(lr)
     crop = crop or size
     if steps < 1 or size < 16 or batch_size < 1 or frames < 2 or pool < 1 or not 16 <= crop <= size:
         raise ModelError(f"pretrain: need steps >= 1, size >= 16, 16 <= crop <= size, batch >= 1, frames >= 2, pool >= 1 "
@@ -258,13 +271,13 @@ def pretrain(
             raise ModelError(f"pretrain: the weights of --init {init} do not fit {model_name} with options {config} "
                              f"({str(e).strip().splitlines()[0][:120]})") from None
     run_dir = out_path.parent / f"{out_path.stem}_run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    items = _pool_items(run_dir, pool, size, frames, seed, render_workers, progress)
     n_checks = max(1, min(n_checks, steps))
     interval = max(1, steps // n_checks)
     plain = PlainCheckpoints(run_dir / "last.pt", out_path, {"kind": "pretrain", "size": size, "steps": steps, "seed": seed})
     trainer = _trainer(run_dir, max_epochs=1, max_steps=steps, val_check_interval=interval, progress=progress, plain=plain,
-                       precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))
+                       precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))  # bad hardware: before any work
+    run_dir.mkdir(parents=True, exist_ok=True)
+    items = _pool_items(run_dir, pool, size, frames, seed, render_workers, progress)
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "run.json", {
             "kind": "pretrain", "model": model_name, "config": cfg, "steps": steps, "size": size, "crop": crop,
@@ -347,6 +360,9 @@ def finetune(
     from dfdcap.models.run_folder import check_run_folder
     from dfdcap.models.splits import plan_finetune_splits, training_record
 
+    _check_lr(lr)
+    if epochs < 1 or batch_size < 1 or crop < 16:
+        raise ModelError(f"finetune: need epochs >= 1, batch size >= 1 and crop >= 16 px (got {epochs}, {batch_size}, {crop})")
     data, run_dir = Path(data), Path(run_dir)
     plan = plan_finetune_splits(data, train_split, val_split)  # never selects on test
     train_split, val_split = plan.train_split, plan.val_split
@@ -361,10 +377,10 @@ def finetune(
         init_model, cfg = None, model_config(model_name, config, tiny)
     record = training_record(plan, data, init_meta)
     resumed = check_run_folder(run_dir, model_name, data, resume and not fast_dev_run)  # before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
     plain = PlainCheckpoints(run_dir / "last.pt", run_dir / "best.pt", {"kind": "finetune", **record})
     trainer = _trainer(run_dir, max_epochs=epochs, fast_dev_run=fast_dev_run, progress=progress, plain=plain,
                        precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))
+    run_dir.mkdir(parents=True, exist_ok=True)  # after the hardware check: a refused run leaves no folder
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "run.json", {
             "kind": "finetune", "model": model_name, "config": cfg, "data": str(data.resolve()),

@@ -173,6 +173,12 @@ class TestRegistry:
         with pytest.raises(ModelError, match="bad config"):
             build_model("poolnet", depth=3)
 
+    @pytest.mark.parametrize("width", [0, -4])
+    def test_width_that_builds_no_layer(self, width):
+        """torch builds a 0-channel conv and fails only at the first step; a negative one raises RuntimeError."""
+        with pytest.raises(ModelError, match="bad config"):
+            build_model("fvnet", width=width)
+
 
 class TestFVNetEnds:
     """end_margin: expected positions within the margin of a sweep end read as that end's focus."""

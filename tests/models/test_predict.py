@@ -69,6 +69,20 @@ class TestClassicalThroughPredict:
         code, _, err = cli("predict", "--classical", *paths, "--diopters", "1,2,0,4,5")
         assert code == 1 and "--diopters" in err
 
+    def test_one_focus_per_image(self, cli, stack_files, tmp_path):
+        paths, focus, _ = stack_files
+        code, _, err = cli("predict", "--classical", *paths, "--focus", "0.5", "-o", tmp_path / "f.png")
+        assert code == 1 and "5 images but 1 --focus values" in err and "comma-separated" in err
+        assert not list(tmp_path.iterdir())
+
+    @pytest.mark.parametrize("tile", ["1", "31", "-5"])
+    def test_tile_too_small_is_refused_before_the_work(self, cli, stack_files, tmp_path, tile):
+        """A 1-pixel tile would mean a tile per pixel (hours on one 12 MP frame): refused at once."""
+        paths, focus, _ = stack_files
+        code, _, err = cli("predict", "--classical", *paths, "--focus", _csv(focus), "--tile", tile, "-o", tmp_path / "t.png")
+        assert code == 1 and "--tile" in err and "at least 32" in err
+        assert not list(tmp_path.iterdir())
+
 
 class TestNetworkThroughPredict:
     def test_index_with_a_network(self, cli, tiny_ckpt, stack_files, tmp_path):

@@ -194,7 +194,7 @@ class TestPredict:
 
     def test_focus_count_mismatch(self, tmp_path):
         res = CliRunner().invoke(app, ["predict", "x.pt", "a.png", "b.png", "--focus", "0.1"])
-        assert isinstance(res.exception, ModelError) and "2 images but 1 focus" in str(res.exception)
+        assert isinstance(res.exception, ModelError) and "2 images but 1 --focus values" in str(res.exception)
 
 
 def test_finetune_fast_dev_run_on_dataset_writer_file(tmp_path):
