@@ -500,6 +500,13 @@ def _bad_checkpoint(kind: str, path: Path, world) -> None:
 
 # ------------------------------------------------------------------------------ evaluate
 
+class TestExport:
+    def test_session_folder_instead_of_a_dataset(self, cli, world, tmp_path):
+        """HDF5's error for a folder runs over several lines; the user gets one."""
+        assert_one_line_error(cli("export", world["session"], "-o", tmp_path / "x.ply"), 1, "folder")
+        assert not (tmp_path / "x.ply").exists()
+
+
 class TestEvaluate:
     @pytest.mark.parametrize("kind", ["truncated", "unsafe pickle", "not a checkpoint dict", "empty"])
     def test_bad_checkpoint(self, cli, world, tmp_path, kind):

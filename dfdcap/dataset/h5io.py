@@ -240,12 +240,14 @@ class DatasetFile:
         if ddff_units not in ("m", "disparity"):
             raise DatasetError(f"ddff_units must be 'm' or 'disparity', got {ddff_units!r}")
         self.ddff_units = ddff_units
+        if self.path.is_dir():
+            raise DatasetError(f"{self.path}: a folder, expected a dataset .h5 file")
         try:
             self._h5 = h5py.File(self.path, "r")
         except FileNotFoundError:
             raise DatasetError(f"{self.path}: no such dataset file") from None
-        except OSError as e:
-            raise DatasetError(f"{self.path}: not an HDF5 file ({e})") from None
+        except OSError as e:  # HDF5's messages can run over several lines: the first says what failed
+            raise DatasetError(f"{self.path}: not an HDF5 file ({str(e).splitlines()[0]})") from None
         keys = list(self._h5.keys())
         self.splits = sorted(k[len("stack_"):] for k in keys if k.startswith("stack_"))
         if not self.splits:

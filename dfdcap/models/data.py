@@ -98,7 +98,7 @@ def dataset_splits(path: str | Path) -> list[str]:
         with h5py.File(path, "r") as f:
             return sorted(k[len("stack_"):] for k in f.keys() if k.startswith("stack_"))
     except OSError as e:
-        raise DatasetError(f"{path}: not an HDF5 dataset ({e})") from None
+        raise DatasetError(f"{path}: not an HDF5 dataset ({str(e).splitlines()[0]})") from None
 
 
 def image_size(path: str | Path, split: str) -> tuple[int, int]:
