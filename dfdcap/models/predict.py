@@ -87,6 +87,8 @@ def focus_coordinates(n_frames: int, focus: str | None = None, diopters: str | N
     if len(vals) != n_frames:
         opt = "--focus" if focus else "--diopters"
         raise ModelError(f"predict: {n_frames} images but {len(vals)} {opt} values (one per image, comma-separated: {opt} a,b,...)")
+    if len(set(vals)) < 2:  # one focus distance: no sweep, every pixel would get that distance
+        raise ModelError(f"predict: every image has the same focus ({vals[0]:g} m); a focus stack needs at least two")
     return FocusCoordinates(vals, "m")
 
 
@@ -198,7 +200,10 @@ def parse_scale(scale: float | None, size: str | None, w: int, h: int) -> tuple[
         raise ModelError(f"--size: expected WxH or W in pixels, got {size!r}") from None
     if len(parts) not in (1, 2) or min(parts) < 8:
         raise ModelError(f"--size: expected WxH or W (at least 8 pixels), got {size!r}")
-    return (parts[0], parts[1]) if len(parts) == 2 else (parts[0], max(8, round(h * parts[0] / w)))
+    out = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], max(8, round(h * parts[0] / w)))
+    if out[0] > 4 * w or out[1] > 4 * h:  # as --scale: at most 4x the images (99999x99999 is 30 GB a frame)
+        raise ModelError(f"--size {size}: at most 4x the {w}x{h} images on each side")
+    return out
 
 
 def rescale(frames: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:

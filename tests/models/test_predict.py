@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dfdcap.errors import ModelError
 from dfdcap.fileio import read_image, write_image
 from dfdcap.models.baseline import best_focus_index, classical_dff, focus_measure, to_gray
 from dfdcap.models.checkpoint import save_checkpoint
@@ -73,6 +74,8 @@ class TestClassicalThroughPredict:
         paths, focus, _ = stack_files
         code, _, err = cli("predict", "--classical", *paths, "--focus", "0.5", "-o", tmp_path / "f.png")
         assert code == 1 and "5 images but 1 --focus values" in err and "comma-separated" in err
+        code, _, err = cli("predict", "--classical", *paths, "--focus", "0.5,0.5,0.5,0.5,0.5", "-o", tmp_path / "f.png")
+        assert code == 1 and "same focus" in err
         assert not list(tmp_path.iterdir())
 
     @pytest.mark.parametrize("tile", ["1", "31", "-5"])
@@ -97,6 +100,8 @@ class TestNetworkThroughPredict:
         assert r.size == (32, 24) and r.depth_m.shape == (24, 32)
         r = predict(tiny_ckpt, paths, focus, tmp_path / "s.png", size="40")
         assert r.size == (40, 30) and read_image(tmp_path / "s_mm.png", unchanged=True).shape == (30, 40)
+        with pytest.raises(ModelError, match="at most 4x the 64x48 images"):  # not a 30 GB resize
+            predict(tiny_ckpt, paths, focus, tmp_path / "s.png", size="99999x99999")
 
 
 class TestTiles:
