@@ -427,6 +427,14 @@ def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, mo
         bar.update(task, completed=sweep_s, **fields("done"))
 
 
+def _check_focus_reachable(schedule: FocusSchedule, camera) -> None:
+    """A schedule nearer than the lens focuses would stop the phone after the sensor started."""
+    nearest_d = float(schedule.focus_diopters().max())
+    if nearest_d > camera.min_focus_diopters + 1e-9:
+        raise SessionError(f"--near {schedule.near_m:g} m: closer than the phone's lens focuses "
+                           f"({1 / camera.min_focus_diopters:.3f} m, {camera.min_focus_diopters:g} D)")
+
+
 def record_session(
     sensor: Sensor,
     phone: Phone,
@@ -480,6 +488,8 @@ def record_session(
     timeout_s = timeout_s if timeout_s is not None else 2 * schedule.n_frames / phone_fps + 10.0
     stats = stats if stats is not None else RecordStats()
     rule = depth_rule(sensor.info.model, sensor.intrinsics.depth_scale_m, sensor.max_depth_code)
+    camera = phone.hello()
+    _check_focus_reachable(schedule, camera)  # before the session folder exists
     writer = SessionWriter.create(
         out_dir, name, sensor.info, phone.info, schedule.to_dict(), extra=_session_extra(sensor, phone_fps)
     )
@@ -493,7 +503,7 @@ def record_session(
     started_phone = False
     try:
         writer.write_sensor_intrinsics(sensor.intrinsics)
-        writer.write_phone_camera(phone.hello())
+        writer.write_phone_camera(camera)
         if truth_rig is not None:
             writer.write_truth_rig(truth_rig() if callable(truth_rig) else truth_rig)
         for _ in range(edge_probes):
@@ -674,8 +684,10 @@ def record_from_specs(
             raise DfdcapError(f"unknown scene {sim.scene!r}: expected one of {', '.join(SCENE_PRESETS)}")
     if ramps < 1 or steps < 1:
         raise DfdcapError(f"--stacks and --steps must be >= 1, got {ramps} and {steps}")
-    if not phone_fps > 0:
-        raise DfdcapError(f"--fps must be > 0, got {phone_fps}")
+    if not 0.1 <= phone_fps <= 1000:  # 1e-6 fps would wait days for the second frame
+        raise DfdcapError(f"--fps must be between 0.1 and 1000 frames/s, got {phone_fps}")
+    if sim.seed < 0:
+        raise DfdcapError(f"--seed must be >= 0, got {sim.seed}")
     sensor_format_of(sensor_format, png)
     default_near, default_far = SENSOR_PRESET_FOCUS_M[sim.sensor_preset]
     schedule = FocusSchedule(
