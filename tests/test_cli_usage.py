@@ -40,8 +40,12 @@ def test_bogus_option_is_a_usage_error(cli, path):
     assert "--bogus" in err and "No such option" in err
 
 
-@pytest.mark.parametrize("args", [[], ["nosuchcommand"], ["sync"], ["record", "--stacks", "abc"], ["sim", "nosuch"]],
-                         ids=["no arguments", "unknown command", "missing argument", "bad number", "unknown sub-command"])
+@pytest.mark.parametrize("args", [[], ["nosuchcommand"], ["sync"], ["record", "--stacks", "abc"], ["sim", "nosuch"],
+                                  ["record", "--seed", "-1", "-o", "/nonexistent/s"],
+                                  ["sim", "checkerboard", "/nonexistent/b", "--seed", "-1"],
+                                  ["pretrain", "--model", "fvnet", "--seed", "-1", "-o", "/nonexistent/p.pt"]],
+                         ids=["no arguments", "unknown command", "missing argument", "bad number", "unknown sub-command",
+                              "negative seed: record", "negative seed: sim", "negative seed: pretrain"])
 def test_other_usage_errors(cli, args):
     rc, out, err = cli(*args)
     assert rc == 2, out + err
