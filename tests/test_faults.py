@@ -645,3 +645,10 @@ class TestAlign:
         assert_one_line_error((proc.returncode, out, err), 1, bad.name)
         assert len(err.strip().splitlines()) == 1, err  # no decoder warning before it
         assert not (tmp_path / "out" / "alignment.json").exists()
+
+    @pytest.mark.parametrize("side", ["0", "-5"])
+    def test_bad_max_side(self, cli, good, tmp_path, side):
+        """--max-side 0 was a ZeroDivisionError; a negative one ran as if it were 1."""
+        other = shutil.copy2(good, tmp_path / "other.jpg")
+        assert_one_line_error(cli("align", good, other, "-o", tmp_path / "out", "--max-side", side), 1, "--max-side")
+        assert not (tmp_path / "out").exists()

@@ -55,6 +55,11 @@ class AlignOptions:
     iterations: int = 40
     eps: float = 1e-4
 
+    def __post_init__(self) -> None:
+        if self.max_side_px < 16 or self.levels < 1 or self.iterations < 1:  # 0 px was a ZeroDivisionError
+            raise DatasetError(f"align: need --max-side >= 16 px, levels >= 1 and iterations >= 1 "
+                               f"(got {self.max_side_px}, {self.levels}, {self.iterations})")
+
 
 @dataclass(frozen=True)
 class SliceAlignment:
