@@ -16,6 +16,15 @@ from dfdcap.capture.session import ClockProbe, DeviceInfo, PhoneCamera, SensorIn
 from dfdcap.lens import FocusSchedule
 
 
+def unreachable_focus(schedule: FocusSchedule, camera: PhoneCamera) -> str | None:
+    """Why the lens cannot follow `schedule` (its nearest focus is closer than the lens focuses), else None."""
+    nearest_d = float(schedule.focus_diopters().max())
+    if nearest_d <= camera.min_focus_diopters + 1e-9:
+        return None
+    return (f"the schedule's nearest focus {schedule.near_m:.3f} m ({nearest_d:.2f} D) is closer than the lens can "
+            f"focus ({camera.min_focus_diopters:.2f} D = {1 / camera.min_focus_diopters:.3f} m)")
+
+
 @dataclass(frozen=True)
 class SensorFrame:
     """One RGB-D frame.

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from dfdcap.capture.base import Phone
+from dfdcap.capture.base import Phone, unreachable_focus
 from dfdcap.capture.phone_protocol import (
     APP_COMPONENT,
     APP_PACKAGE,
@@ -307,12 +307,9 @@ class AdbPhone(Phone):
         return ClockProbe(t_send, reply["t_phone_ns"], t_recv)
 
     def start(self, schedule: FocusSchedule, fps: float) -> None:
-        max_d = float(schedule.focus_diopters().max())
-        if max_d > self.camera.min_focus_diopters + 1e-9:
-            raise DeviceError(
-                f"{self.where}: the schedule's nearest focus {schedule.near_m:.3f} m ({max_d:.2f} D) is closer "
-                f"than the lens can focus ({self.camera.min_focus_diopters:.2f} D = "
-                f"{1 / self.camera.min_focus_diopters:.3f} m)")
+        why = unreachable_focus(schedule, self.camera)
+        if why:
+            raise DeviceError(f"{self.where}: {why}")
         rid = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "_" + secrets.token_hex(3)
         reply, _, _ = self._request(
             "start",

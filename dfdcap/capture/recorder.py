@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
-from dfdcap.capture.base import Phone, Sensor, SensorFrame
+from dfdcap.capture.base import Phone, Sensor, SensorFrame, unreachable_focus
 from dfdcap.capture.sensor_models import DepthRule, clear_invalid_depth, depth_rule, known_latency_ns, sensor_facts
 from dfdcap.capture.session import SensorFormat, SessionWriter
 from dfdcap.errors import DeviceError, DfdcapError, SessionError
@@ -427,14 +427,6 @@ def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, mo
         bar.update(task, completed=sweep_s, **fields("done"))
 
 
-def _check_focus_reachable(schedule: FocusSchedule, camera) -> None:
-    """A schedule nearer than the lens focuses would stop the phone after the sensor started."""
-    nearest_d = float(schedule.focus_diopters().max())
-    if nearest_d > camera.min_focus_diopters + 1e-9:
-        raise SessionError(f"--near {schedule.near_m:g} m: closer than the phone's lens focuses "
-                           f"({1 / camera.min_focus_diopters:.3f} m, {camera.min_focus_diopters:g} D)")
-
-
 def record_session(
     sensor: Sensor,
     phone: Phone,
@@ -489,7 +481,9 @@ def record_session(
     stats = stats if stats is not None else RecordStats()
     rule = depth_rule(sensor.info.model, sensor.intrinsics.depth_scale_m, sensor.max_depth_code)
     camera = phone.hello()
-    _check_focus_reachable(schedule, camera)  # before the session folder exists
+    why = unreachable_focus(schedule, camera)  # checked here, before the session folder exists and the sensor starts
+    if why:
+        raise SessionError(f"--near {schedule.near_m:g} m: {why}")
     writer = SessionWriter.create(
         out_dir, name, sensor.info, phone.info, schedule.to_dict(), extra=_session_extra(sensor, phone_fps)
     )
@@ -686,8 +680,6 @@ def record_from_specs(
         raise DfdcapError(f"--stacks and --steps must be >= 1, got {ramps} and {steps}")
     if not 0.1 <= phone_fps <= 1000:  # 1e-6 fps would wait days for the second frame
         raise DfdcapError(f"--fps must be between 0.1 and 1000 frames/s, got {phone_fps}")
-    if sim.seed < 0:
-        raise DfdcapError(f"--seed must be >= 0, got {sim.seed}")
     sensor_format_of(sensor_format, png)
     default_near, default_far = SENSOR_PRESET_FOCUS_M[sim.sensor_preset]
     schedule = FocusSchedule(

@@ -335,7 +335,7 @@ def test_sensor_and_phone_specs(tmp_path):
         (["--steps", "0"], "--stacks and --steps must be >= 1"),
         (["--fps", "0"], "--fps must be between"),
         (["--fps", "1e-6"], "--fps must be between"),  # would wait days for the second frame
-        (["--near", "0.01", "--far", "1"], "closer than the phone's lens focuses"),  # was found after the sensor started
+        (["--near", "0.01", "--far", "1"], "--near 0.01 m: the schedule's nearest focus 0.010 m"),  # was found after the sensor started
         (["--near", "1.5", "--far", "0.5"], "need 0 < near < far"),
         (["--sensor", "nothere.oni"], "nothere.oni: file not found"),
         (["--phone-size", "12"], "--phone-size '12'"),
