@@ -324,6 +324,15 @@ class TestBuildDataset:
             assert_one_line_error(cli(*self.args(world["session"], world["cal"], mnt / "d.h5")), 1)
             assert list(mnt.iterdir()) == []
 
+    @pytest.mark.parametrize("opt, expect", [
+        (["--size", "99999x99999"], "at most 64x48"), (["--size", "65x48"], "at most 64x48"),
+        (["--val-fraction", "nan"], "--val-fraction"), (["--test-fraction", "-1"], "--test-fraction"),
+        (["--val-fraction", "1"], "--val-fraction"),
+    ])
+    def test_bad_option_writes_nothing(self, cli, world, tmp_path, opt, expect):
+        assert_one_line_error(cli(*self.args(world["session"], world["cal"], tmp_path / "d.h5", *opt)), 1, expect)
+        assert list(tmp_path.iterdir()) == []
+
     @pytest.mark.parametrize("case", ["truncated", "missing key", "T not 4x4", "not a dict", "single camera"])
     def test_corrupt_calibration(self, cli, world, tmp_path, case):
         cal = _copy(world["cal"], tmp_path)

@@ -163,6 +163,8 @@ def make_geometry(image_size: tuple[int, int], crop: str | None = None, size: st
     if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > iw or y + h > ih:
         raise DatasetError(f"crop {c} does not fit in the {iw}x{ih} phone frames")
     out = (w, h) if size is None else (parse_size(size) if isinstance(size, str) else tuple(size))
+    if out[0] > w or out[1] > h:  # upsampling adds no information, and a huge size only runs out of memory
+        raise DatasetError(f"--size {out[0]}x{out[1]}: larger than the {w}x{h} phone pixels it is made from; at most {w}x{h}")
     return OutputGeometry((x, y, w, h), (int(out[0]), int(out[1])))
 
 
