@@ -482,8 +482,11 @@ def predict(
     """Predict depth from a focus stack: a colour-mapped PNG and a 16-bit PNG (mm, or frame index with --index)."""
     from dfdcap.fileio import check_output_file
     from dfdcap.models.predict import focus_coordinates, output_paths, predict as run
+    from dfdcap.models.shipped import shipped_names
 
     model, images = (None, args) if classical else (args[0], args[1:])
+    if classical and not Path(args[0]).is_file() and (args[0] in shipped_names() or args[0].endswith(".pt")):
+        raise DfdcapError(f"predict --classical takes only the stack's images: drop the model {args[0]!r}")
     coords = focus_coordinates(len(images), focus, diopters, index)
     for path in output_paths(output, coords.unit):
         check_output_file(path, what="depth PNG", create_parent=True)

@@ -78,6 +78,13 @@ class TestClassicalThroughPredict:
         assert code == 1 and "same focus" in err
         assert not list(tmp_path.iterdir())
 
+    @pytest.mark.parametrize("model", ["fvnet", "run/best.pt"])
+    def test_classical_with_a_model_says_to_drop_it(self, cli, stack_files, tmp_path, model):
+        paths, focus, _ = stack_files
+        code, _, err = cli("predict", "--classical", model, *paths, "--index", "-o", tmp_path / "c.png")
+        assert code == 1 and "--classical takes only the stack's images" in err and model in err
+        assert not list(tmp_path.iterdir())
+
     @pytest.mark.parametrize("tile", ["1", "31", "-5"])
     def test_tile_too_small_is_refused_before_the_work(self, cli, stack_files, tmp_path, tile):
         """A 1-pixel tile would mean a tile per pixel (hours on one 12 MP frame): refused at once."""
