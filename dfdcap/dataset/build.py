@@ -155,12 +155,13 @@ def _split_of(sessions: list[Session], opts: BuildOptions) -> list[str]:
             splits.append("val")
         else:
             splits.append("train")
-    # fractions: the last sessions (sorted by path) that are still train move to test, then val
+    # fractions (of all sessions, rounded to the nearest count, at least one): the last sessions
+    # (sorted by path) that are still train move to test, then val
     free = [i for i in sorted(range(len(sessions)), key=lambda i: str(sessions[i].path)) if splits[i] == "train"]
     for frac, name in ((opts.test_fraction, "test"), (opts.val_fraction, "val")):
         if not 0 <= frac < 1:  # NaN too
             raise DatasetError(f"--{name}-fraction {frac}: expected a fraction of the sessions, 0 <= f < 1")
-        k = int(math.ceil(frac * len(sessions))) if frac > 0 else 0
+        k = max(1, math.floor(frac * len(sessions) + 0.5)) if frac > 0 else 0  # nearest; 0.34 of 3 is 1
         if k >= len(free) and k > 0:
             raise DatasetError(f"--{name}-fraction {frac} leaves no training session ({len(sessions)} sessions)")
         for i in free[len(free) - k:]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -53,3 +55,32 @@ class TestSplitRamps:
             split_ramps(*_frames([NEAR_FAR]), frames=1)
         with pytest.raises(DatasetError, match="equal 1-D"):
             split_ramps(np.zeros(3), np.zeros(2), np.zeros(3))
+
+
+class TestSessionSplits:
+    """build._split_of: named sessions first, then fractions of all sessions (nearest count, at
+    least one) taken from the last sessions still in train."""
+
+    @staticmethod
+    def splits(n: int, **opts) -> list[str]:
+        from types import SimpleNamespace
+
+        from dfdcap.dataset.build import BuildOptions, _split_of
+
+        sessions = [SimpleNamespace(path=Path(f"/s/{i}"), name=f"s{i}") for i in range(n)]
+        return _split_of(sessions, BuildOptions(**opts))  # type: ignore[arg-type]
+
+    def test_fractions_round_to_the_nearest_count(self):
+        assert self.splits(3, val_fraction=0.34, test_fraction=0.34) == ["train", "val", "test"]
+        assert self.splits(10, val_fraction=0.25) == ["train"] * 7 + ["val"] * 3
+        assert self.splits(10, val_fraction=0.01) == ["train"] * 9 + ["val"]  # at least one
+        assert self.splits(3, val=("s0",), test_fraction=0.3) == ["val", "train", "test"]
+
+    @pytest.mark.parametrize("frac", [float("nan"), -0.1, 1.0, 2.0])
+    def test_bad_fraction(self, frac):
+        with pytest.raises(DatasetError, match="--val-fraction"):
+            self.splits(3, val_fraction=frac)
+
+    def test_no_training_session_left(self):
+        with pytest.raises(DatasetError, match="leaves no training session"):
+            self.splits(2, val_fraction=0.5, test_fraction=0.5)
