@@ -17,5 +17,5 @@ else
   $PY -m pip install -q torch==2.13.0
 fi
 $PY -m pip install -q -e '.[dev]'
-# Compile the reprojection kernels now (numba caches them on disk), not in the first build-dataset.
-$PY -c "from dfdcap.dataset.reproject import warm_up; warm_up()"
+# Compile the reprojection and visibility kernels now (numba caches them on disk), not in the first build-dataset.
+$PY -c "from dfdcap.dataset.visibility import warm_up; warm_up()"

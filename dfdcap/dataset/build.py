@@ -25,10 +25,11 @@ from dfdcap.breathing import FocusModel
 from dfdcap.dataset.align import align_dataset_stack
 from dfdcap.dataset.fusion import FUSE_MODES, fuse_depth
 from dfdcap.dataset.h5io import Sample, write_dataset
-from dfdcap.dataset.reproject import reproject_depth, warm_up
+from dfdcap.dataset.reproject import Reprojected, reproject_depth
 from dfdcap.dataset.stack_pool import SampleLayout, ordered_samples
 from dfdcap.dataset.stacks import REFERENCE_FRAME, OutputGeometry, coc_maps, make_geometry, reference_position, split_ramps
 from dfdcap.dataset.validate import check_depth_png, check_files_exist
+from dfdcap.dataset.visibility import hidden_from_sensor, warm_up
 from dfdcap.errors import DatasetError, DfdcapError
 
 
@@ -317,6 +318,8 @@ def build_sample(
     depths = np.stack([s.read_sensor_depth_m(by_index[i], depth_scale_m) for i in sensor_ids])
     depth_sensor = fuse_depth(depths, opts.fuse, rig.sensor)
     rep = reproject_depth(depth_sensor, rig.sensor, out_camera, rig.T_phone_from_sensor, edge_rel=opts.edge_rel)
+    hidden = hidden_from_sensor(rep.depth_m, out_camera, depth_sensor, rig.sensor, rig.T_phone_from_sensor, opts.edge_rel)
+    rep = Reprojected(np.where(hidden, np.float32(0), rep.depth_m), rep.mask & ~hidden)
     frames = []
     for r in stack:
         img = s.read_phone_frame(r)
@@ -349,6 +352,7 @@ def build_sample(
         "fuse": opts.fuse if len(sensor_ids) > 1 or opts.fuse == "none" else f"{opts.fuse} (1 frame: none)",
         "rig": rig.source,
         "valid_fraction": float((rep.mask & aligned.covered).mean()),
+        "hidden_from_sensor_px": int(hidden.sum()),
         "align": {"mode": opts.align, "status": aligned.status, "focus_model": rig.focus_model is not None,
                   "reference_camera_K": out_camera.K.tolist()},
     }

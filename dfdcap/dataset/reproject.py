@@ -35,6 +35,9 @@ boxes carry flag 0 and end up invalid. So the region the phone sees but the sens
 (behind a foreground edge) stays invalid instead of taking background depth, and no valid
 target pixel takes background depth inside a foreground silhouette. The output clears the flag
 bit (one ulp, ~6e-8 relative) and is 0 where invalid.
+An object that the sensor never saw at all (hidden behind a nearer one in its view) is beyond
+any z-buffer: build-dataset then drops the phone pixels whose ray, in front of their depth,
+crosses space the sensor did not see through (visibility.hidden_from_sensor).
 
 Speed (640x480 -> 1920x1080 in ~3.5 ms on one core; see benchmarks/reproject.py):
 - _prepare: one pass over the source (positions, uncertainty, surface quads) in float32 loops
