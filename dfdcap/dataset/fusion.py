@@ -54,10 +54,11 @@ def fuse_tsdf(depths_m: np.ndarray, camera: CameraModel, voxel_m: float | None =
     pinhole grid first and the ray cast is resampled back (nearest, edges stay sharp).
     Returns (H, W) float32 metres, 0 where nothing was hit.
     Only the grid's active blocks are ray cast (active_block_keys).
-    Measured on a demo train session (sim Xtion, 5 depth frames per stack, 1008x756 phone view,
-    against the true phone depth): median error 0.23 % (median fusion 0.30 %, one frame 0.42 %),
-    but 72.5 % of the phone pixels valid (median 75.5 %), ~40 % more pixels off by > 5 % away
-    from depth edges than median fusion, and 4.5 s to build its 5 stacks (median 1.2 s); prefer median.
+    Measured on a demo train session (D405-like sim sensor, 5 depth frames per stack, 1008x756
+    phone view, against the true phone depth, before build-dataset's visibility check): median
+    error 0.23 % (median fusion 0.30 %, one frame 0.42 %), but 72.5 % of the phone pixels valid
+    (median 75.5 %), ~40 % more pixels off by > 5 % away from depth edges than median fusion, and
+    4.5 s to build its 5 stacks (median 1.2 s); prefer median.
     """
     import open3d as o3d
 
