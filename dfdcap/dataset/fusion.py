@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dfdcap.cameras import CameraModel
+from dfdcap.dataset.reproject import to_pinhole_grid
 from dfdcap.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def fuse_tsdf(depths_m: np.ndarray, camera: CameraModel, voxel_m: float | None =
             attr_channels=((1), (1)), voxel_size=voxel, block_resolution=8, block_count=50_000, device=dev,
         )
         for frame in d:
-            img = _undistort_depth(frame, camera) if camera.has_distortion else frame
+            img = to_pinhole_grid(frame, camera) if camera.has_distortion else frame
             depth = o3d.t.geometry.Image(o3d.core.Tensor(np.ascontiguousarray(img), device=dev))
             blocks = grid.compute_unique_block_coordinates(depth, K, E, 1.0, depth_max, trunc_voxel_multiplier=4.0)
             grid.integrate(blocks, depth, K, E, 1.0, depth_max, trunc_voxel_multiplier=4.0)
@@ -117,14 +118,6 @@ def active_block_keys(grid: "o3d.t.geometry.VoxelBlockGrid") -> "o3d.core.Tensor
     return hashmap.key_tensor()[hashmap.active_buf_indices().to(o3d.core.int64)]
 
 
-def _undistort_depth(depth_m: np.ndarray, camera: CameraModel) -> np.ndarray:
-    """Resample a depth map of a distorted camera onto the ideal pinhole grid (nearest, keeps edges)."""
-    import cv2
-
-    m1, m2 = cv2.initUndistortRectifyMap(camera.K, camera.dist, None, camera.K, camera.size, cv2.CV_32FC1)
-    return cv2.remap(depth_m, m1, m2, cv2.INTER_NEAREST, borderValue=0)
-
-
 def _reject_bridges(fused: np.ndarray, frames: np.ndarray, rel: float = 0.02) -> np.ndarray:
     """Drop fused depth that no frame supports: a TSDF's zero crossing bridges a depth edge with
     a ramp between the two surfaces, which would later pass for a surface. A pixel keeps its
@@ -143,7 +136,7 @@ def _reject_bridges(fused: np.ndarray, frames: np.ndarray, rel: float = 0.02) ->
 
 
 def _redistort_depth(pinhole_depth_m: np.ndarray, camera: CameraModel) -> np.ndarray:
-    """Inverse of _undistort_depth: a depth map on the ideal pinhole grid -> the distorted camera's pixels (nearest)."""
+    """Inverse of to_pinhole_grid: a depth map on the ideal pinhole grid -> the distorted camera's pixels (nearest)."""
     import cv2
 
     rays = camera.pixel_rays().astype(np.float32)  # each distorted pixel's ray, as pinhole coordinates

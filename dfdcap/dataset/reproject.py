@@ -124,6 +124,25 @@ def camera_rays(cam: CameraModel) -> tuple[np.ndarray, np.ndarray]:
     return _rays_cached(_cam_key(cam))
 
 
+@functools.lru_cache(maxsize=8)
+def _pinhole_maps_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    K, dist, size = key
+    K = np.frombuffer(K).reshape(3, 3)
+    m1, m2 = cv2.initUndistortRectifyMap(K, np.frombuffer(dist), None, K, size, cv2.CV_32FC1)
+    return _readonly(m1), _readonly(m2)
+
+
+def to_pinhole_grid(image: np.ndarray, cam: CameraModel) -> np.ndarray:
+    """Resample an image of a distorted camera onto its ideal pinhole grid (same K and size),
+    nearest neighbour so depth edges stay sharp; 0 outside. The maps are cached per camera."""
+    import cv2
+
+    m1, m2 = _pinhole_maps_cached(_cam_key(cam))
+    return cv2.remap(image, m1, m2, cv2.INTER_NEAREST, borderValue=0)
+
+
 def _projection_params(cam: CameraModel) -> tuple:
     """(fx, fy, cx, cy, skew, k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4) as float32: the
     terms of CameraModel.project (which, like it, ignores the two tilt coefficients)."""

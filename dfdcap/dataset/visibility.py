@@ -21,30 +21,19 @@ Measured against the simulator's true phone depth (one reprojected frame each):
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 from numba import njit
 
 from dfdcap.cameras import CameraModel, invert_transform
-from dfdcap.dataset.reproject import _cam_key, _kernel, camera_rays
+from dfdcap.dataset.reproject import _kernel, camera_rays, to_pinhole_grid
 from dfdcap.errors import DatasetError
 
 HOLE_REACH_PX = 3  # a sensor hole takes the nearest surface within this many pixels (edge holes)
 MAX_STEPS = 4096  # samples along one phone ray (one per sensor pixel it crosses)
 _TILE = 8  # the march skips _TILE - 2 samples at once where the sensor saw nothing that near
 _BIG = 4  # ... and 4 * _TILE - 2 where nothing that near lies in the 4 * _TILE tiles around
-
-
-@functools.lru_cache(maxsize=4)
-def _undistort_maps(key: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """cv2.remap maps from a distorted camera's image onto its ideal pinhole grid (same K, size)."""
-    import cv2
-
-    K, dist, size = key
-    K = np.frombuffer(K).reshape(3, 3)
-    return cv2.initUndistortRectifyMap(K, np.frombuffer(dist), None, K, size, cv2.CV_32FC1)
 
 
 def sensor_free_depth(depth_m: np.ndarray, reach_px: int = HOLE_REACH_PX) -> np.ndarray:
@@ -197,10 +186,7 @@ def hidden_from_sensor(
     rx, ry = camera_rays(phone)
     free = sensor_free_depth(s)
     if sensor.has_distortion:  # onto the sensor's ideal pinhole grid, where rays image as lines
-        import cv2
-
-        m1, m2 = _undistort_maps(_cam_key(sensor))
-        free = cv2.remap(free, m1, m2, cv2.INTER_NEAREST, borderValue=0)
+        free = to_pinhole_grid(free, sensor)
     K = sensor.K
     _hidden(d, rx, ry, free, _tile_min(free, _TILE), _tile_min(free, _BIG * _TILE), np.ascontiguousarray(T[:3, :3], np.float32),
             np.ascontiguousarray(T[:3, 3], np.float32), np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]], np.float32),
