@@ -367,7 +367,7 @@ def pretrain(
     batch_size: int = typer.Option(4, "--batch-size"),
     frames: int = typer.Option(5, "--frames", help="frames per synthetic stack (batches use 3..frames)"),
     lr: float = typer.Option(1e-3, "--lr"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (e.g. width=8, coc=true; with --init: options that keep the weights, e.g. end_margin=0.12)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (e.g. width=8, coc=true; with --init: options that keep the weights, e.g. end_margin=0.12, or add layers, e.g. reach=0.25)"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     checks: int = typer.Option(5, "--checks", help="validations (and checkpoints) during the run"),
     init: Optional[Path] = typer.Option(None, "--init", help="checkpoint of the same model to continue from"),

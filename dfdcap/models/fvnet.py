@@ -24,6 +24,13 @@ stacks (whose scenes often end beyond the sweep) against sessions recorded on th
 (backgrounds just inside the far end), and so does longer synthetic training; width helped both.
 The measurements are in dfdcap/models/weights/fvnet.json ("tried"). `--set end_margin=...` is for
 scenes known to extend past the sweep.
+
+Beyond the sweep: with reach r > 0 the softmax has two more bins, one r x the swept diopter range
+beyond each end (the far one at most twice the farthest focus distance). Blur grows linearly in
+diopters past an end as well, so how sharp the end frames are against their neighbours says how
+far past it a pixel lies: a small head reads that from the end frames' volume features and gives
+each extra bin its score relative to its end frame's (starting well below it, so an untrained
+extension changes little). The output can then leave the swept range by up to r of it.
 """
 
 from __future__ import annotations
@@ -96,17 +103,21 @@ def _up(v: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class FVNet(nn.Module):
     """stack (B, S, 3, H, W) in [0, 1], focus_m (B, S) -> {"depth", "confidence"} (B, 1, H, W).
 
-    depth in metres, within the swept range; confidence in [0, 1] (1: all weight on one
+    depth in metres, within the swept range (with reach: up to reach x its diopter span beyond it); confidence in [0, 1] (1: all weight on one
     frame, 0: weight spread as widely as the sweep allows). The prior works at full
     resolution, the learned volume at 1/2 and 1/4 (width and 2 x width channels) and its
-    residual is upsampled. window: the prior's focus-measure window (pixels); end_margin: see
-    the module's docstring (the ends of the sweep).
+    residual is upsampled. window: the prior's focus-measure window (pixels); end_margin and
+    reach: see the module's docstring (the ends of the sweep, beyond the sweep).
     """
 
-    def __init__(self, width: int = 8, window: int = 9, end_margin: float = 0.0):
+    def __init__(self, width: int = 8, window: int = 9, end_margin: float = 0.0, reach: float = 0.0):
         super().__init__()
         if not 0.0 <= end_margin < 0.25:
             raise ValueError(f"fvnet: end_margin must be in [0, 0.25), got {end_margin}")
+        if not 0.0 <= reach <= 0.5:
+            raise ValueError(f"fvnet: reach must be in [0, 0.5], got {reach}")
+        if reach > 0 and end_margin > 0:
+            raise ValueError("fvnet: end_margin (clamp to the sweep) and reach (leave it) exclude each other")
         c, c2 = width, 2 * width
         self.window = window
         self.end_margin = float(end_margin)
@@ -123,9 +134,15 @@ class FVNet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.prior_scale = nn.Parameter(torch.tensor(3.0))
+        self.reach = float(reach)
+        if reach > 0:  # scores of the bins beyond the near and the far end, relative to the end frames'
+            self.beyond = nn.Conv2d(c, 2, 3, padding=1)
+            nn.init.zeros_(self.beyond.weight)
+            nn.init.constant_(self.beyond.bias, -3.0)
 
     def scores(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Normalised sorted stack (B, S, 3, H, W), sweep position u (B, S) -> scores (B, S, H, W)."""
+        """Normalised sorted stack (B, S, 3, H, W), sweep position u (B, S) -> scores (B, S, H, W),
+        or (B, S + 2, H, W) with reach: [beyond the near end, the frames, beyond the far end]."""
         b, s, _, h, w = x.shape
         gray = (x * x.new_tensor(_GRAY).view(1, 1, 3, 1, 1)).sum(dim=2, keepdim=True)
         prior = log_focus_measure(gray.flatten(0, 1), self.window).view(b, s, 1, h, w)
@@ -139,7 +156,12 @@ class FVNet(nn.Module):
         v4 = self.level4(_conv_frames(self.to_level4, _down(v2)))
         z = F.relu(_conv_frames(self.merge, torch.cat([v2, _up(v4, (h2, w2))], dim=2)))
         res = _up(_conv_frames(self.head, z), (h, w))[:, :, 0]
-        return self.prior_scale * prior[:, :, 0] + res
+        score = self.prior_scale * prior[:, :, 0] + res
+        if self.reach <= 0:
+            return score
+        near = F.interpolate(self.beyond(z[:, 0])[:, :1], size=(h, w), mode="bilinear", align_corners=False)
+        far = F.interpolate(self.beyond(z[:, -1])[:, 1:], size=(h, w), mode="bilinear", align_corners=False)
+        return torch.cat([score[:, :1] + near[:, 0:1], score, score[:, -1:] + far[:, 0:1]], dim=1)
 
     def forward(self, stack: torch.Tensor, focus_m: torch.Tensor) -> dict[str, torch.Tensor]:
         check_inputs(stack, focus_m)
@@ -149,6 +171,9 @@ class FVNet(nn.Module):
         span = (hi - lo).clamp_min(1e-6)
         u = (dpt - lo) / span
         p = torch.softmax(self.scores(normalise_stack(x), u), dim=1)
+        if self.reach > 0:  # frames sorted near to far: diopters decrease, the extra bins go on either side
+            beyond_far = torch.maximum(lo - self.reach * span, 0.5 * lo)
+            dpt = torch.cat([hi + self.reach * span, dpt, beyond_far], dim=1)
         d = (p * dpt[:, :, None, None]).sum(dim=1, keepdim=True)
         var = (p * (dpt[:, :, None, None] - d) ** 2).sum(dim=1, keepdim=True)
         span4, lo4 = span[:, :, None, None], lo[:, :, None, None]

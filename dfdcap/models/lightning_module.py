@@ -45,7 +45,7 @@ class DFFModule(L.LightningModule):
 
     def model_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, dict]:
         out = self.model(batch["stack"], batch["focus_m"])
-        loss, parts = dff_loss(out, batch, self.hparams.coc_weight)
+        loss, parts = dff_loss(out, batch, self.hparams.coc_weight, getattr(self.model, "reach", 0.0))
         return loss, parts, out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -239,7 +239,7 @@ def pretrain(
     times, selected on the diopter-position L1; the best weights go to out_path (a plain
     checkpoint), the run (curves, Lightning checkpoints) to <out_path stem>_run/ beside it.
     init: a plain checkpoint of the same model to continue from (its config is used; `config` may change
-    options that keep the weights' shapes, e.g. fvnet's end_margin).
+    options that keep the weights' shapes, e.g. fvnet's end_margin, or add layers, e.g. fvnet's reach).
     hardware: devices, nodes, strategy, loader workers; callbacks: extra Lightning callbacks. Only the
     global rank 0 writes run files (every rank renders or reads the pool).
     """
@@ -265,11 +265,14 @@ def pretrain(
     L.seed_everything(seed, verbose=False)
     module = DFFModule(model_name, cfg, lr=lr, frames=(min(3, frames), frames), max_steps=steps)
     if init_model is not None:  # before anything is written: a misfit leaves no run folder behind
-        try:
-            module.model.load_state_dict(init_model.state_dict())
+        try:  # layers an option adds (fvnet's reach) start from their own init; nothing may be left over
+            unexpected = module.model.load_state_dict(init_model.state_dict(), strict=False).unexpected_keys
         except RuntimeError as e:
             raise ModelError(f"pretrain: the weights of --init {init} do not fit {model_name} with options {config} "
                              f"({str(e).strip().splitlines()[0][:120]})") from None
+        if unexpected:
+            raise ModelError(f"pretrain: the weights of --init {init} do not fit {model_name} with options {config} "
+                             f"(unused weights: {', '.join(unexpected[:4])})")
     run_dir = out_path.parent / f"{out_path.stem}_run"
     n_checks = max(1, min(n_checks, steps))
     interval = max(1, steps // n_checks)

@@ -162,6 +162,8 @@ class TestLosses:
         mask = torch.ones(1, 1, 2, 2, dtype=torch.bool)
         # targets (clamped): 1, 1/3, 0; NaN skipped
         assert diopter_l1(pred, gt, mask, focus).item() == pytest.approx((2 / 3 + 0 + 1 / 3) / 3)
+        # with reach 0.1 (0.3 D past each end): 5 D -> position 1.1, 0.5 D -> -0.1 (capped there, not at the sweep)
+        assert diopter_l1(pred, gt, mask, focus, reach=0.1).item() == pytest.approx((1.1 - 1 / 3 + 0 + 1 / 3 + 0.1) / 3)
 
 
 class TestRegistry:
@@ -215,3 +217,55 @@ class TestFVNetEnds:
     def test_margin_out_of_range(self):
         with pytest.raises(ModelError, match="end_margin"):
             build_model("fvnet", end_margin=0.3)
+
+
+class TestFVNetReach:
+    """reach: two more softmax bins, reach x the swept diopter span beyond each end (far: at most 2x the last focus)."""
+
+    FOCUS = torch.tensor([[2.0, 0.5, 1.0]])  # unsorted; sorted: 0.5 m (2 D), 1 m, 2 m (0.5 D); span 1.5 D
+
+    def _net(self, reach: float, near_bias: float, far_bias: float):
+        from dfdcap.models.fvnet import FVNet
+
+        torch.manual_seed(0)
+        net = FVNet(width=4, reach=reach).eval()
+        with torch.no_grad():
+            net.beyond.bias.copy_(torch.tensor([near_bias, far_bias]))
+        return net
+
+    def test_extra_bins_reach_past_either_end(self):
+        stack = torch.rand(1, 3, 3, 16, 16)
+        with torch.no_grad():
+            far = self._net(0.1, -1e4, 1e4)(stack, self.FOCUS)["depth"]
+            near = self._net(0.1, 1e4, -1e4)(stack, self.FOCUS)["depth"]
+            capped = self._net(0.2, -1e4, 1e4)(stack, self.FOCUS)["depth"]  # 0.5 - 0.3 D < half of 0.5 D
+        assert torch.allclose(far, torch.full_like(far, 1 / (0.5 - 0.15)), rtol=1e-4)  # 2.86 m, past the 2 m end
+        assert torch.allclose(near, torch.full_like(near, 1 / (2.0 + 0.15)), rtol=1e-4)  # 0.465 m, before 0.5 m
+        assert torch.allclose(capped, torch.full_like(capped, 4.0), rtol=1e-4)  # twice the farthest focus
+
+    def test_closed_extra_bins_give_the_plain_network(self):
+        """With the extra bins' scores far below their end frames', the output is the reach-0 network's."""
+        from dfdcap.models.fvnet import FVNet
+
+        torch.manual_seed(0)
+        plain = FVNet(width=4).eval()
+        net = self._net(0.2, -1e4, -1e4)
+        net.load_state_dict(plain.state_dict(), strict=False)
+        stack = torch.rand(1, 3, 3, 16, 16)
+        with torch.no_grad():
+            a, b = plain(stack, self.FOCUS), net(stack, self.FOCUS)
+        assert torch.allclose(a["depth"], b["depth"], rtol=1e-5) and torch.allclose(a["confidence"], b["confidence"])
+
+    def test_permuted_frames_same_depth(self):
+        net = self._net(0.2, 0.0, 0.0)
+        torch.nn.init.normal_(net.beyond.weight, std=0.5)
+        stack, perm = torch.rand(1, 3, 3, 16, 16), torch.tensor([2, 0, 1])
+        with torch.no_grad():
+            a, b = net(stack, self.FOCUS)["depth"], net(stack[:, perm], self.FOCUS[:, perm])["depth"]
+        assert torch.allclose(a, b, rtol=1e-5)
+
+    @pytest.mark.parametrize("cfg, match", [({"reach": 0.6}, "reach"), ({"reach": -0.1}, "reach"),
+                                            ({"reach": 0.2, "end_margin": 0.1}, "exclude")])
+    def test_bad_reach(self, cfg, match):
+        with pytest.raises(ModelError, match=match):
+            build_model("fvnet", **cfg)

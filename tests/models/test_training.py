@@ -90,6 +90,14 @@ class TestPretrain:
         with pytest.raises(ModelError, match="do not fit"):  # a width change cannot reuse the weights
             pretrain("fvnet", tmp_path / "c.pt", init=tmp_path / "a.pt", config={"width": 8}, **kw)
         assert not (tmp_path / "c_run").exists() and not (tmp_path / "c.pt").exists()  # nothing written
+        # reach adds layers: they start from their own init, every other weight from a.pt
+        pretrain("fvnet", tmp_path / "d.pt", init=tmp_path / "a.pt", config={"reach": 0.2}, lr=1e-12, **kw)
+        third, ckpt = load_checkpoint(tmp_path / "d.pt")
+        assert ckpt["config"] == {"width": 4, "reach": 0.2} and third.beyond is not None
+        assert torch.allclose(first.head.weight, third.head.weight, atol=1e-6)
+        with pytest.raises(ModelError, match="unused weights: beyond"):  # the other way round, a.pt's init cannot drop them
+            pretrain("fvnet", tmp_path / "e.pt", init=tmp_path / "d.pt", config={"reach": 0.0}, **kw)
+        assert not (tmp_path / "e_run").exists()
 
 
     def test_cli(self, tmp_path):
