@@ -6,11 +6,11 @@ demo rig's wider blur (18-24 px at the largest; the test set's default is 6-16 p
 Each table also prints the floor: the RMS of the truth clamped to the stack's swept range, the
 best any predictor whose output stays inside the sweep can do (the scenes often end beyond
 the far end of the sweep). On some seeds that floor alone is close to 0.5 x the baseline.
-The shipped fvnet has reach (dfdcap/models/fvnet.py): it may leave the sweep by a quarter of it
-where the end frames' blur says so, but a pixel a few percent of the sweep past its far end is
-blurred by well under a pixel in every frame, and there focus says next to nothing about depth
-while the metres it costs are many (--seed N scores another seed; the default is the held-out
-test seed, and VAL_SEED is the one pretraining selects on).
+A pixel a few percent of the sweep past its far end is blurred by well under a pixel in every
+frame: there focus says next to nothing about depth while the metres it costs are many (fvnet's
+`reach` option lets a network leave the sweep; the shipped weights do not, see
+dfdcap/models/fvnet.py) (--seed N scores another seed; the default is the held-out test seed,
+and VAL_SEED is the one pretraining selects on).
 --train-steps N also pretrains the five thesis networks for the same small budget each and
 adds them to the table (minutes per network on a CPU).
 Run: python benchmarks/dff_accuracy.py [--n-test 32] [--size 128] [--seed N] [--checkpoint PATH]
