@@ -116,6 +116,10 @@ class FVNet(nn.Module):
 
     def __init__(self, width: int = 8, window: int = 9, end_margin: float = 0.0, reach: float = 0.0):
         super().__init__()
+        try:
+            end_margin, reach = float(end_margin), float(reach)
+        except (TypeError, ValueError):
+            raise ValueError(f"fvnet: end_margin and reach must be numbers, got {end_margin!r} and {reach!r}") from None
         if not 0.0 <= end_margin < 0.25:
             raise ValueError(f"fvnet: end_margin must be in [0, 0.25), got {end_margin}")
         if not 0.0 <= reach <= 0.5:

@@ -265,7 +265,7 @@ class TestFVNetReach:
         assert torch.allclose(a, b, rtol=1e-5)
 
     @pytest.mark.parametrize("cfg, match", [({"reach": 0.6}, "reach"), ({"reach": -0.1}, "reach"),
-                                            ({"reach": 0.2, "end_margin": 0.1}, "exclude")])
+                                            ({"reach": 0.2, "end_margin": 0.1}, "exclude"), ({"reach": "abc"}, "numbers")])
     def test_bad_reach(self, cfg, match):
         with pytest.raises(ModelError, match=match):
             build_model("fvnet", **cfg)
