@@ -370,7 +370,7 @@ def pretrain(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (e.g. width=8, coc=true; with --init: options that keep the weights, e.g. end_margin=0.12, or add layers, e.g. reach=0.25)"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
     checks: int = typer.Option(5, "--checks", help="validations (and checkpoints) during the run"),
-    init: Optional[Path] = typer.Option(None, "--init", help="checkpoint of the same model to continue from"),
+    init: Optional[str] = typer.Option(None, "--init", help="checkpoint of the same model to continue from: a .pt file or a shipped name (fvnet)"),
     accelerator: str = ACCELERATOR,
     devices: str = DEVICES,
     num_nodes: int = NUM_NODES,

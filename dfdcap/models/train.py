@@ -238,7 +238,7 @@ def pretrain(
     FixedSynthetic.VAL_SEED; benchmarks test on TEST_SEED stacks, never seen here) n_checks
     times, selected on the diopter-position L1; the best weights go to out_path (a plain
     checkpoint), the run (curves, Lightning checkpoints) to <out_path stem>_run/ beside it.
-    init: a plain checkpoint of the same model to continue from (its config is used; `config` may change
+    init: a plain checkpoint (or shipped name) of the same model to continue from (its config is used; `config` may change
     options that keep the weights' shapes, e.g. fvnet's end_margin, or add layers, e.g. fvnet's reach).
     hardware: devices, nodes, strategy, loader workers; callbacks: extra Lightning callbacks. Only the
     global rank 0 writes run files (every rank renders or reads the pool).
@@ -258,6 +258,9 @@ def pretrain(
     out_path = Path(out_path)
     init_model = None
     if init is not None:  # its config, with `config` changing options that keep the weights' shapes
+        from dfdcap.models.shipped import resolve_checkpoint
+
+        init = resolve_checkpoint(init)  # a file, or a shipped name such as fvnet
         init_model, ckpt = load_checkpoint(init, expected_model=model_name)
         cfg = {**ckpt["config"], **(config or {})}
     else:

@@ -13,6 +13,7 @@ from dfdcap.fileio import read_image, write_image
 from dfdcap.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from dfdcap.models.evaluate import evaluate
 from dfdcap.models.registry import TINY_CONFIGS, build_model
+from dfdcap.models.shipped import resolve_checkpoint
 from dfdcap.models.train import finetune, pretrain
 
 
@@ -98,6 +99,18 @@ class TestPretrain:
         with pytest.raises(ModelError, match="unused weights: beyond"):  # the other way round, a.pt's init cannot drop them
             pretrain("fvnet", tmp_path / "e.pt", init=tmp_path / "d.pt", config={"reach": 0.0}, **kw)
         assert not (tmp_path / "e_run").exists()
+
+    def test_init_from_a_shipped_name(self, tmp_path):
+        """pretrain --init fvnet continues from the package's weights (here with reach's new layers)."""
+        kw = dict(steps=1, size=32, batch_size=1, n_val=1, n_checks=1, progress=False, pool=1, render_workers=1, lr=1e-12)
+        pretrain("fvnet", tmp_path / "r.pt", init="fvnet", config={"reach": 0.25}, **kw)
+        shipped, shipped_ckpt = load_checkpoint(resolve_checkpoint("fvnet"))
+        tuned, ckpt = load_checkpoint(tmp_path / "r.pt")
+        assert ckpt["config"] == {**shipped_ckpt["config"], "reach": 0.25}
+        assert torch.allclose(shipped.head.weight, tuned.head.weight, atol=1e-6)
+        with pytest.raises(ModelError, match="not a shipped model name"):
+            pretrain("fvnet", tmp_path / "s.pt", init="no-such-net", **kw)
+        assert not (tmp_path / "s_run").exists()
 
 
     def test_cli(self, tmp_path):
