@@ -107,8 +107,9 @@ def _up(v: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class FVNet(nn.Module):
     """stack (B, S, 3, H, W) in [0, 1], focus_m (B, S) -> {"depth", "confidence"} (B, 1, H, W).
 
-    depth in metres, within the swept range (with reach: up to reach x its diopter span beyond it); confidence in [0, 1] (1: all weight on one
-    frame, 0: weight spread as widely as the sweep allows). The prior works at full
+    depth in metres, within the swept range (with reach: up to reach x its diopter span beyond
+    it); confidence in [0, 1] (1: all weight on one frame, 0: weight spread as widely as the
+    sweep allows). The prior works at full
     resolution, the learned volume at 1/2 and 1/4 (width and 2 x width channels) and its
     residual is upsampled. window: the prior's focus-measure window (pixels); end_margin and
     reach: see the module's docstring (the ends of the sweep, beyond the sweep).
