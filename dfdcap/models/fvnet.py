@@ -129,7 +129,7 @@ class FVNet(nn.Module):
             raise ValueError("fvnet: end_margin (clamp to the sweep) and reach (leave it) exclude each other")
         c, c2 = width, 2 * width
         self.window = window
-        self.end_margin = float(end_margin)
+        self.end_margin = end_margin
         self.extract = nn.Sequential(
             nn.Conv2d(3, c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
@@ -143,7 +143,7 @@ class FVNet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.prior_scale = nn.Parameter(torch.tensor(3.0))
-        self.reach = float(reach)
+        self.reach = reach
         if reach > 0:  # scores of the bins beyond the near and the far end, relative to the end frames'
             self.beyond = nn.Conv2d(c, 2, 3, padding=1)
             nn.init.zeros_(self.beyond.weight)
@@ -168,9 +168,9 @@ class FVNet(nn.Module):
         score = self.prior_scale * prior[:, :, 0] + res
         if self.reach <= 0:
             return score
-        near = F.interpolate(self.beyond(z[:, 0])[:, :1], size=(h, w), mode="bilinear", align_corners=False)
-        far = F.interpolate(self.beyond(z[:, -1])[:, 1:], size=(h, w), mode="bilinear", align_corners=False)
-        return torch.cat([score[:, :1] + near[:, 0:1], score, score[:, -1:] + far[:, 0:1]], dim=1)
+        ends = torch.cat([self.beyond(z[:, 0])[:, :1], self.beyond(z[:, -1])[:, 1:]], dim=1)  # near, far
+        ends = F.interpolate(ends, size=(h, w), mode="bilinear", align_corners=False)
+        return torch.cat([score[:, :1] + ends[:, :1], score, score[:, -1:] + ends[:, 1:]], dim=1)
 
     def forward(self, stack: torch.Tensor, focus_m: torch.Tensor) -> dict[str, torch.Tensor]:
         check_inputs(stack, focus_m)

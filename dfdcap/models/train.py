@@ -268,14 +268,13 @@ def pretrain(
     L.seed_everything(seed, verbose=False)
     module = DFFModule(model_name, cfg, lr=lr, frames=(min(3, frames), frames), max_steps=steps)
     if init_model is not None:  # before anything is written: a misfit leaves no run folder behind
+        misfit = f"pretrain: the weights of --init {init} do not fit {model_name} with options {config}"
         try:  # layers an option adds (fvnet's reach) start from their own init; nothing may be left over
             unexpected = module.model.load_state_dict(init_model.state_dict(), strict=False).unexpected_keys
         except RuntimeError as e:
-            raise ModelError(f"pretrain: the weights of --init {init} do not fit {model_name} with options {config} "
-                             f"({str(e).strip().splitlines()[0][:120]})") from None
+            raise ModelError(f"{misfit} ({str(e).strip().splitlines()[0][:120]})") from None
         if unexpected:
-            raise ModelError(f"pretrain: the weights of --init {init} do not fit {model_name} with options {config} "
-                             f"(unused weights: {', '.join(unexpected[:4])})")
+            raise ModelError(f"{misfit} (unused weights: {', '.join(unexpected[:4])})")
     run_dir = out_path.parent / f"{out_path.stem}_run"
     n_checks = max(1, min(n_checks, steps))
     interval = max(1, steps // n_checks)
