@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dfdcap.cameras import CameraModel
-from dfdcap.dataset.reproject import to_pinhole_grid
+from dfdcap.dataset.reproject import camera_rays, to_pinhole_grid
 from dfdcap.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -139,9 +139,9 @@ def _redistort_depth(pinhole_depth_m: np.ndarray, camera: CameraModel) -> np.nda
     """Inverse of to_pinhole_grid: a depth map on the ideal pinhole grid -> the distorted camera's pixels (nearest)."""
     import cv2
 
-    rays = camera.pixel_rays().astype(np.float32)  # each distorted pixel's ray, as pinhole coordinates
-    mx = rays[..., 0] * np.float32(camera.fx) + np.float32(camera.cx)
-    my = rays[..., 1] * np.float32(camera.fy) + np.float32(camera.cy)
+    rx, ry = camera_rays(camera)  # each distorted pixel's ray, as pinhole coordinates (cached)
+    mx = rx * np.float32(camera.fx) + np.float32(camera.cx)
+    my = ry * np.float32(camera.fy) + np.float32(camera.cy)
     return cv2.remap(pinhole_depth_m, mx, my, cv2.INTER_NEAREST, borderValue=0)
 
 

@@ -110,7 +110,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 def _rays_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
     K, dist, size = key
     cam = CameraModel(np.frombuffer(K).reshape(3, 3), np.frombuffer(dist), size)
-    rays = cam.pixel_rays().astype(np.float32)
+    rays = cam.pixel_rays_interpolated().astype(np.float32)
     return _readonly(rays[..., 0]), _readonly(rays[..., 1])
 
 
@@ -119,8 +119,9 @@ def _cam_key(cam: CameraModel) -> tuple:
 
 
 def camera_rays(cam: CameraModel) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) float32 undistorted normalised ray coordinates x/z, y/z of every pixel (cached:
-    a distorted camera's rays take an iterative undistortion of every pixel)."""
+    """(H, W) float32 undistorted normalised ray coordinates x/z, y/z of every pixel (cached, and
+    interpolated from a grid: CameraModel.pixel_rays_interpolated, within 1e-4 px of the exact rays
+    at 15-25 ms a new 1008x756 camera, which a breathing phone is at every new focus setting)."""
     return _rays_cached(_cam_key(cam))
 
 
