@@ -403,6 +403,7 @@ def finetune(
     crop: int = typer.Option(256, "--crop", help="random crop size (pixels)"),
     lr: float = typer.Option(1e-4, "--lr"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the run folder's last.ckpt"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="sample order, crops, frame subsets: the same seed trains the same weights"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="model option KEY=VALUE (without --init)"),
     precision: Optional[str] = typer.Option(None, "--precision", help="Lightning precision, e.g. 16-mixed"),
     accelerator: str = ACCELERATOR,
@@ -424,7 +425,7 @@ def finetune(
         model = read_checkpoint(init_path)["model"]
     hw = Hardware(accelerator, parse_devices(devices), num_nodes, strategy, workers)
     r = run(model, data, output, init=init_path, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
-            resume=resume, config=_model_options(set_), precision=precision, hardware=hw)
+            resume=resume, config=_model_options(set_), precision=precision, hardware=hw, seed=seed)
     if not r.is_global_zero:
         return
     if r.resumed_from:

@@ -345,11 +345,14 @@ def finetune(
     precision: str | None = None,
     hardware: Hardware = Hardware(),
     callbacks: tuple = (),
+    seed: int = 0,
 ) -> TrainResult:
     """Fine-tune on a dataset file: L1 on the diopter position (+ CoC), random crops, stacks of 4-5
     frames keeping both end frames, in random order, Adam.
 
     crop: square random crop side (pixels), reduced to the image size for smaller images.
+    seed: seeds the sample order, the crops and loader workers: a rerun with the same seed on the
+    same machine and settings trains the same weights.
 
     init: a plain checkpoint to start from (its model must be `model_name`; its config is
     used). resume: if run_dir/last.ckpt exists, continue that run up to `epochs` epochs.
@@ -357,6 +360,7 @@ def finetune(
     under DDP each rank trains on its own share of the samples); callbacks: extra Lightning
     callbacks. Only the global rank 0 writes run.json, metrics.csv and checkpoints.
     """
+    import lightning as L
     from torch.utils.data import Subset
 
     from dfdcap.models.checkpoint import load_checkpoint
@@ -390,10 +394,11 @@ def finetune(
         atomic_write_json(run_dir / "run.json", {
             "kind": "finetune", "model": model_name, "config": cfg, "data": str(data.resolve()),
             "init": str(Path(init).resolve()) if init else None, "epochs": epochs, "batch_size": batch_size,
-            "crop": crop, "frames": list(frames), "lr": lr, "train_split": train_split, "val_split": val_split,
+            "crop": crop, "frames": list(frames), "lr": lr, "seed": seed, "train_split": train_split, "val_split": val_split,
             "held_out_val": plan.held_out, "train_sessions": plan.train_sessions, "val_sessions": plan.val_sessions,
             "world_size": trainer.world_size,
         })
+    L.seed_everything(seed, workers=True, verbose=False)
     module = DFFModule(model_name, cfg, lr=lr, frames=tuple(frames))
     if init_model is not None:  # built from the same config: its weights fit
         module.model.load_state_dict(init_model.state_dict())
