@@ -147,8 +147,11 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
 
 
 def _jpeg_complete(path: str | os.PathLike) -> bool:
-    """OpenCV decodes a cut-short JPEG with a grey bottom and no error: check its end marker (FFD9)."""
+    """OpenCV decodes a cut-short JPEG with a grey bottom and no error: check its end marker (FFD9).
+    A file that does not start as a JPEG (FFD8) is not judged here: the decoder says what it is."""
     with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return True
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - 64))
         return b"\xff\xd9" in f.read()

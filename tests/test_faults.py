@@ -641,18 +641,19 @@ class TestAlign:
         write_image(tmp_path / "good.jpg", img)
         return tmp_path / "good.jpg"
 
-    @pytest.mark.parametrize("case", ["missing", "JPEG cut short", "PNG not an image"])
+    @pytest.mark.parametrize("case", ["missing", "JPEG cut short", "PNG not an image", "JPEG not an image"])
     def test_bad_frame_is_one_line_and_writes_nothing(self, good, tmp_path, case):
         bad = {"missing": tmp_path / "gone.jpg", "JPEG cut short": tmp_path / "cut.jpg",
-               "PNG not an image": tmp_path / "text.png"}[case]
+               "PNG not an image": tmp_path / "text.png", "JPEG not an image": tmp_path / "text.jpg"}[case]
         if case == "JPEG cut short":
             bad.write_bytes(good.read_bytes()[:300])
-        elif case == "PNG not an image":
+        elif case.endswith("not an image"):  # a .jpg that is no JPEG at all is not called "cut short"
             bad.write_text("not an image")
         proc = dfdcap_process("align", str(bad), str(good), "-o", str(tmp_path / "out"))
         out, err = proc.communicate(timeout=600)  # ends a hang only
         assert_one_line_error((proc.returncode, out, err), 1, bad.name)
         assert len(err.strip().splitlines()) == 1, err  # no decoder warning before it
+        assert ("cut short" in err) == (case == "JPEG cut short"), err
         assert not (tmp_path / "out" / "alignment.json").exists()
 
     @pytest.mark.parametrize("side", ["0", "-5"])
