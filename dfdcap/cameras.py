@@ -14,15 +14,15 @@ from dfdcap.errors import DfdcapError
 
 
 def _cubic_weights(n: int, step: int, nodes: int):
-    """(n, nodes) sparse matrix of the Catmull-Rom weights that interpolate values at nodes (k - 1) * step to the
-    positions 0 .. n - 1; nodes >= (n - 1) // step + 4, so that node 0 and the last two lie
-    beyond the ends and every position has its four neighbours."""
+    """(n, nodes) sparse matrix of Catmull-Rom weights from values at the nodes (k - 1) * step to
+    the positions 0 .. n - 1. With nodes >= (n - 1) // step + 4, node 0 and the last two lie
+    beyond the ends, so every position has its four neighbours."""
+    from scipy.sparse import csr_matrix
+
     x = np.arange(n) / step + 1.0  # in node units
     i = np.floor(x).astype(int)
     t = x - i
     w = ((-t**3 + 2 * t**2 - t) / 2, (3 * t**3 - 5 * t**2 + 2) / 2, (-3 * t**3 + 4 * t**2 + t) / 2, (t**3 - t**2) / 2)
-    from scipy.sparse import csr_matrix
-
     rows = np.repeat(np.arange(n), 4)
     cols = (i[:, None] + np.arange(-1, 3)[None, :]).ravel()
     return csr_matrix((np.stack(w, axis=1).ravel(), (rows, cols)), shape=(n, nodes))
@@ -138,8 +138,8 @@ class CameraModel:
         """pixel_rays() at a fraction of the cost for a distorted camera: the iterative undistortion
         runs on a grid every `step` pixels (one node beyond each border) and is interpolated to every
         pixel with Catmull-Rom cubics, separably. The map is smooth, so at step 8 the result agrees
-        with pixel_rays() within 1e-4 px (k1 up to 0.3 measured), in 10-20 ms instead of 120-310 ms
-        at 1008x756. Small images (under 0.1 MP, where the grid would be coarse against the
+        with pixel_rays() within 1e-4 px (k1 up to 0.3 measured), in 7-13 ms instead of 110-260 ms
+        at 1008x756 (benchmarks/camera_rays.py). Small images (under 0.1 MP, where the grid would be coarse against the
         distortion's curvature and the exact path is cheap) and undistorted cameras take pixel_rays().
         (H, W, 2) float64."""
         import cv2

@@ -352,7 +352,8 @@ def finetune(
 
     crop: square random crop side (pixels), reduced to the image size for smaller images.
     seed: seeds the sample order, the crops and loader workers: a rerun with the same seed on the
-    same machine and settings trains the same weights.
+    same machine and settings trains the same weights (a resumed run reseeds, so its later epochs
+    draw other crops than an uninterrupted run's).
 
     init: a plain checkpoint to start from (its model must be `model_name`; its config is
     used). resume: if run_dir/last.ckpt exists, continue that run up to `epochs` epochs.
