@@ -182,7 +182,7 @@ def main() -> int:
               f"{os.cpu_count()} cores, {args.workers} encoder threads, best of {args.repeat}")
         print(f"{'file':6} {'path':16} {'pairs':>5} {'pairs/s':>8} {'ratio':>6} {'x30fps':>7} {'CPU ms/pair':>11} "
               f"{'2 free cores':>12} {'ratio':>6}")
-        ok = True
+        verdicts = []
         for path, bare in ((oni, bare_oni), (db3, bare_db3)):
             rows = [("bare library", lambda: bare(path))]
             rows.append(("dfdcap sensor", lambda: through_sensor(path)))
@@ -200,11 +200,13 @@ def main() -> int:
                 print(f"{path.suffix:6} {label:16} {n:5d} {fps:8.1f} {fps / base:6.2f} {fps / SENSOR_FPS:7.1f} "
                       f"{cpu_ms:11.1f} {free:12.0f} {free / base_free:6.2f}")
                 if label == "session jpeg":
-                    ok &= free / base_free >= GOAL_RATIO
+                    verdicts.append((path.suffix, free / base_free, 1000 / base_free))
                     print(f"{'':6} per stage (CPU ms/pair): reading {reader_ms:.1f}, encoding + writing + indexing "
                           f"{cpu_ms - reader_ms:.1f} (the bare library reads in {1000 / base_free:.1f})")
-        print(f"goal (session in the default format at >= {GOAL_RATIO} of the bare reader, 2 free cores): "
-              f"{'met' if ok else 'NOT met'}")
+        for suffix, ratio, bare_ms in verdicts:  # per file: what bounds .oni is its format (raw frames), not us
+            print(f"goal on {suffix} (session in the default format at >= {GOAL_RATIO} of the bare reader, 2 free "
+                  f"cores): {ratio:.2f}, {'met' if ratio >= GOAL_RATIO else 'NOT met'}"
+                  + (f" (its bare reader takes {bare_ms:.1f} ms a pair: less than encoding one JPEG)" if bare_ms < 2 else ""))
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -477,7 +477,7 @@ def predict(
     scale: Optional[float] = typer.Option(None, "--scale", help="run at this fraction of the image size (blur shrinks with it)"),
     size: Optional[str] = typer.Option(None, "--size", help="run at WxH (or W, keeping the aspect)"),
     tile: int = typer.Option(1024, "--tile", help="tile side in pixels at the run size (bounded memory); 0 = whole image"),
-    output: Path = typer.Option(Path("depth.png"), "-o", "--output", help="colour PNG; 16-bit PNG beside it (_mm: mm, _index: 0..65535 = first..last frame)"),
+    output: Path = typer.Option(Path("depth.png"), "-o", "--output", help="colour picture (.png or .jpg); 16-bit PNG beside it (_mm: mm, _index: 0..65535 = first..last frame)"),
     no_align: bool = typer.Option(False, "--no-align", help="do not register the slices to the middle one (focus breathing) first"),
 ) -> None:
     """Predict depth from a focus stack: a colour-mapped PNG and a 16-bit PNG (mm, or frame index with --index)."""

@@ -242,15 +242,16 @@ def stack_method(checkpoint: str | Path | None, focus_m: list[float], window: in
 
 
 def output_paths(out: str | Path, unit: str = "m") -> tuple[Path, Path]:
-    """The colour PNG (`out`, as .png) and the 16-bit PNG beside it: <stem>_mm.png (unit "m") or <stem>_index.png."""
+    """The colour picture (`out`: .png, or .jpg / .jpeg as asked; any other suffix becomes .png) and
+    the 16-bit PNG beside it: <stem>_mm.png (unit "m") or <stem>_index.png."""
     out = Path(out)
-    if out.suffix.lower() != ".png":
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         out = out.with_suffix(".png")
     return out, out.with_name(out.stem + ("_mm.png" if unit == "m" else "_index.png"))
 
 
 def write_outputs(out: str | Path, result: np.ndarray, coords: FocusCoordinates) -> tuple[Path, Path]:
-    """<out>.png (colour) and <stem>_mm.png (metres -> uint16 mm) or <stem>_index.png (index -> uint16);
+    """<out> (colour) and <stem>_mm.png (metres -> uint16 mm) or <stem>_index.png (index -> uint16);
     both files or neither."""
     out, second = output_paths(out, coords.unit)
     data = depth_to_mm_u16(result) if coords.unit == "m" else index_to_u16(result, len(coords.focus_m))
@@ -276,7 +277,7 @@ def predict(
     progress: Callable[[int, int], None] | None = None,
     align: bool = True,
 ) -> PredictResult:
-    """Write <out> (colour PNG) and a 16-bit PNG beside it; checkpoint None = the classical baseline.
+    """Write <out> (colour PNG or JPEG) and a 16-bit PNG beside it; checkpoint None = the classical baseline.
 
     coords: a FocusCoordinates, or plain focus distances in metres (one per image).
     """

@@ -63,6 +63,17 @@ class TestClassicalThroughPredict:
         u16 = read_image(tmp_path / "i_index.png", unchanged=True)
         assert u16.dtype == np.uint16 and np.abs(u16 / 65535 * 4 - want).max() < 1e-3
 
+    @pytest.mark.parametrize("name, colour", [("d.jpg", "d.jpg"), ("d.JPEG", "d.JPEG"), ("d.tif", "d.png"), ("d", "d.png")])
+    def test_output_takes_the_asked_picture_format(self, cli, stack_files, tmp_path, name, colour):
+        """-o x.jpg writes a JPEG colour picture (it wrote x.png before); the data stay a 16-bit PNG."""
+        paths, focus, _ = stack_files
+        code, out, err = cli("predict", "--classical", *paths, "--focus", _csv(focus), "-o", tmp_path / name, "--no-align")
+        assert code == 0, err
+        pic = (tmp_path / colour).read_bytes()
+        assert pic[:2] == b"\xff\xd8" if colour.lower().endswith((".jpg", ".jpeg")) else pic[:4] == b"\x89PNG"
+        assert read_image(tmp_path / "d_mm.png", unchanged=True).dtype == np.uint16
+        assert str(tmp_path / colour) in out.replace("\n", "")
+
     def test_exactly_one_focus_option(self, cli, stack_files):
         paths, focus, _ = stack_files
         code, _, err = cli("predict", "--classical", *paths, "--focus", _csv(focus), "--index")
