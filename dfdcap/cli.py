@@ -480,7 +480,7 @@ def predict(
     output: Path = typer.Option(Path("depth.png"), "-o", "--output", help="colour picture (.png or .jpg); 16-bit PNG beside it (_mm: mm, _index: 0..65535 = first..last frame)"),
     no_align: bool = typer.Option(False, "--no-align", help="do not register the slices to the middle one (focus breathing) first"),
 ) -> None:
-    """Predict depth from a focus stack: a colour-mapped PNG and a 16-bit PNG (mm, or frame index with --index)."""
+    """Predict depth from a focus stack: a colour-mapped picture and a 16-bit PNG (mm, or frame index with --index)."""
     from dfdcap.fileio import check_output_file
     from dfdcap.models.predict import focus_coordinates, output_paths, predict as run
     from dfdcap.models.shipped import shipped_names
