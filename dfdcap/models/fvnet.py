@@ -168,7 +168,8 @@ class FVNet(nn.Module):
         score = self.prior_scale * prior[:, :, 0] + res
         if self.reach <= 0:
             return score
-        ends = torch.cat([self.beyond(z[:, 0])[:, :1], self.beyond(z[:, -1])[:, 1:]], dim=1)  # near, far
+        e = self.beyond(torch.cat([z[:, 0], z[:, -1]]))  # the near and the far end frame in one call
+        ends = torch.cat([e[:b, :1], e[b:, 1:]], dim=1)  # near-end bin from the near frame, far from the far
         ends = F.interpolate(ends, size=(h, w), mode="bilinear", align_corners=False)
         return torch.cat([score[:, :1] + ends[:, :1], score, score[:, -1:] + ends[:, 1:]], dim=1)
 
