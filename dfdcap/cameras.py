@@ -37,15 +37,29 @@ class CameraModel:
     size: tuple[int, int] = (640, 480)
 
     def __post_init__(self) -> None:
-        K = np.asarray(self.K, dtype=np.float64)
+        try:
+            K = np.asarray(self.K, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DfdcapError(f"camera model: K must be a 3x3 matrix of numbers, got {self.K!r}") from None
+        try:
+            dist = np.asarray(self.dist, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise DfdcapError(f"camera model: dist must be a list of numbers, got {self.dist!r}") from None
         if K.shape != (3, 3):
             raise DfdcapError(f"camera model: K must be 3x3, got shape {K.shape}")
-        dist = np.asarray(self.dist, dtype=np.float64).ravel()
+        if np.all(np.isfinite(K)) and not (K[0, 0] > 0 and K[1, 1] > 0):
+            raise DfdcapError(f"camera model: focal lengths fx {K[0, 0]:g}, fy {K[1, 1]:g} must be positive")
         if dist.size not in (0, 4, 5, 8, 12, 14):
             raise DfdcapError(f"camera model: {dist.size} distortion coefficients (OpenCV takes 4, 5, 8, 12 or 14)")
+        try:
+            w, h = (int(v) for v in self.size)
+        except (TypeError, ValueError):
+            raise DfdcapError(f"camera model: size must be two whole numbers (width, height), got {self.size!r}") from None
+        if w < 1 or h < 1:
+            raise DfdcapError(f"camera model: image size {w}x{h} must be positive")
         object.__setattr__(self, "K", K)
         object.__setattr__(self, "dist", dist)
-        object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+        object.__setattr__(self, "size", (w, h))
 
     @classmethod
     def from_fov(cls, width: int, height: int, fx: float, fy: float | None = None, dist=None) -> "CameraModel":
@@ -172,7 +186,9 @@ class CameraModel:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CameraModel":
-        return cls(np.asarray(d["K"], dtype=np.float64), np.asarray(d.get("dist", []), dtype=np.float64), tuple(d["size"]))
+        if not isinstance(d, dict):
+            raise DfdcapError(f"camera model: expected an object with K, dist and size, got {d!r}")
+        return cls(d["K"], d.get("dist", []), d["size"])
 
 
 def make_transform(R: np.ndarray, t: np.ndarray) -> np.ndarray:

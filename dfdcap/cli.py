@@ -5,6 +5,7 @@ Every DfdcapError becomes one line on stderr and exit code 1.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -31,13 +32,21 @@ def report(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="PNG to write (default: beside the input)"),
 ) -> None:
     """Write a PNG report of a calibration, a session's clock sync, a dataset or a training run."""
-    from dfdcap.fileio import check_output_file
+    from dfdcap.fileio import check_distinct, check_output_file
     from dfdcap.report import write_report
 
     if output is not None:
-        check_output_file(output, what="report PNG")
+        _png_name(check_output_file(output, what="report PNG"), "report")
+        check_distinct({"report PNG": output}, [path])
     png = write_report(path, output)
     out.print(f"wrote {png}")
+
+
+def _png_name(path: Path, what: str) -> Path:
+    """A report path must end in .png (the file is a PNG whatever its name says)."""
+    if path.suffix.lower() != ".png":
+        raise DfdcapError(f"{path}: the {what} is a PNG picture: name it .png")
+    return path
 
 
 # --- commands of each stage are added below; keep each one thin ---------------------------
@@ -69,6 +78,14 @@ def record(
     bracketing settings apply (see README, "A real phone today")."""
     from dfdcap.capture.recorder import RecordStats, SimOptions, parse_size, record_from_specs
 
+    if steps == 1:  # build-dataset and every DFF method need two focus settings per stack (< 1: the schedule says)
+        raise DfdcapError("--steps 1: a focus stack needs at least 2 frames")
+    for option, v in (("--near", near), ("--far", far)):
+        if v is not None and not math.isfinite(v):
+            raise DfdcapError(f"{option} {v}: expected a distance in metres"
+                              + (" (for focus at infinity give a far one such as 100 m)" if option == "--far" else ""))
+    if name is not None and not name.strip():
+        raise DfdcapError("--name: empty; give a session name (letters, digits, . _ -) or leave the option out")
     sim = SimOptions(sensor_preset, scene, seed, parse_size(phone_size, "--phone-size") if phone_size else None)
     stats = RecordStats()
     path = record_from_specs(
@@ -107,7 +124,7 @@ def sim_checkerboard(
     from dfdcap.capture.recorder import check_output_dir, parse_size
 
     cols, rows = parse_size(board, "--board", "COLSxROWS", "9x6")
-    if views < 1 or not square > 0 or not 0 <= corrupt <= views or min(cols, rows) < 2:
+    if views < 1 or not (0 < square < math.inf) or not 0 <= corrupt <= views or min(cols, rows) < 2:
         raise DfdcapError(
             f"need --views >= 1, --square > 0, 0 <= --corrupt <= --views and a board of at least 2x2; "
             f"got {views}, {square}, {corrupt}, {board}"
@@ -135,7 +152,9 @@ def sim_checkerboard(
         try:
             focus_list = [float(v) for v in focus_diopters.split(",") if v.strip()]
         except ValueError:
-            raise DfdcapError(f"--focus-diopters {focus_diopters!r}: expected comma-separated diopters, e.g. 0.5,2,3.5") from None
+            focus_list = []
+        if not focus_list or not all(math.isfinite(v) and v >= 0 for v in focus_list):
+            raise DfdcapError(f"--focus-diopters {focus_diopters!r}: expected comma-separated diopters >= 0, e.g. 0.5,2,3.5")
     write_board_pairs(
         out_dir, views, spec, rig=rig, phone_size=size, seed=seed, n_corrupt=corrupt, progress=True, jpeg_quality=jpeg_quality,
         focus_diopters=focus_list,
@@ -180,12 +199,16 @@ def associate(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write here instead of stdout"),
 ) -> None:
     """TUM RGB-D association of two timestamp files (output as the benchmark's associate.py prints it)."""
-    from dfdcap.fileio import atomic_write_text, check_output_file
+    from dfdcap.fileio import atomic_write_text, check_distinct, check_output_file
     from dfdcap.sync.io import associate_files
 
     if output is not None:
         check_output_file(output, what="association file")
+        check_distinct({"association file": output}, [first, second])
     text, n, n1, n2 = associate_files(first, second, offset, max_difference, first_only)
+    if n == 0:  # stdout stays empty: say why on stderr
+        console.print(f"[yellow]warning:[/yellow] no pairs: {n1} x {n2} entries, none within {max_difference:g} s of each other"
+                      + (" (a file has no timestamp lines)" if not (n1 and n2) else ""), highlight=False, soft_wrap=True)
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -222,11 +245,14 @@ def calibrate(
     from dfdcap.calib.calibrate import CalibrateOptions, calibrate_rig, calibrate_single
     from dfdcap.calib.io import Calibration, export_opencv_yaml, save_calibration
     from dfdcap.errors import CalibrationError
-    from dfdcap.fileio import check_output_file
+    from dfdcap.fileio import check_distinct, check_output_file
 
     for path, what in ((output, "calibration file"), (yaml, "YAML file"), (report_png, "report PNG")):
         if path is not None:
             check_output_file(path, force=force, what=what)
+    if report_png is not None:
+        _png_name(report_png, "--report")
+    check_distinct({"calibration file": output, "--yaml file": yaml, "--report PNG": report_png})
     names = tuple(d.strip() for d in dirs.split(","))
     if len(names) != 2 or not all(names):
         raise CalibrationError(f"--dirs {dirs!r}: expected PHONE_DIR,SENSOR_DIR")
@@ -378,10 +404,11 @@ def pretrain(
     workers: int = WORKERS,
 ) -> None:
     """Pretrain a DFF network on a pool of synthetic focus stacks from the thin-lens simulator."""
-    from dfdcap.fileio import check_output_file
+    from dfdcap.fileio import check_distinct, check_output_file
     from dfdcap.models.train import Hardware, parse_devices, pretrain as run
 
     check_output_file(output, what="checkpoint")
+    check_distinct({"checkpoint": output}, [init] if init else [])
     hw = Hardware(accelerator, parse_devices(devices), num_nodes, strategy, workers)
     r = run(model, output, steps=steps, size=size, batch_size=batch_size, frames=frames, lr=lr,
             config=_model_options(set_), seed=seed, pool=pool, crop=crop, render_workers=render_workers,
@@ -448,13 +475,14 @@ def evaluate(
 ) -> None:
     """Print the DDFF-12 metric table of network(s) beside the classical depth-from-focus baseline."""
     from dfdcap.errors import ModelError
-    from dfdcap.fileio import atomic_write_json, check_output_file
+    from dfdcap.fileio import atomic_write_json, check_distinct, check_output_file
     from dfdcap.models.evaluate import evaluate as run, metrics_table, result_json
 
     if max_samples is not None and max_samples < 1:
         raise ModelError(f"--max-samples: expected at least 1 stack, got {max_samples}")
     if json_out is not None:
         check_output_file(json_out, what="--json file")
+        check_distinct({"--json file": json_out}, [data, *models])
     r = run(models, data, split=split, max_samples=max_samples)
     out.print(f"scoring split {r.split!r} of {data} ({r.n_samples} stacks)", highlight=False, soft_wrap=True)
     for w in r.warnings:
@@ -481,7 +509,7 @@ def predict(
     no_align: bool = typer.Option(False, "--no-align", help="do not register the slices to the middle one (focus breathing) first"),
 ) -> None:
     """Predict depth from a focus stack: a colour-mapped picture and a 16-bit PNG (mm, or frame index with --index)."""
-    from dfdcap.fileio import check_output_file
+    from dfdcap.fileio import check_distinct, check_output_file
     from dfdcap.models.predict import focus_coordinates, output_paths, predict as run
     from dfdcap.models.shipped import shipped_names
 
@@ -489,8 +517,10 @@ def predict(
     if classical and not Path(args[0]).is_file() and (args[0] in shipped_names() or args[0].endswith(".pt")):
         raise DfdcapError(f"predict --classical takes only the stack's images: drop the model {args[0]!r}")
     coords = focus_coordinates(len(images), focus, diopters, index)
-    for path in output_paths(output, coords.unit):
+    colour, raw = output_paths(output, coords.unit)
+    for path in (colour, raw):
         check_output_file(path, what="depth PNG", create_parent=True)
+    check_distinct({"depth picture": colour, "16-bit depth PNG": raw}, [*images, *([model] if model else [])])
     r = run(model, images, coords, output, scale=scale, size=size, tile=tile, align=not no_align)
     d = r.depth_m
     what = f"depth {d.min():.3f}-{d.max():.3f} m" if r.unit == "m" else f"best-focus frame index {d.min():.2f}-{d.max():.2f}"
@@ -542,11 +572,12 @@ def build_dataset_cmd(
     from dfdcap.calib.io import load_calibration
     from dfdcap.dataset.build import BuildOptions, RigGeometry, build_dataset
     from dfdcap.errors import DatasetError
-    from dfdcap.fileio import check_output_file, read_json
+    from dfdcap.fileio import check_distinct, check_output_file, read_json
 
     check_output_file(output, force=force, what="dataset")
     if ply:
         check_output_file(ply, what="point cloud")
+    check_distinct({"dataset": output, "--ply point cloud": ply}, [calib])
     try:
         cal = load_calibration(calib)
     except DfdcapError as e:
@@ -587,9 +618,10 @@ def export(
 ) -> None:
     """Write one stack's depth as a coloured point cloud (.ply) for a look in any 3D viewer."""
     from dfdcap.dataset.export import export_ply
-    from dfdcap.fileio import check_output_file
+    from dfdcap.fileio import check_distinct, check_output_file
 
     check_output_file(output, what="point cloud")
+    check_distinct({"point cloud": output}, [dataset])
     path, n = export_ply(dataset, output, split, index)
     out.print(f"wrote {path} ({n} points)")
 

@@ -65,6 +65,8 @@ def check_output_file(path: str | os.PathLike, *, force: bool = True, what: str 
             parent = parent.parent
         if not parent.is_dir():
             raise DfdcapError(f"{path}: cannot create its folder ({parent} is a file)")
+    if parent.exists() and not parent.is_dir():
+        raise DfdcapError(f"{path}: {parent} is a file, not a folder")
     if not parent.is_dir():
         raise DfdcapError(f"{path}: {what} folder {parent} does not exist (create it first)")
     if path.is_dir():
@@ -73,6 +75,31 @@ def check_output_file(path: str | os.PathLike, *, force: bool = True, what: str 
         raise DfdcapError(f"{path}: {what} exists (use --force to overwrite)")
     check_writable_folder(parent, f"{what} folder")
     return path
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (the same inode when both exist, else the same absolute path)."""
+    a, b = Path(a), Path(b)
+    with contextlib.suppress(OSError):
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
+
+
+def check_distinct(outputs: dict[str, str | os.PathLike | None], inputs: Sequence[str | os.PathLike] = (),
+                   hint: str = "choose another name") -> None:
+    """Refuse, before any work starts, an output that names one of the inputs or another output:
+    writing it would destroy the input (or the first output) and still report success.
+
+    outputs: {what: path or None}, e.g. {"calibration file": "cal.json", "--report PNG": None}."""
+    given = [(what, Path(p)) for what, p in outputs.items() if p is not None]
+    for i, (what, p) in enumerate(given):
+        for q in inputs:
+            if same_file(p, q):
+                raise DfdcapError(f"{p}: the {what} would overwrite the input {q}; {hint}")
+        for what2, p2 in given[i + 1:]:
+            if same_file(p, p2):
+                raise DfdcapError(f"{p}: the {what} and the {what2} name the same file; choose two names")
 
 
 def check_writable_folder(folder: str | os.PathLike, what: str = "folder") -> Path:
@@ -163,7 +190,7 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
 
     # checked before decoding: OpenCV and libjpeg print their own warnings on these, a second line
     if not Path(path).is_file():
-        raise DfdcapError(f"{path}: no such image file")
+        raise DfdcapError(f"{path}: {'a folder, expected an image file' if Path(path).is_dir() else 'no such image file'}")
     if Path(path).suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(path):
         raise DfdcapError(f"{path}: JPEG is cut short (no end-of-image marker): an interrupted copy or pull?")
     flag = cv2.IMREAD_UNCHANGED if unchanged else cv2.IMREAD_COLOR
@@ -173,3 +200,13 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # 6x faster than a strided numpy copy
     return img
+
+
+def read_images_one_size(paths: Sequence[str | os.PathLike]) -> list[np.ndarray]:
+    """Images that must share one size (a focal sweep): RGB uint8 each; the error names the odd file."""
+    frames = [read_image(p) for p in paths]
+    for p, f in zip(paths[1:], frames[1:]):
+        if f.shape[:2] != frames[0].shape[:2]:
+            (h, w), (h0, w0) = f.shape[:2], frames[0].shape[:2]
+            raise DfdcapError(f"{p}: {w}x{h} px, but {paths[0]} is {w0}x{h0}: a focal sweep's images must have one size")
+    return frames

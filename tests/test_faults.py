@@ -662,3 +662,191 @@ class TestAlign:
         other = shutil.copy2(good, tmp_path / "other.jpg")
         assert_one_line_error(cli("align", good, other, "-o", tmp_path / "out", "--max-side", side), 1, "--max-side")
         assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ an output that names an input
+
+class TestOutputNamesAnInput:
+    """Every command refuses, before any work, to write over one of its inputs or to give two of its
+    outputs one name: each case here overwrote the input and reported success."""
+
+    def test_evaluate_json_onto_the_dataset(self, cli, world, tmp_path):
+        data = _copy(world["h5"], tmp_path)
+        before = snapshot(data)
+        assert_one_line_error(cli("evaluate", world["ckpt"], "--data", data, "--json", data), 1, "overwrite the input")
+        assert snapshot(data) == before
+
+    def test_predict_picture_onto_a_frame(self, cli, world, tmp_path):
+        import numpy as np
+
+        from dfdcap.fileio import write_image
+
+        rng = np.random.default_rng(0)
+        frames = [tmp_path / f"f{i}.png" for i in range(3)]
+        for f in frames:
+            write_image(f, rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+        before = snapshot(tmp_path)
+        assert_one_line_error(cli("predict", "--classical", *frames, "--index", "-o", frames[1]), 1, "f1.png")
+        assert snapshot(tmp_path) == before
+
+    def test_align_into_the_frames_folder(self, cli, world, tmp_path):
+        import numpy as np
+
+        from dfdcap.fileio import write_image
+
+        rng = np.random.default_rng(0)
+        frames = [tmp_path / f"f{i}.png" for i in range(3)]
+        for f in frames:
+            write_image(f, rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+        before = snapshot(tmp_path)
+        assert_one_line_error(cli("align", *frames, "-o", tmp_path), 1, "another output folder")
+        assert snapshot(tmp_path) == before
+
+    @pytest.mark.parametrize("extra", ["--yaml", "--report"])
+    def test_calibrate_two_outputs_one_name(self, cli, world, tmp_path, extra):
+        out = tmp_path / ("c.png" if extra == "--report" else "c.json")
+        assert_one_line_error(cli("calibrate", world["boards"], "--board", "9x6", "--square", "0.025", "-o", out,
+                                  extra, out), 1, "same file")
+        assert not out.exists()
+
+    def test_build_dataset_ply_onto_the_dataset(self, cli, world, tmp_path):
+        out = tmp_path / "d.h5"
+        assert_one_line_error(cli("build-dataset", world["session"], "--calib", world["cal"], "-o", out, "--ply", out),
+                              1, "same file")
+        assert not out.exists()
+
+    def test_report_needs_a_png_name(self, cli, world, tmp_path):
+        assert_one_line_error(cli("report", world["cal"], "-o", tmp_path / "r.jpg"), 1, ".png")
+        assert not (tmp_path / "r.jpg").exists()
+
+
+# ------------------------------------------------------------------------------ files other tools wrote wrong
+
+def _broken_h5(world, path: Path, case: str) -> Path:
+    import numpy as np
+
+    shutil.copy2(world["h5"], path)
+    with h5py.File(path, "a") as f:
+        n, S = f["stack_train"].shape[:2]
+        if case == "focus of fewer frames":
+            del f["focus_train"]
+            f["focus_train"] = np.ones((n, S - 1), np.float32)
+        elif case == "NaN focus":
+            f["focus_train"][0, 1] = np.nan
+        elif case == "one focus":
+            f["focus_train"][0] = 0.5
+        elif case == "no mask":
+            del f["mask_train"]
+        elif case == "depth of another size":
+            del f["depth_train"]
+            f["depth_train"] = np.ones((n, 5, 7), np.float32)
+        elif case == "grey stacks":
+            grey = f["stack_train"][..., 0]
+            del f["stack_train"]
+            f["stack_train"] = grey
+        elif case == "a group as stacks":
+            del f["stack_train"]
+            f.create_group("stack_train")
+        elif case == "no format attribute":
+            del f.attrs["format"]
+        elif case == "lens attribute text":
+            f.attrs["f_number"] = "fast"
+    return path
+
+
+class TestDatasetFileLayout:
+    """HDF5 files whose arrays do not fit together: one line naming the file and the array, never
+    a numpy traceback or a table of nan, and no run folder."""
+
+    CASES = ["focus of fewer frames", "NaN focus", "one focus", "no mask", "depth of another size", "grey stacks",
+             "a group as stacks", "no format attribute", "lens attribute text"]
+
+    @pytest.mark.parametrize("case", CASES)
+    def test_evaluate(self, cli, world, tmp_path, case):
+        bad = _broken_h5(world, tmp_path / "bad.h5", case)
+        assert_one_line_error(cli("evaluate", world["ckpt"], "--data", bad, "--split", "train"), 1, "bad.h5")
+
+    @pytest.mark.parametrize("case", ["focus of fewer frames", "NaN focus", "no mask", "lens attribute text"])
+    def test_finetune_makes_no_run_folder(self, cli, world, tmp_path, case):
+        bad = _broken_h5(world, tmp_path / "bad.h5", case)
+        assert_one_line_error(cli(*TestFinetune().args(world, tmp_path / "run", data=bad)), 1, "bad.h5")
+        assert not (tmp_path / "run").exists()
+
+    @pytest.mark.parametrize("case", ["depth of another size", "no mask"])
+    def test_export_and_report(self, cli, world, tmp_path, case):
+        bad = _broken_h5(world, tmp_path / "bad.h5", case)
+        assert_one_line_error(cli("export", bad, "-o", tmp_path / "x.ply"), 1, "bad.h5")
+        assert_one_line_error(cli("report", bad, "-o", tmp_path / "x.png"), 1, "bad.h5")
+        assert not (tmp_path / "x.ply").exists() and not (tmp_path / "x.png").exists()
+
+    def test_no_valid_depth_is_no_result(self, cli, world, tmp_path):
+        """Every mask empty: evaluate printed a table of nan and finetune trained at loss 0, both exit 0."""
+        bad = shutil.copy2(world["h5"], tmp_path / "bad.h5")
+        with h5py.File(bad, "a") as f:
+            for split in ("train", "val"):
+                f[f"mask_{split}"][...] = 0
+        assert_one_line_error(cli("evaluate", world["ckpt"], "--data", bad), 1, "no valid depth")
+        assert_one_line_error(cli(*TestFinetune().args(world, tmp_path / "run", data=bad)), 1, "no valid depth")
+        assert not (tmp_path / "run").exists()
+
+
+class TestWrongFieldTypes:
+    @pytest.mark.parametrize("field, value", [("K", [["abc", 0, 1], [0, 1, 1], [0, 0, 1]]), ("dist", "x"),
+                                              ("size", [0, 0]), ("K", [[-5, 0, 32], [0, 50, 24], [0, 0, 1]])])
+    def test_calibration_camera_field(self, cli, world, tmp_path, field, value):
+        doc = json.loads(world["cal"].read_text())
+        doc["phone"][field] = value
+        bad = tmp_path / "cal.json"
+        bad.write_text(json.dumps(doc))
+        assert_one_line_error(cli("report", bad, "-o", tmp_path / "r.png"), 1, "cal.json", "phone")
+        assert_one_line_error(cli("build-dataset", world["session"], "--calib", bad, "-o", tmp_path / "d.h5"), 1, "cal.json")
+        assert not (tmp_path / "d.h5").exists()
+
+    def test_session_rig_null(self, cli, world, tmp_path):
+        s = _copy(Path(world["session"]), tmp_path)
+        meta = json.loads((s / "session.json").read_text())
+        meta["rig"] = None
+        (s / "session.json").write_text(json.dumps(meta))
+        rc, out, err = cli("sync", s)
+        assert "Traceback" not in out + err and rc in (0, 1), err
+
+    def test_phone_camera_field(self, cli, world, tmp_path):
+        s = _copy(Path(world["session"]), tmp_path)
+        (s / "phone" / "camera.json").write_text(json.dumps({"focal_length_m": "x"}))
+        assert_one_line_error(cli("build-dataset", s, "--calib", world["cal"], "-o", tmp_path / "d.h5"), 1, "camera.json")
+
+
+class TestBuildDatasetSessions:
+    def test_same_session_twice(self, cli, world, tmp_path):
+        assert_one_line_error(cli("build-dataset", world["session"], world["session"], "--calib", world["cal"],
+                                  "-o", tmp_path / "d.h5"), 1, "twice")
+        assert not (tmp_path / "d.h5").exists()
+
+    def test_val_and_test_one_session(self, cli, world, tmp_path):
+        name = Path(world["session"]).name
+        assert_one_line_error(cli("build-dataset", world["session"], "--calib", world["cal"], "--val", name,
+                                  "--test", name, "-o", tmp_path / "d.h5"), 1, "both --val and --test")
+
+
+class TestNumbersOutOfReach:
+    @pytest.mark.parametrize("opt", [("--far", "inf"), ("--steps", "1"), ("--near", "nan")])
+    def test_record(self, cli, tmp_path, opt):
+        assert_one_line_error(cli("record", "--stacks", "1", "-o", tmp_path / "s", *opt), 1, opt[0])
+        assert not (tmp_path / "s").exists()
+
+    @pytest.mark.parametrize("opt", [("--jpeg-quality", "0"), ("--square", "inf"), ("--focus-diopters", "nan,1")])
+    def test_sim_checkerboard_leaves_no_folder(self, cli, tmp_path, opt):
+        assert_one_line_error(cli("sim", "checkerboard", tmp_path / "b", "--views", "2", *opt), 1)
+        assert not (tmp_path / "b").exists()
+
+    @pytest.mark.parametrize("opt", [("--focus", "1000,2000"), ("--diopters", "1000,2000")])
+    def test_predict_focus_beyond_the_png(self, cli, tmp_path, opt):
+        import numpy as np
+
+        from dfdcap.fileio import write_image
+
+        frames = [tmp_path / f"f{i}.png" for i in range(2)]
+        for f in frames:
+            write_image(f, np.zeros((16, 16, 3), np.uint8))
+        assert_one_line_error(cli("predict", "--classical", *frames, *opt, "-o", tmp_path / "d.png"), 1, opt[0])
+        assert not (tmp_path / "d.png").exists()

@@ -17,6 +17,7 @@ corners alike:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -54,8 +55,8 @@ class Board:
         minimum = 2 if self.kind == "checkerboard" else 3
         if self.cols < minimum or self.rows < minimum:
             raise CalibrationError(f"board {self.cols}x{self.rows}: needs at least {minimum}x{minimum}")
-        if not self.square_m > 0:
-            raise CalibrationError(f"board square size {self.square_m}: must be > 0")
+        if not 0 < self.square_m < math.inf:
+            raise CalibrationError(f"board square size {self.square_m}: must be a positive finite length (metres)")
         if self.kind == "charuco":
             if self.marker_m is None or not 0 < self.marker_m < self.square_m:
                 raise CalibrationError(

@@ -60,6 +60,8 @@ class CalibrateOptions:
     def __post_init__(self) -> None:
         if self.subpix_window is not None and self.subpix_window < 1:  # OpenCV asserts deep inside detection
             raise CalibrationError(f"--subpix-window {self.subpix_window}: expected a half-window of at least 1 px")
+        if self.workers is not None and self.workers < 1:
+            raise CalibrationError(f"--workers {self.workers}: expected at least 1 detection thread (or leave it out: all cores)")
 
     def models(self) -> tuple[str, str]:
         """(phone, sensor) model names or "auto", checked."""
@@ -90,11 +92,15 @@ class RigInputs:
 # -------------------------------------------------------------------------------- inputs
 
 
+def _not_a_folder(path: Path) -> str:
+    return "a file, expected a folder of board images" if path.exists() else "no such folder"
+
+
 def find_folder_pairs(folder: Path, dirs: tuple[str, str] = ("phone", "sensor")) -> RigInputs:
     """Images of `folder/<dirs[0]>` (phone) and `folder/<dirs[1]>` (sensor), paired by file stem."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CalibrationError(f"{folder}: no such folder")
+        raise CalibrationError(f"{folder}: {_not_a_folder(folder)}")
     cams = []
     for d in dirs:
         sub = folder / d
@@ -492,7 +498,7 @@ def calibrate_single(path: Path, options: CalibrateOptions) -> CalibrationRun:
     """Intrinsics of one camera from the images directly in `path` (nothing is written)."""
     path = Path(path)
     if not path.is_dir():
-        raise CalibrationError(f"{path}: no such folder")
+        raise CalibrationError(f"{path}: {_not_a_folder(path)}")
     images = list_images(path)
     if not images:
         raise CalibrationError(f"{path}: no images (.png, .jpg, ...) in the folder")

@@ -182,6 +182,8 @@ def _camera_from(d: dict, key: str, path: Path) -> tuple[CameraModel, CameraFit]
         raise CalibrationError(f"{path}: calibration entry {key!r} lacks {k}") from None
     except DfdcapError as err:
         raise CalibrationError(f"{path}: {key}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise CalibrationError(f"{path}: {key}: a field holds the wrong kind of value ({err})") from None
     for name, v in (("K", cam.K), ("dist", cam.dist)):
         if not np.all(np.isfinite(v)):
             raise CalibrationError(f"{path}: {key} {name} holds non-finite values {np.asarray(v).ravel().tolist()}; recalibrate")

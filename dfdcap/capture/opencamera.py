@@ -51,7 +51,7 @@ from dfdcap.capture.opencamera_focus import (
     settings_to_xml,
 )
 from dfdcap.capture.session import ClockProbe, DeviceInfo, PhoneCamera, PhoneFrameRecord, SessionWriter
-from dfdcap.errors import DeviceError, SessionError
+from dfdcap.errors import DeviceError, DfdcapError, SessionError
 from dfdcap.fileio import atomic_path, atomic_write_json
 from dfdcap.lens import FocusSchedule
 
@@ -558,6 +558,7 @@ def import_opencamera(folder: str | Path, settings: BracketingSettings, out_dir:
                       1 / min(settings.source_diopters, settings.target_diopters), n, len(complete))
     writer = SessionWriter.create(out_dir, name, DeviceInfo("none", "", ""), DeviceInfo("opencamera", "unknown", ""),
                                   s.to_dict(), extra={"source": f"import-opencamera {folder}"})
+    sources: dict[str, str] = {}  # copy -> the user's photo, to name the latter in errors
     try:
         local = []
         for k, g in enumerate(complete):
@@ -566,13 +567,20 @@ def import_opencamera(folder: str | Path, settings: BracketingSettings, out_dir:
                 dest = writer.path / "phone" / "frames" / f"{k * n + i}.jpg"
                 with atomic_path(dest) as tmp:
                     shutil.copyfile(folder / g.files[i][0], tmp)
+                sources[str(dest)] = str(folder / g.files[i][0])
                 paths.append(dest)
             local.append(paths)
         extra = {"imported_from": str(folder), "ramps": [{"stamp": g.stamp, "files": [g.files[i][0] for i in range(n)]}
                                                           for g in complete]}
         frames = write_stack_session(writer, local, settings, offset_s, extra)
     except BaseException as e:
-        writer.finish("interrupted", str(e))
+        # an import is rerun, not resumed: a failed one leaves no half session behind (the photos are copies)
+        shutil.rmtree(writer.path, ignore_errors=True)
+        if isinstance(e, DfdcapError):
+            msg = str(e)
+            for copy, src in sources.items():
+                msg = msg.replace(copy, src)
+            raise SessionError(msg) from None
         raise
     writer.finish("complete")
     return ImportResult(writer.path, len(complete), frames, skipped)

@@ -656,7 +656,9 @@ def resume_pull(session_dir: str | os.PathLike, serial: str | None = None, recor
     session = Session(session_dir)
     path = session.path
     saved = read_json(path / RECORDING_FILE) if (path / RECORDING_FILE).is_file() else {}
-    rig_phone = session.meta.get("rig", {}).get("phone", {})
+    rig = session.meta.get("rig")
+    rig_phone = rig.get("phone") if isinstance(rig, dict) else None
+    rig_phone = rig_phone if isinstance(rig_phone, dict) else {}
     if rig_phone.get("kind") == "opencamera":  # no companion app: the photos named in phone/opencamera.json
         from dfdcap.capture.opencamera import resume_opencamera_pull
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from dfdcap import __version__
 from dfdcap.cameras import CameraModel
-from dfdcap.errors import SessionError
+from dfdcap.errors import DfdcapError, SessionError
 from dfdcap.fileio import atomic_write_bytes, atomic_write_json, encode_image, json_default, read_image, read_json
 from dfdcap.lens import ThinLens
 
@@ -179,6 +179,20 @@ def _csv_line(values) -> str:
     csv.writer(buf, lineterminator="").writerow(values)
     return buf.getvalue()
 
+
+
+def _from_json(parse, path: Path):
+    """parse(read_json(path)), with a wrong or missing field reported as one line naming the file."""
+    try:
+        return parse(read_json(path))
+    except KeyError as k:
+        raise SessionError(f"{path}: lacks the field {k}") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise SessionError(f"{path}: a field holds the wrong kind of value ({e})") from None
+    except DfdcapError as e:
+        if str(path) in str(e):
+            raise
+        raise SessionError(f"{path}: {e}") from None
 
 class SessionWriter:
     """Writes one session folder as frames arrive. Thread-safe for frame files and index lines.
@@ -477,11 +491,11 @@ class Session:
 
     @property
     def sensor_intrinsics(self) -> SensorIntrinsics:
-        return SensorIntrinsics.from_dict(read_json(self.path / "sensor" / "intrinsics.json"))
+        return _from_json(SensorIntrinsics.from_dict, self.path / "sensor" / "intrinsics.json")
 
     @property
     def phone_camera(self) -> PhoneCamera:
-        return PhoneCamera.from_dict(read_json(self.path / "phone" / "camera.json"))
+        return _from_json(PhoneCamera.from_dict, self.path / "phone" / "camera.json")
 
     def probes(self) -> np.ndarray:
         """(N, 3) int64: t_host_send_ns, t_phone_ns, t_host_recv_ns."""

@@ -284,7 +284,7 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
                 opts: AlignOptions = AlignOptions(), progress=None) -> dict:
     """`dfdcap align`: register a focal sweep's frames (given in sweep order) to its middle frame
     (or `reference`), write the aligned frames (same names, PNG) and alignment.json into out_dir."""
-    from dfdcap.fileio import atomic_write_json, read_image, write_image
+    from dfdcap.fileio import atomic_write_json, check_distinct, read_images_one_size, write_image
 
     if len(paths) < 2:
         raise DatasetError("align: give at least 2 frames of a focal sweep")
@@ -294,13 +294,17 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
         raise DatasetError(f"align: two frames share a name ({sorted(n for n in names if names.count(n) > 1)[0]!r}); they would overwrite each other")
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    frames = [read_image(p) for p in paths]
-    if len({f.shape for f in frames}) != 1:
-        raise DatasetError(f"align: frames differ in size: {sorted({f.shape for f in frames})}")
-    ref = len(frames) // 2 if reference is None else int(reference)
+    outputs = {f"aligned frame {n}.png": out / f"{n}.png" for n in names}
+    check_distinct({**outputs, "alignment.json": out / "alignment.json"}, paths, hint="choose another output folder")
+    ref = len(paths) // 2 if reference is None else int(reference)
+    if not 0 <= ref < len(paths):
+        raise DatasetError(f"align: --reference {ref} outside the {len(paths)} frames (0..{len(paths) - 1})")
+    if opts.motion not in MOTIONS:
+        raise DatasetError(f"align: motion {opts.motion!r}: expected one of {', '.join(MOTIONS)}")
+    frames = read_images_one_size(paths)
     result = align_stack(frames, ref, None, opts)
     h, w = frames[0].shape[:2]
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no empty folder behind
     for k, (img, a) in enumerate(zip(frames, result)):
         write_image(out / f"{names[k]}.png", warp_to_reference(img, a.H))
         if progress:

@@ -142,6 +142,17 @@ def pairs_from_truth(session: Session) -> dict[int, PairInfo]:
 
 
 def _split_of(sessions: list[Session], opts: BuildOptions) -> list[str]:
+    seen: dict[str, Path] = {}
+    for s in sessions:  # the dataset keys sessions by folder name; one given twice would double its stacks
+        if s.path.name in seen:
+            same = seen[s.path.name].resolve() == s.path.resolve()
+            raise DatasetError(f"{s.path}: session given twice" if same else
+                               f"{s.path}: a second session folder named {s.path.name!r} (also {seen[s.path.name]}); "
+                               "session folder names must differ")
+        seen[s.path.name] = s.path
+    both = sorted({Path(n).name for n in opts.val} & {Path(n).name for n in opts.test})
+    if both:
+        raise DatasetError(f"session {both[0]!r} is named by both --val and --test; a session belongs to one split")
     names = [{s.path.name, s.name, str(s.path)} for s in sessions]
     known = set().union(*names) if names else set()
     for which in (opts.val, opts.test):

@@ -9,7 +9,7 @@ import numpy as np
 
 from dfdcap.cameras import CameraModel
 from dfdcap.dataset.h5io import open_dataset
-from dfdcap.errors import DatasetError
+from dfdcap.errors import DatasetError, DfdcapError
 from dfdcap.fileio import atomic_path
 
 
@@ -34,10 +34,26 @@ def export_ply(h5: str | os.PathLike, out: str | os.PathLike, split: str | None 
         cam_d = f.attrs.get("camera")
         if not isinstance(cam_d, dict):
             raise DatasetError(f"{h5}: no phone camera model stored (not a dfdcap dataset); cannot unproject its depth")
-        cam = CameraModel.from_dict(cam_d)
+        try:
+            cam = CameraModel.from_dict(cam_d)
+        except KeyError as e:
+            raise DatasetError(f"{h5}: the stored phone camera model lacks {e}") from None
+        except DfdcapError as e:
+            raise DatasetError(f"{h5}: the stored phone camera model: {e}") from None
+        if cam.size != f.stack_shape(split)[1:3][::-1]:
+            raise DatasetError(f"{h5}: the stored phone camera is {cam.size[0]}x{cam.size[1]} px, the images "
+                               f"{f.stack_shape(split)[2]}x{f.stack_shape(split)[1]}")
+        depth = f.depth_m(split, index)
+        if depth is None:
+            raise DatasetError(f"{h5}: split {split!r} has no depth to export")
         prov = f.provenance(split, index)
-        k = prov.get("reference_position", f.stack_shape(split)[0] // 2) if frame is None else frame
-        pts, col = depth_to_points(f.depth_m(split, index), f.mask(split, index), f.stack(split, index)[k], cam)
+        S = f.stack_shape(split)[0]
+        k = prov.get("reference_position") if frame is None else frame
+        if frame is None and not (isinstance(k, int) and 0 <= k < S):
+            k = S // 2
+        if not 0 <= k < S:
+            raise DatasetError(f"{h5}: frame {k} outside the stacks' {S} frames")
+        pts, col = depth_to_points(depth, f.mask(split, index), f.stack(split, index)[k], cam)
     if len(pts) == 0:
         raise DatasetError(f"{h5}: sample {split}/{index} has no valid depth to export")
     pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))

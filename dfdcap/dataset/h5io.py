@@ -247,22 +247,33 @@ class DatasetFile:
         except FileNotFoundError:
             raise DatasetError(f"{self.path}: no such dataset file") from None
         except OSError as e:  # HDF5's messages can run over several lines: the first says what failed
-            raise DatasetError(f"{self.path}: not an HDF5 file ({str(e).splitlines()[0]})") from None
+            raise DatasetError(f"{self.path}: cannot read it as HDF5 ({str(e).splitlines()[0]}): not an HDF5 file, or one cut short") from None
         keys = list(self._h5.keys())
         self.splits = sorted(k[len("stack_"):] for k in keys if k.startswith("stack_"))
         if not self.splits:
             self._h5.close()
             raise DatasetError(f"{self.path}: no stack_<split> datasets; not a dfdcap or DDFF-12 file (keys: {keys[:8]})")
+        self._checked: set[str] = set()
         self.kind = self._detect_kind()
         order = {"train": 0, "val": 1, "test": 2}
         self.splits.sort(key=lambda s: (order.get(s, 9), s))
 
     def _detect_kind(self) -> str:
         """dfdcap (our attrs), mdff (DDFF-12 keys, float stacks, metres) or ddff12 (uint8 stacks, disparity)."""
-        if self._h5.attrs.get("format") == FORMAT:
+        import h5py
+
+        fmt = self._h5.attrs.get("format")
+        if (fmt.decode() if isinstance(fmt, bytes) else fmt) == FORMAT:
             return "dfdcap"
-        dtype = self._h5[f"stack_{self.splits[0]}"].dtype
-        return "mdff" if np.issubdtype(dtype, np.floating) else "ddff12"
+        first = self._h5[f"stack_{self.splits[0]}"]
+        if not isinstance(first, h5py.Dataset):
+            self._h5.close()
+            raise DatasetError(f"{self.path}: stack_{self.splits[0]} is a group, expected an array of stacks")
+        if any(k.startswith("depth_") for k in self._h5.keys()):  # depth_* in metres is our layout, not DDFF-12's disp_*
+            self._h5.close()
+            raise DatasetError(f"{self.path}: holds depth_* arrays like a dfdcap dataset but lacks its format attribute "
+                               f"({FORMAT!r}); it was not written by build-dataset, or the attribute was lost")
+        return "mdff" if np.issubdtype(first.dtype, np.floating) else "ddff12"
 
     # context manager / lifetime --------------------------------------------------------
     def close(self) -> None:
@@ -292,7 +303,61 @@ class DatasetFile:
     def _split(self, split: str) -> str:
         if split not in self.splits:
             raise DatasetError(f"{self.path}: no split {split!r} (has {', '.join(self.splits)})")
+        if split not in self._checked:
+            self._check_layout(split)
+            self._checked.add(split)
         return split
+
+    def _array(self, key: str, ndims: tuple[int, ...], what: str):
+        """The h5py dataset `key`, refused with one line unless it is an array of numbers with one of ndims."""
+        import h5py
+
+        a = self._h5[key]
+        if not isinstance(a, h5py.Dataset):
+            raise DatasetError(f"{self.path}: {key} is a group, expected an array ({what})")
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) or a.ndim not in ndims:
+            raise DatasetError(f"{self.path}: {key} is {a.dtype} of shape {a.shape}, expected {what}")
+        return a
+
+    def _check_layout(self, split: str) -> None:
+        """Refuse a split whose arrays do not fit together, with one line naming the file and the array,
+        before a reader indexes past an end or broadcasts two shapes (once per split; shapes, and the
+        focus distances' values, which are small)."""
+        st = self._array(f"stack_{split}", (5,), "stacks (N, frames, H, W, 3)")
+        n, S, H, W, C = st.shape
+        if C != 3:
+            raise DatasetError(f"{self.path}: stack_{split} has {C} colour channels (shape {st.shape}), expected 3 (RGB)")
+        if S < 2:
+            raise DatasetError(f"{self.path}: stack_{split} holds stacks of {S} frame(s); depth from focus needs at least 2")
+        fkey = f"focus_{split}"
+        if fkey in self._h5:
+            fa = self._array(fkey, (2,), f"focus distances (N, frames) = ({n}, {S}) in metres")
+            if fa.shape != (n, S):
+                raise DatasetError(f"{self.path}: {fkey} has shape {fa.shape}, but stack_{split} holds {n} stacks of {S} frames")
+            f = fa[:].astype(np.float64)
+            bad = ~(np.isfinite(f) & (f > 0))
+            if bad.any():
+                i = int(np.argwhere(bad)[0][0])
+                raise DatasetError(f"{self.path}: {fkey}[{i}] holds {f[i].tolist()}; focus distances must be positive metres")
+            flat = np.ptp(f, axis=1) <= 1e-9 * f.max(axis=1) if n else np.zeros(0, bool)
+            if flat.any():
+                i = int(np.argmax(flat))
+                raise DatasetError(f"{self.path}: {fkey}[{i}]: every frame of stack {i} has focus {f[i, 0]:g} m; "
+                                   "a focal sweep needs different focus distances")
+        ekey = f"depth_{split}" if self.kind == "dfdcap" else f"disp_{split}"
+        if ekey in self._h5:
+            dims = (3,) if self.kind == "dfdcap" else (3, 4)
+            d = self._array(ekey, dims, f"depth maps (N, H, W) = ({n}, {H}, {W})")
+            hw = d.shape[1:3] if d.ndim == 3 or d.shape[-1] == 1 else d.shape[2:4]
+            if d.shape[0] != n or tuple(hw) != (H, W):
+                raise DatasetError(f"{self.path}: {ekey} has shape {d.shape}, but stack_{split} holds {n} stacks of {W}x{H} px")
+        for key, want, what in ((f"mask_{split}", (n, H, W), "masks"), (f"coc_{split}", (n, S, H, W), "CoC maps")):
+            if key in self._h5:
+                a = self._array(key, (len(want),), f"{what} {want}")
+                if a.shape != want:
+                    raise DatasetError(f"{self.path}: {key} has shape {a.shape}, expected {what} {want}")
+        if self.kind == "dfdcap" and f"depth_{split}" in self._h5 and f"mask_{split}" not in self._h5:
+            raise DatasetError(f"{self.path}: depth_{split} without mask_{split} (which pixels hold valid depth)")
 
     def __len__(self) -> int:
         return sum(self.n(s) for s in self.splits)
@@ -319,9 +384,17 @@ class DatasetFile:
         from dfdcap.lens import ThinLens
 
         a = self._h5.attrs
-        if self.kind != "dfdcap" or any(k not in a for k in ("focal_length_m", "f_number", "pixel_pitch_m")):
+        keys = ("focal_length_m", "f_number", "pixel_pitch_m")
+        if self.kind != "dfdcap" or any(k not in a for k in keys):
             return None
-        return ThinLens(float(a["focal_length_m"]), float(a["f_number"])), float(a["pixel_pitch_m"])
+        try:
+            f, n, pitch = (float(a[k]) for k in keys)
+            if not all(np.isfinite(v) and v > 0 for v in (f, n, pitch)):
+                raise ValueError
+            return ThinLens(f, n), pitch
+        except (TypeError, ValueError):
+            raise DatasetError(f"{self.path}: lens attributes {', '.join(f'{k}={a[k]}' for k in keys)} "
+                               "must be positive numbers") from None
 
     # per sample ------------------------------------------------------------------------
     def stack(self, split: str, i: int) -> np.ndarray:

@@ -71,15 +71,18 @@ def split_ramps(ramps: np.ndarray, steps: np.ndarray, focus_m: np.ndarray, frame
     runs = []
     for r in np.unique(ramps):
         pos = np.flatnonzero(ramps == r)
-        runs.append((int(r), len(pos), monotone_run(pos[np.argsort(steps[pos], kind="stable")], focus_m)))
-    full = max((len(run) for _, _, run in runs), default=0)
+        pos = pos[np.argsort(steps[pos], kind="stable")]
+        read = pos[~np.isnan(focus_m[pos])]  # a frame without a focus reading cannot be placed in the sweep
+        runs.append((int(r), len(pos), len(pos) - len(read), monotone_run(read, focus_m) if len(read) else read))
+    full = max((len(run) for *_, run in runs), default=0)
     s = full if frames is None else frames
     last = runs[-1][0] if runs else None
     out, notes = [], []
-    for r, n, run in runs:
+    for r, n, unread, run in runs:
         if len(run) < max(s, 2):
             what = "partial last ramp" if r == last else "ramp"
-            lost = f", {n - len(run)} against the sweep" if n > len(run) else ""
+            back = n - unread - len(run)
+            lost = (f", {back} against the sweep" if back else "") + (f", {unread} without a focus value (NaN)" if unread else "")
             notes.append(f"{what} {r}: {len(run)} usable of {n} frames{lost}, a stack needs {max(s, 2)}: skipped")
             continue
         pick = np.round(np.linspace(0, len(run) - 1, s)).astype(int)

@@ -54,7 +54,11 @@ def read_checkpoint(path: str | Path) -> dict:
                     f"({why[:100]}), which could run code when loaded; dfdcap reads only plain checkpoints"
                 ) from None
             raise ModelError(f"{path}: not a readable dfdcap checkpoint (the safe loader found {why[:100] or 'no tensors'})") from None
-        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(e).__name__
+        if "zip archive" in first or "central directory" in first:
+            first = f"a PyTorch zip file cut short or damaged: {first}"
+        elif len(first) < 12:  # pickle's bare opcode numbers and the like
+            first = f"not a PyTorch checkpoint file: {type(e).__name__} {first}"
         raise ModelError(f"{path}: not a readable dfdcap checkpoint ({first[:160]})") from None
     if not isinstance(ckpt, dict) or not {"model", "config", "state_dict"} <= set(ckpt):
         raise ModelError(f"{path}: not a dfdcap checkpoint (expected a dict with model, config, state_dict)")

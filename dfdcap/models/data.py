@@ -92,6 +92,8 @@ def dataset_splits(path: str | Path) -> list[str]:
     import h5py
 
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: a folder, expected a dataset .h5 file")
     if not path.is_file():
         raise DatasetError(f"{path}: dataset file not found")
     try:
@@ -102,12 +104,30 @@ def dataset_splits(path: str | Path) -> list[str]:
 
 
 def image_size(path: str | Path, split: str) -> tuple[int, int]:
-    """(H, W) of the stacks of one split."""
-    import h5py
+    """(H, W) of the stacks of one split (whose layout is checked on the way)."""
+    from dfdcap.dataset.h5io import open_dataset
 
-    with h5py.File(path, "r") as f:
-        shape = f[f"stack_{split}"].shape  # (N, S, H, W, 3)
-    return int(shape[2]), int(shape[3])
+    with open_dataset(path) as f:
+        _, h, w, _ = f.stack_shape(split)
+    return int(h), int(w)
+
+
+def check_trainable(path: str | Path, split: str) -> None:
+    """DatasetError, before a run folder is made, unless the split's arrays fit together, the lens
+    attributes (for CoC maps) are numbers and some stack has a valid depth pixel: training on none
+    would report a loss of 0 and write a checkpoint that learnt nothing. Stops at the first such stack."""
+    from dfdcap.dataset.h5io import open_dataset
+
+    with open_dataset(path) as f:
+        f.coc_lens()
+        if not f.has_depth(split):
+            raise DatasetError(f"{path}: split {split!r} has no depth ground truth to train on")
+        for i in range(f.n(split)):
+            d, m = f.depth_m(split, i), f.mask(split, i)
+            if np.any(m & np.isfinite(d) & (d > 0)):
+                return
+    raise DatasetError(f"{path}: split {split!r} has no valid depth pixel (every mask is empty or every depth is 0, "
+                       "negative or not finite): nothing to train on")
 
 
 def pick_split(path: str | Path, wanted: tuple[str, ...]) -> str:

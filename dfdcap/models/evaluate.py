@@ -9,6 +9,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from dfdcap.errors import ModelError
 from dfdcap.models.baseline import classical_dff
 from dfdcap.models.metrics import METRIC_LABELS, METRIC_NAMES, MetricAccumulator
 
@@ -146,6 +147,9 @@ def evaluate(
         accs, disp, done = _run_items(models, (ds[i] for i in range(n)), True, baseline_window,
                                       lambda i: bar.update(task, completed=i),
                                       DDFF12_BASELINE_X_FOCAL if kind == "ddff12" else None)
+    if done and accs[CLASSICAL].n == 0:  # a table of nan would read as a result
+        raise ModelError(f"{data}: split {split!r} has no valid depth pixel in its {done} stack(s) scored "
+                         "(every mask is empty or every depth is 0, negative or not finite): nothing to score")
     return EvalResult(
         {k: a.result() for k, a in accs.items()}, done, f"{Path(data).name}:{split}", split, kind,
         None if disp is None else {k: a.result() for k, a in disp.items()}, tuple(warnings), tuple(models),

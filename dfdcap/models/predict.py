@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from dfdcap.errors import ModelError
-from dfdcap.fileio import read_image, write_image
+from dfdcap.fileio import read_images_one_size, write_image
 
 INDEX_DIOPTERS = (10.0, 2.0)  # --index: stand-in focus of the first and last frame (0.1 m ... 0.5 m)
 DEFAULT_TILE = 1024  # tile core side (pixels) at the run resolution; 0 = never tile
@@ -74,6 +74,9 @@ def parse_focus(text: str, option: str = "--focus", unit: str = "distances in me
     return vals
 
 
+MM_RANGE_M = (0.002, 65.0)  # focus distances whose depth the uint16 mm PNG can hold (0 = invalid, 65535 = clipped)
+
+
 def focus_coordinates(n_frames: int, focus: str | None = None, diopters: str | None = None,
                       index: bool = False) -> FocusCoordinates:
     """Exactly one of focus (metres), diopters, index -> the frames' focus coordinates."""
@@ -89,6 +92,9 @@ def focus_coordinates(n_frames: int, focus: str | None = None, diopters: str | N
         raise ModelError(f"predict: {n_frames} images but {len(vals)} {opt} values (one per image, comma-separated: {opt} a,b,...)")
     if len(set(vals)) < 2:  # one focus distance: no sweep, every pixel would get that distance
         raise ModelError(f"predict: every image has the same focus ({vals[0]:g} m); a focus stack needs at least two")
+    if not MM_RANGE_M[0] <= min(vals) <= max(vals) <= MM_RANGE_M[1]:  # the output lies within the focus range
+        raise ModelError(f"predict: focus {min(vals):g}-{max(vals):g} m lies outside what the 16-bit millimetre PNG holds "
+                         f"({MM_RANGE_M[0]:g}-{MM_RANGE_M[1]:g} m); check the units of {'--focus (metres)' if focus else '--diopters (1/m)'}")
     return FocusCoordinates(vals, "m")
 
 
@@ -221,11 +227,7 @@ def read_frames(images: list[str | Path]) -> list[np.ndarray]:
     """The stack's image files as RGB uint8 (H, W, 3), all one size (ModelError otherwise)."""
     if len(images) < 2:
         raise ModelError("predict: a focus stack needs at least 2 images")
-    frames = [read_image(p) for p in images]
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise ModelError(f"predict: images differ in size: {sorted(shapes)}")
-    return frames
+    return read_images_one_size(images)
 
 
 def stack_method(checkpoint: str | Path | None, focus_m: list[float], window: int = 9) -> Callable[[np.ndarray], np.ndarray]:
@@ -242,11 +244,14 @@ def stack_method(checkpoint: str | Path | None, focus_m: list[float], window: in
 
 
 def output_paths(out: str | Path, unit: str = "m") -> tuple[Path, Path]:
-    """The colour picture (`out`: .png, or .jpg / .jpeg as asked; any other suffix becomes .png) and
-    the 16-bit PNG beside it: <stem>_mm.png (unit "m") or <stem>_index.png."""
+    """The colour picture (`out`: .png, or .jpg / .jpeg as asked; no suffix: .png) and the 16-bit PNG
+    beside it: <stem>_mm.png (unit "m") or <stem>_index.png. Another suffix is refused: writing
+    x.png for -o x.tiff would leave the user looking for a file that is not there."""
     out = Path(out)
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+    if not out.suffix:
         out = out.with_suffix(".png")
+    elif out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ModelError(f"{out}: the depth picture is written as PNG or JPEG: name it .png or .jpg (got {out.suffix!r})")
     return out, out.with_name(out.stem + ("_mm.png" if unit == "m" else "_index.png"))
 
 

@@ -251,10 +251,12 @@ def pretrain(
     from dfdcap.models.pool import AugmentedPool
 
     _check_lr(lr)
-    crop = crop or size
+    crop = size if crop is None else crop
     if steps < 1 or size < 16 or batch_size < 1 or frames < 2 or pool < 1 or not 16 <= crop <= size:
         raise ModelError(f"pretrain: need steps >= 1, size >= 16, 16 <= crop <= size, batch >= 1, frames >= 2, pool >= 1 "
                          f"(got {steps}, {size}, {crop}, {batch_size}, {frames}, {pool})")
+    if n_checks < 1 or (render_workers is not None and render_workers < 1):
+        raise ModelError(f"pretrain: need --checks >= 1 and --render-workers >= 1 (got {n_checks}, {render_workers})")
     out_path = Path(out_path)
     init_model = None
     if init is not None:  # its config, with `config` changing options that keep the weights' shapes
@@ -365,7 +367,7 @@ def finetune(
     from torch.utils.data import Subset
 
     from dfdcap.models.checkpoint import load_checkpoint
-    from dfdcap.models.data import image_size, open_split
+    from dfdcap.models.data import check_trainable, image_size, open_split
     from dfdcap.models.lightning_module import DFFModule, PlainCheckpoints
     from dfdcap.models.run_folder import check_run_folder
     from dfdcap.models.splits import plan_finetune_splits, training_record
@@ -377,6 +379,8 @@ def finetune(
     plan = plan_finetune_splits(data, train_split, val_split)  # never selects on test
     train_split, val_split = plan.train_split, plan.val_split
     crop = min(crop, *image_size(data, train_split), *image_size(data, val_split))  # small images: whole frames
+    for split in dict.fromkeys((train_split, val_split)):
+        check_trainable(data, split)
     init_meta: dict = {}
     if init is not None:
         if config:

@@ -422,15 +422,19 @@ def write_board_pairs(
     cfg = rig if rig is not None else RigConfig()
     if not isinstance(cfg, RigConfig):
         cfg = getattr(cfg, "config", cfg)  # a SimRig
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+        raise DfdcapError(f"board pairs: JPEG quality must be 1..100, got {jpeg_quality}")
+    if not (math.isfinite(board.square_m) and board.square_m > 0):
+        raise DfdcapError(f"board pairs: square side must be a positive finite length, got {board.square_m}")
+    psize = tuple(phone_size) if phone_size is not None else tuple(cfg.phone_size)
+    sensor = cfg.sensor_camera_model()
+    focus_list, ref_d = _board_focus_settings(board, sensor, focus_diopters)  # checked before any folder is made
     out = Path(out_dir)
     try:
         (out / "phone").mkdir(parents=True, exist_ok=True)
         (out / "sensor").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DfdcapError(f"{out}: cannot create output folder ({e.strerror})") from None
-    psize = tuple(phone_size) if phone_size is not None else tuple(cfg.phone_size)
-    sensor = cfg.sensor_camera_model()
-    focus_list, ref_d = _board_focus_settings(board, sensor, focus_diopters)
     phone = cfg.phone_camera_model(psize, ref_d)
     pitch_p = cfg.phone_pixel_pitch_m(psize)
     pitch_s = SENSOR_LENS.focal_length_m / sensor.fx
@@ -449,8 +453,6 @@ def write_board_pairs(
     pool = ThreadPoolExecutor(max_workers=2)
     futures = []
 
-    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
-        raise DfdcapError(f"board pairs: JPEG quality must be 1..100, got {jpeg_quality}")
     ext = ".png" if jpeg_quality is None else ".jpg"
     params = png_fast if jpeg_quality is None else [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
 

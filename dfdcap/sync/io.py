@@ -228,7 +228,9 @@ def _session_latency_ns(session) -> int:
     its device's transport latency, or the simulator's configured minimum, writes it). With 0 the
     sensor model maps device time to capture time + the smallest latency seen (the envelope)."""
     meta = session.meta
-    v = meta.get("sensor_latency_ns", meta.get("rig", {}).get("sensor", {}).get("latency_ns", 0))
+    rig = meta.get("rig")
+    sensor = rig.get("sensor") if isinstance(rig, dict) else None
+    v = meta.get("sensor_latency_ns", sensor.get("latency_ns", 0) if isinstance(sensor, dict) else 0)
     try:
         return int(v or 0)
     except (TypeError, ValueError):

@@ -63,7 +63,7 @@ class TestClassicalThroughPredict:
         u16 = read_image(tmp_path / "i_index.png", unchanged=True)
         assert u16.dtype == np.uint16 and np.abs(u16 / 65535 * 4 - want).max() < 1e-3
 
-    @pytest.mark.parametrize("name, colour", [("d.jpg", "d.jpg"), ("d.JPEG", "d.JPEG"), ("d.tif", "d.png"), ("d", "d.png")])
+    @pytest.mark.parametrize("name, colour", [("d.jpg", "d.jpg"), ("d.JPEG", "d.JPEG"), ("d", "d.png")])
     def test_output_takes_the_asked_picture_format(self, cli, stack_files, tmp_path, name, colour):
         """-o x.jpg writes a JPEG colour picture (it wrote x.png before); the data stay a 16-bit PNG."""
         paths, focus, _ = stack_files
@@ -73,6 +73,13 @@ class TestClassicalThroughPredict:
         assert pic[:2] == b"\xff\xd8" if colour.lower().endswith((".jpg", ".jpeg")) else pic[:4] == b"\x89PNG"
         assert read_image(tmp_path / "d_mm.png", unchanged=True).dtype == np.uint16
         assert str(tmp_path / colour) in out.replace("\n", "")
+
+    def test_other_picture_formats_refused(self, cli, stack_files, tmp_path):
+        """-o d.tif wrote d.png without a word: the user looked for a file that was not there."""
+        paths, focus, _ = stack_files
+        code, out, err = cli("predict", "--classical", *paths, "--focus", _csv(focus), "-o", tmp_path / "d.tif")
+        assert code == 1 and "d.tif" in err and ".png or .jpg" in err
+        assert list(tmp_path.glob("d*")) == []
 
     def test_exactly_one_focus_option(self, cli, stack_files):
         paths, focus, _ = stack_files
