@@ -421,9 +421,11 @@ def build_dataset(
     jobs = [(i, j) for i, p in enumerate(plans) for j in range(len(p.stacks))]
     if not jobs:
         skipped = sum(p.skipped_unpaired for p in plans)
+        notes = [n for p in plans for n in p.notes]
         raise DatasetError(
             f"no complete focus stack with a paired depth frame in {len(plans)} session(s)"
             + (f" ({skipped} stacks had no sensor partner)" if skipped else "")
+            + (f"; e.g. {notes[0]}" if notes else "")
         )
     out_camera = geometry.camera(rig.phone)
     scales = [p.session.sensor_intrinsics.depth_scale_m for p in plans]
