@@ -180,7 +180,6 @@ def _csv_line(values) -> str:
     return buf.getvalue()
 
 
-
 def _from_json(parse, path: Path):
     """parse(read_json(path)), with a wrong or missing field reported as one line naming the file."""
     try:
@@ -193,6 +192,7 @@ def _from_json(parse, path: Path):
         if str(path) in str(e):
             raise
         raise SessionError(f"{path}: {e}") from None
+
 
 class SessionWriter:
     """Writes one session folder as frames arrive. Thread-safe for frame files and index lines.
