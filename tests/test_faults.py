@@ -850,3 +850,8 @@ class TestNumbersOutOfReach:
             write_image(f, np.zeros((16, 16, 3), np.uint8))
         assert_one_line_error(cli("predict", "--classical", *frames, *opt, "-o", tmp_path / "d.png"), 1, opt[0])
         assert not (tmp_path / "d.png").exists()
+
+
+def test_pull_of_a_simulated_session_says_why(cli, world):
+    """It said "no phone connected" although the simulated phone never had frames to pull."""
+    assert_one_line_error(cli("pull", world["session"]), 1, "simulated phone", "nothing")

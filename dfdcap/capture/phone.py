@@ -659,6 +659,9 @@ def resume_pull(session_dir: str | os.PathLike, serial: str | None = None, recor
     rig = session.meta.get("rig")
     rig_phone = rig.get("phone") if isinstance(rig, dict) else None
     rig_phone = rig_phone if isinstance(rig_phone, dict) else {}
+    if rig_phone.get("kind") == "sim":  # no phone to ask: "no phone connected" would send the user looking for one
+        raise DeviceError(f"{path}: recorded with the simulated phone, which writes its frames into the session "
+                          "itself; there is nothing on a phone to pull")
     if rig_phone.get("kind") == "opencamera":  # no companion app: the photos named in phone/opencamera.json
         from dfdcap.capture.opencamera import resume_opencamera_pull
 
