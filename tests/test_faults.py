@@ -666,6 +666,19 @@ class TestAlign:
 
 # ------------------------------------------------------------------------------ an output that names an input
 
+def _frames(folder: Path, n: int) -> list[Path]:
+    """n random 56x40 PNG frames f0.png ... in folder."""
+    import numpy as np
+
+    from dfdcap.fileio import write_image
+
+    rng = np.random.default_rng(0)
+    frames = [folder / f"f{i}.png" for i in range(n)]
+    for f in frames:
+        write_image(f, rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    return frames
+
+
 class TestOutputNamesAnInput:
     """Every command refuses, before any work, to write over one of its inputs or to give two of its
     outputs one name: each case here overwrote the input and reported success."""
@@ -677,27 +690,13 @@ class TestOutputNamesAnInput:
         assert snapshot(data) == before
 
     def test_predict_picture_onto_a_frame(self, cli, world, tmp_path):
-        import numpy as np
-
-        from dfdcap.fileio import write_image
-
-        rng = np.random.default_rng(0)
-        frames = [tmp_path / f"f{i}.png" for i in range(3)]
-        for f in frames:
-            write_image(f, rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+        frames = _frames(tmp_path, 3)
         before = snapshot(tmp_path)
         assert_one_line_error(cli("predict", "--classical", *frames, "--index", "-o", frames[1]), 1, "f1.png")
         assert snapshot(tmp_path) == before
 
     def test_align_into_the_frames_folder(self, cli, world, tmp_path):
-        import numpy as np
-
-        from dfdcap.fileio import write_image
-
-        rng = np.random.default_rng(0)
-        frames = [tmp_path / f"f{i}.png" for i in range(3)]
-        for f in frames:
-            write_image(f, rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+        frames = _frames(tmp_path, 3)
         before = snapshot(tmp_path)
         assert_one_line_error(cli("align", *frames, "-o", tmp_path), 1, "another output folder")
         assert snapshot(tmp_path) == before
@@ -841,13 +840,7 @@ class TestNumbersOutOfReach:
 
     @pytest.mark.parametrize("opt", [("--focus", "1000,2000"), ("--diopters", "1000,2000")])
     def test_predict_focus_beyond_the_png(self, cli, tmp_path, opt):
-        import numpy as np
-
-        from dfdcap.fileio import write_image
-
-        frames = [tmp_path / f"f{i}.png" for i in range(2)]
-        for f in frames:
-            write_image(f, np.zeros((16, 16, 3), np.uint8))
+        frames = _frames(tmp_path, 2)
         assert_one_line_error(cli("predict", "--classical", *frames, *opt, "-o", tmp_path / "d.png"), 1, opt[0])
         assert not (tmp_path / "d.png").exists()
 

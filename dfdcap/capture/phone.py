@@ -656,9 +656,7 @@ def resume_pull(session_dir: str | os.PathLike, serial: str | None = None, recor
     session = Session(session_dir)
     path = session.path
     saved = read_json(path / RECORDING_FILE) if (path / RECORDING_FILE).is_file() else {}
-    rig = session.meta.get("rig")
-    rig_phone = rig.get("phone") if isinstance(rig, dict) else None
-    rig_phone = rig_phone if isinstance(rig_phone, dict) else {}
+    rig_phone = session.rig_entry("phone")
     if rig_phone.get("kind") == "sim":  # no phone to ask: "no phone connected" would send the user looking for one
         raise DeviceError(f"{path}: recorded with the simulated phone, which writes its frames into the session "
                           "itself; there is nothing on a phone to pull")

@@ -489,6 +489,13 @@ class Session:
     def name(self) -> str:
         return self.meta.get("name", self.path.name)
 
+    def rig_entry(self, device: str) -> dict:
+        """session.json's rig.<device> ("phone", "sensor"): what the recorder knew of it; {} when
+        the file says nothing, or something other than an object (a hand-edited "rig": null)."""
+        rig = self.meta.get("rig")
+        entry = rig.get(device) if isinstance(rig, dict) else None
+        return entry if isinstance(entry, dict) else {}
+
     @property
     def sensor_intrinsics(self) -> SensorIntrinsics:
         return _from_json(SensorIntrinsics.from_dict, self.path / "sensor" / "intrinsics.json")

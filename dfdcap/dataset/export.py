@@ -40,14 +40,13 @@ def export_ply(h5: str | os.PathLike, out: str | os.PathLike, split: str | None 
             raise DatasetError(f"{h5}: the stored phone camera model lacks {e}") from None
         except DfdcapError as e:
             raise DatasetError(f"{h5}: the stored phone camera model: {e}") from None
-        if cam.size != f.stack_shape(split)[1:3][::-1]:
-            raise DatasetError(f"{h5}: the stored phone camera is {cam.size[0]}x{cam.size[1]} px, the images "
-                               f"{f.stack_shape(split)[2]}x{f.stack_shape(split)[1]}")
+        S, H, W, _ = f.stack_shape(split)
+        if cam.size != (W, H):
+            raise DatasetError(f"{h5}: the stored phone camera is {cam.size[0]}x{cam.size[1]} px, the images {W}x{H}")
         depth = f.depth_m(split, index)
         if depth is None:
             raise DatasetError(f"{h5}: split {split!r} has no depth to export")
         prov = f.provenance(split, index)
-        S = f.stack_shape(split)[0]
         k = prov.get("reference_position") if frame is None else frame
         if frame is None and not (isinstance(k, int) and 0 <= k < S):
             k = S // 2

@@ -227,10 +227,7 @@ def _session_latency_ns(session) -> int:
     Looked up as session.json "sensor_latency_ns" or rig.sensor.latency_ns (a recorder that knows
     its device's transport latency, or the simulator's configured minimum, writes it). With 0 the
     sensor model maps device time to capture time + the smallest latency seen (the envelope)."""
-    meta = session.meta
-    rig = meta.get("rig")
-    sensor = rig.get("sensor") if isinstance(rig, dict) else None
-    v = meta.get("sensor_latency_ns", sensor.get("latency_ns", 0) if isinstance(sensor, dict) else 0)
+    v = session.meta.get("sensor_latency_ns", session.rig_entry("sensor").get("latency_ns", 0))
     try:
         return int(v or 0)
     except (TypeError, ValueError):
