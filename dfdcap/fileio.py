@@ -173,7 +173,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     atomic_write_bytes(path, encode_image(image, Path(path).suffix or ".png"))
 
 
-def _jpeg_complete(path: str | os.PathLike) -> bool:
+def jpeg_complete(path: str | os.PathLike) -> bool:
     """OpenCV decodes a cut-short JPEG with a grey bottom and no error: check its end marker (FFD9).
     A file that does not start as a JPEG (FFD8) is not judged here: the decoder says what it is."""
     with open(path, "rb") as f:
@@ -191,7 +191,7 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     # checked before decoding: OpenCV and libjpeg print their own warnings on these, a second line
     if not Path(path).is_file():
         raise DfdcapError(f"{path}: {'a folder, expected an image file' if Path(path).is_dir() else 'no such image file'}")
-    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(path):
+    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not jpeg_complete(path):
         raise DfdcapError(f"{path}: JPEG is cut short (no end-of-image marker): an interrupted copy or pull?")
     flag = cv2.IMREAD_UNCHANGED if unchanged else cv2.IMREAD_COLOR
     img = cv2.imread(str(path), flag)

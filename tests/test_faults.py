@@ -180,6 +180,17 @@ class TestCalibrate:
             assert rc == 0
             assert img.stem not in json.loads((tmp_path / "c.json").read_text())["stereo"]["views_used"]
 
+    def test_every_jpeg_cut_short(self, cli, world, tmp_path):
+        """Views cut short by an interrupted copy are skipped as such; when none is left the error says
+        so (it said "no board found ... wrong board size?", as libjpeg decodes the stub with a grey bottom)."""
+        _ok(["sim", "checkerboard", tmp_path / "b", "--views", "3", "--phone-size", "320x240", "--jpeg-quality", "90"])
+        for img in (tmp_path / "b" / "phone").glob("*.jpg"):
+            _truncate(img)
+        res = cli("calibrate", tmp_path / "b", "--board", "9x6", "--square", "0.025", "-o", tmp_path / "c.json")
+        assert_one_line_error(res, 1, "none of the 3 phone images could be read")
+        assert "cut short" in res[2] and "view_000.jpg" in res[2]
+        assert not (tmp_path / "c.json").exists()
+
     def test_corrupt_session_json(self, cli, world, tmp_path):
         s = _copy(world["session"], tmp_path)
         _truncate(s / "session.json")

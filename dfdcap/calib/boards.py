@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from dfdcap.errors import CalibrationError
+from dfdcap.fileio import jpeg_complete
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 DEFAULT_DICTIONARY = "DICT_5X5_100"
@@ -346,6 +347,8 @@ def detect_file(path: str | os.PathLike, name: str, board: Board, max_detect_px:
     """Detect the board in one image file: a Detection, or a string saying why not."""
     import cv2
 
+    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not jpeg_complete(path):
+        return "unreadable (JPEG cut short: an interrupted copy?)"
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if gray is None:
         return "unreadable (not an image?)"

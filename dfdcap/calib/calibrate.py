@@ -211,7 +211,11 @@ def _detect(cameras: Sequence[tuple[str, Sequence[tuple[str, Path]]]], options: 
                 b = options.board
                 what = (f"{b.cols}x{b.rows} checkerboard (inner corners)" if b.kind == "checkerboard"
                         else f"{b.cols}x{b.rows}-square ChArUco board ({b.dictionary})")
-                readable = sum(1 for _, (_, r) in failed.items() if not r.startswith("unreadable"))
+                unreadable = [(p, r) for _, (p, r) in sorted(failed.items()) if r.startswith("unreadable")]
+                if len(unreadable) == len(items):  # no image could be read: say why, not "wrong board"
+                    p, r = unreadable[0]
+                    raise CalibrationError(f"none of the {len(items)} {cam} images could be read (first: {p}: {r})")
+                readable = len(items) - len(unreadable)
                 raise CalibrationError(
                     f"no {what} found in any of the {len(items)} {cam} images ({readable} readable): "
                     f"wrong board size or type?"
