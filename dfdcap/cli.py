@@ -5,6 +5,7 @@ Every DfdcapError becomes one line on stderr and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -245,7 +246,7 @@ def calibrate(
     from dfdcap.calib.calibrate import CalibrateOptions, calibrate_rig, calibrate_single
     from dfdcap.calib.io import Calibration, export_opencv_yaml, save_calibration
     from dfdcap.errors import CalibrationError
-    from dfdcap.fileio import check_distinct, check_output_file
+    from dfdcap.fileio import atomic_path, check_distinct, check_output_file
 
     for path, what in ((output, "calibration file"), (yaml, "YAML file"), (report_png, "report PNG")):
         if path is not None:
@@ -266,13 +267,15 @@ def calibrate(
     for w in run.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
     cal = run.calibration
-    save_calibration(cal, output)
-    if yaml is not None:
-        export_opencv_yaml(cal, yaml)
-    if report_png is not None:
-        from dfdcap.calib.report import write_calibration_report
+    with contextlib.ExitStack() as outputs:  # all or none: each is renamed into place once every one is written
+        written = outputs.enter_context(atomic_path(output))
+        save_calibration(cal, written)
+        if yaml is not None:
+            export_opencv_yaml(cal, outputs.enter_context(atomic_path(yaml)))
+        if report_png is not None:
+            from dfdcap.calib.report import write_calibration_report
 
-        write_calibration_report(output, report_png)
+            write_calibration_report(written, outputs.enter_context(atomic_path(report_png)))
     if isinstance(cal, Calibration):
         t = cal.T_phone_from_sensor[:3, 3]
         models = cal.stereo["distortion_models"]
@@ -695,6 +698,12 @@ def _os_error_line(e: OSError) -> str:
     return f"{name}: {what}"
 
 
+def _out_of_memory(detail: str) -> None:
+    console.print(f"[red]error:[/red] out of memory{': ' + escape(detail) if detail else ''} "
+                  "(ask for smaller sizes or counts)", highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
 def main(args: Optional[list[str]] = None) -> None:
     """The entry point: one error path for the whole CLI.
 
@@ -714,9 +723,12 @@ def main(args: Optional[list[str]] = None) -> None:
         console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
     except MemoryError as e:  # sizes or counts beyond this machine: say so, no traceback
-        console.print(f"[red]error:[/red] out of memory{': ' + escape(str(e)) if str(e) else ''} "
-                      "(ask for smaller sizes or counts)", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _out_of_memory(str(e))
+    except RuntimeError as e:  # PyTorch's allocators raise RuntimeError (torch.OutOfMemoryError on CUDA)
+        msg = str(e).strip()
+        if "can't allocate memory" not in msg and "out of memory" not in msg.lower():
+            raise
+        _out_of_memory(msg.splitlines()[0][:160] if msg else "")
     except OSError as e:
         if e.errno == errno.EPIPE:  # `dfdcap associate ... | head`
             sys.exit(1)

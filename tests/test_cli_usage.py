@@ -64,3 +64,29 @@ def test_out_of_memory_is_one_line(cli, monkeypatch, tmp_path):
     rc, out, err = cli("record", "-o", tmp_path)
     assert rc == 1 and "Traceback" not in out + err
     assert err.strip().splitlines()[-1].startswith("error: out of memory") and "74.5 GiB" in err
+
+
+def test_torch_out_of_memory_is_one_line(cli, monkeypatch, tmp_path):
+    """PyTorch's CPU allocator raises RuntimeError, not MemoryError (`pretrain --batch-size 100000`
+    under a memory limit ended in that traceback): the same one line. Here torch really fails to
+    allocate 1 PB."""
+    import torch
+
+    import dfdcap.models.train as train
+
+    monkeypatch.setattr(train, "pretrain", lambda *a, **k: torch.empty(2**50, dtype=torch.uint8))
+    rc, out, err = cli("pretrain", "--model", "poolnet", "-o", tmp_path / "p.pt")
+    assert rc == 1 and "Traceback" not in out + err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: out of memory") and "can't allocate memory" in last
+
+
+def test_other_runtime_errors_are_not_called_out_of_memory(cli, monkeypatch, tmp_path):
+    import dfdcap.models.train as train
+
+    def bug(*a, **k):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(train, "pretrain", bug)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        cli("pretrain", "--model", "poolnet", "-o", tmp_path / "p.pt")

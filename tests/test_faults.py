@@ -216,6 +216,20 @@ class TestCalibrate:
         assert rc == 130 and "interrupted" in err and "Traceback" not in out + err
         assert snapshot(tmp_path) == before
 
+    def test_ctrl_c_while_drawing_the_report_writes_no_output(self, cli, world, tmp_path, monkeypatch):
+        """The calibration, its YAML and its report are written as a set: Ctrl-C while the report
+        is drawn used to leave c.json and c.yaml (so a rerun was refused: "exists, use --force")."""
+        import dfdcap.calib.report as report
+
+        def interrupted(*a, **k):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(report, "write_calibration_report", interrupted)
+        rc, out, err = cli(*self.args(world, tmp_path / "c.json"), "--yaml", tmp_path / "c.yaml",
+                           "--report", tmp_path / "c.png")
+        assert rc == 130 and "interrupted" in err and "Traceback" not in out + err
+        assert list(tmp_path.iterdir()) == []
+
 
 # ------------------------------------------------------------------------------ sync
 

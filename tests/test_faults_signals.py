@@ -137,3 +137,16 @@ def test_kill9_finetune_leaves_a_consistent_run(tmp_path, small_h5):
     finish(proc)
     epoch = _assert_run_consistent(run)
     _resume_keeps_history(run, small_h5, epoch + 2)
+
+
+def test_sigint_pretrain_exits_130_with_a_message(tmp_path):
+    """It exited 1 with no message at all (pretrain did not route Lightning's exit through _fit)."""
+    out_pt = tmp_path / "p.pt"
+    proc = dfdcap_process("pretrain", "--model", "poolnet", "--set", "width=4", "--set", "levels=3", "--steps", "1000000",
+                          "--size", "32", "--pool", "2", "--batch-size", "1", "--checks", "1", "-o", str(out_pt))
+    wait_for(lambda: (tmp_path / "p_run" / "hparams.yaml").is_file(), proc, "hparams.yaml (written once fitting starts)")
+    proc.send_signal(signal.SIGINT)
+    out, err = finish(proc)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err and "interrupted" in err and "training stopped by Ctrl-C" in err
+    assert not out_pt.exists()  # no check was done: nothing claims to be the best weights

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from dfdcap.errors import ModelError
 from dfdcap.models.checkpoint import save_checkpoint
 from dfdcap.models.losses import dff_loss, masked_mse
 from dfdcap.models.pool import shuffle_frames, subsample_keep_ends
@@ -53,6 +54,8 @@ class DFFModule(L.LightningModule):
         k = self._rng.randint(lo, hi)
         batch = shuffle_frames(subsample_keep_ends(batch, k))
         loss, parts, _ = self.model_step(batch)
+        if not torch.isfinite(loss.detach()):  # stop at once: every later step and checkpoint would be nan
+            raise ModelError(diverged("training loss", float(loss.detach()), self.global_step, self.hparams.lr))
         bs = batch["stack"].shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
         self.log("train/depth", parts["depth"], on_step=False, on_epoch=True, batch_size=bs)
@@ -77,6 +80,11 @@ class DFFModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def diverged(what: str, value: float, step: int, lr: float) -> str:
+    return (f"training diverged: the {what} is {value} at step {step}; the checkpoints written before "
+            f"are kept, nothing after; try a smaller --lr (this run: {lr:g})")
+
+
 class PlainCheckpoints(L.Callback):
     """After each validation: write last.pt, and best.pt when val/loss improved (plain dicts)."""
 
@@ -92,6 +100,8 @@ class PlainCheckpoints(L.Callback):
         if val is None:
             return
         val = float(val)
+        if not math.isfinite(val):  # weights gone to inf/nan: saving them would replace good checkpoints
+            raise ModelError(diverged("validation loss", val, trainer.global_step, module.hparams.lr))
         meta = dict(self.meta, epoch=trainer.current_epoch, global_step=trainer.global_step, val_loss=val)
         h = module.hparams
         save_checkpoint(self.last_path, h.model_name, dict(h.model_config), module.model, meta)

@@ -87,8 +87,8 @@ def parse_devices(text: str | int) -> int | str | tuple[int, ...]:
 
 
 def _check_lr(lr: float) -> None:
-    if not (math.isfinite(lr) and lr > 0):
-        raise ModelError(f"--lr {lr}: expected a positive learning rate (e.g. 1e-4)")
+    if not (math.isfinite(lr) and 0 < lr <= 1):  # Adam's step is about lr per weight: above 1 it only diverges
+        raise ModelError(f"--lr {lr}: expected a learning rate in (0, 1] (e.g. 1e-4)")
 
 
 def _loader_kw(hw: Hardware) -> dict:
@@ -153,7 +153,8 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
     return trainer
 
 
-def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path) -> None:
+def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path,
+         kept: str = "last.ckpt, metrics.csv and run.json hold the last complete epoch (run the same command again to resume)") -> None:
     """trainer.fit; Ctrl-C (which Lightning turns into exit(1)) becomes TrainingInterrupted (exit 130).
 
     Python raises the KeyboardInterrupt wherever the main thread is; in a finalizer or a callback
@@ -179,8 +180,9 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path) -> No
         hit.set()
         raise KeyboardInterrupt
 
-    message = (f"{run_dir}: training stopped by Ctrl-C at step {{step}}; last.ckpt, metrics.csv and run.json "
-               "hold the last complete epoch (run the same command again to resume)")
+    def message(step: int) -> str:
+        return f"{run_dir}: training stopped by Ctrl-C at step {step}; {kept}"
+
     main_thread = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT)
     own_sigint = main_thread and handler is not signal.SIG_IGN  # ignored (nohup, a background job): leave it so
@@ -192,12 +194,12 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path) -> No
     except SystemExit:  # Lightning's exit(1) after a KeyboardInterrupt, whatever state it reached
         if not hit.is_set() and trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
-        raise TrainingInterrupted(message.format(step=trainer.global_step)) from None
+        raise TrainingInterrupted(message(trainer.global_step)) from None
     finally:
         if own_sigint:
             signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
     if hit.is_set():  # the KeyboardInterrupt was lost, the flag stopped the run
-        raise TrainingInterrupted(message.format(step=trainer.global_step))
+        raise TrainingInterrupted(message(trainer.global_step))
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -294,7 +296,8 @@ def pretrain(
         })
     train = DataLoader(AugmentedPool(items, crop, steps * batch_size, seed), batch_size=batch_size, **_loader_kw(hardware))
     val = DataLoader(FixedSynthetic(n_val, size, 5), batch_size=batch_size, **_loader_kw(hardware))
-    trainer.fit(module, train, val)
+    _fit(trainer, module, train, val, None, run_dir,
+         kept=f"{out_path} holds the best weights of the checks done so far, if any; pool.pt is reused by a rerun")
     if steps % interval:
         trainer.validate(module, val, verbose=False)
     return TrainResult(run_dir, out_path, run_dir / "last.pt", trainer.global_step, trainer.current_epoch,

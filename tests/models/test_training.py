@@ -81,6 +81,42 @@ class TestFinetune:
         assert png == run_dir / "report.png" and img.shape[0] > 300 and img.std() > 10
 
 
+def _poison_weights():
+    """A Lightning callback that sets every weight to nan after each training batch, as a learning
+    rate far too large does within a step or two."""
+    import lightning as L
+
+    class PoisonWeights(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args, **kwargs):
+            with torch.no_grad():
+                for w in module.parameters():
+                    w.fill_(float("nan"))
+
+    return PoisonWeights()
+
+
+class TestDivergence:
+    def test_finetune_stops_with_one_error_and_saves_nothing_nan(self, h5_dataset, tmp_path):
+        """It used to exit 0 with "best validation loss inf -> best.pt", and best.pt was never written."""
+        with pytest.raises(ModelError, match="training diverged: the training loss is nan at step 1"):
+            finetune("poolnet", h5_dataset, tmp_path / "r", epochs=1, batch_size=2, crop=32, tiny=True,
+                     progress=False, callbacks=(_poison_weights(),))
+        assert not (tmp_path / "r" / "best.pt").exists() and not (tmp_path / "r" / "last.pt").exists()
+
+    def test_pretrain_stops_at_a_nan_validation(self, tmp_path):
+        """One step, then validation on nan weights: refused before they reach p.pt."""
+        with pytest.raises(ModelError, match="the validation loss is nan at step 1"):
+            pretrain("poolnet", tmp_path / "p.pt", steps=1, size=32, batch_size=1, tiny=True, n_val=1, n_checks=1,
+                     progress=False, pool=1, render_workers=1, callbacks=(_poison_weights(),))
+        assert not (tmp_path / "p.pt").exists()
+
+    @pytest.mark.parametrize("lr", ["2", "1e308", "0", "nan"])
+    def test_learning_rate_out_of_range(self, lr, tmp_path):
+        res = CliRunner().invoke(app, ["pretrain", "--model", "poolnet", "--lr", lr, "-o", str(tmp_path / "c.pt")])
+        assert isinstance(res.exception, ModelError) and "expected a learning rate in (0, 1]" in str(res.exception)
+        assert not any(tmp_path.iterdir())
+
+
 class TestPretrain:
     def test_tiny_pretrain_writes_checkpoint(self, tmp_path):
         r = pretrain("poolnet", tmp_path / "p.pt", steps=4, size=32, batch_size=2, tiny=True, n_val=2,
