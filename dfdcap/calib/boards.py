@@ -17,7 +17,6 @@ corners alike:
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,11 @@ from dfdcap.fileio import jpeg_complete
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 DEFAULT_DICTIONARY = "DICT_5X5_100"
+# OpenCV's findChessboardCorners wants more than 2 inner corners a side; a ChArUco board of 2
+# squares a side has a single corner. 200 a side is far beyond any printed board.
+MIN_BOARD_SIDE = 3
+MAX_BOARD_SIDE = 200
+MAX_SQUARE_M = 10.0  # beyond this a "square" is no board anyone prints (1.0 = board units still fits)
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,8 @@ class Board:
     def __post_init__(self) -> None:
         if self.kind not in ("checkerboard", "charuco"):
             raise CalibrationError(f"board type {self.kind!r}: expected 'checkerboard' or 'charuco'")
-        minimum = 2 if self.kind == "checkerboard" else 3
-        if self.cols < minimum or self.rows < minimum:
-            raise CalibrationError(f"board {self.cols}x{self.rows}: needs at least {minimum}x{minimum}")
-        if not 0 < self.square_m < math.inf:
-            raise CalibrationError(f"board square size {self.square_m}: must be a positive finite length (metres)")
+        check_board_size(self.cols, self.rows, self.kind, "board")
+        check_square(self.square_m, "board square size")
         if self.kind == "charuco":
             if self.marker_m is None or not 0 < self.marker_m < self.square_m:
                 raise CalibrationError(
@@ -121,25 +122,45 @@ def parse_board(board: str | None, square_m: float | None, charuco: str | None =
         parts = [p.strip() for p in charuco.split(",")]
         if len(parts) not in (3, 4):
             raise CalibrationError(f"--charuco {charuco!r}: expected COLSxROWS,SQUARE_M,MARKER_M[,DICTIONARY]")
-        cols, rows = _parse_size(parts[0], "--charuco")
+        cols, rows = parse_board_size(parts[0], "--charuco", "charuco")
         try:
             sq, mk = float(parts[1]), float(parts[2])
         except ValueError:
             raise CalibrationError(f"--charuco {charuco!r}: square and marker sizes must be numbers (metres)") from None
+        check_square(sq, "--charuco square")
         return Board("charuco", cols, rows, sq, mk, parts[3] if len(parts) == 4 else DEFAULT_DICTIONARY)
     if board is None:
         raise CalibrationError("no board given: use --board COLSxROWS (inner corners) or --charuco")
-    cols, rows = _parse_size(board, "--board")
+    cols, rows = parse_board_size(board, "--board")
     if square_m is None:
         raise CalibrationError("no square size given: use --square METRES")
-    return Board("checkerboard", cols, rows, float(square_m))
+    return Board("checkerboard", cols, rows, check_square(float(square_m), "--square"))
 
 
-def _parse_size(text: str, option: str) -> tuple[int, int]:
+def parse_board_size(text: str, option: str, kind: str = "checkerboard") -> tuple[int, int]:
+    """'9x6' -> (9, 6): inner corners (checkerboard) or squares (ChArUco), each side within
+    MIN_BOARD_SIDE..MAX_BOARD_SIDE; a one-line CalibrationError naming `option` otherwise."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
     if not m:
         raise CalibrationError(f"{option} {text!r}: expected COLSxROWS, e.g. 9x6")
-    return int(m.group(1)), int(m.group(2))
+    cols, rows = int(m.group(1)), int(m.group(2))
+    check_board_size(cols, rows, kind, option)
+    return cols, rows
+
+
+def check_board_size(cols: int, rows: int, kind: str, what: str) -> None:
+    """Refuse a board OpenCV's detectors cannot find (< 3 a side) or no one prints (> 200 a side)."""
+    if not (MIN_BOARD_SIDE <= cols <= MAX_BOARD_SIDE and MIN_BOARD_SIDE <= rows <= MAX_BOARD_SIDE):
+        unit = "inner corners" if kind == "checkerboard" else "squares"
+        raise CalibrationError(f"{what} {cols}x{rows}: a {kind} needs {MIN_BOARD_SIDE} to {MAX_BOARD_SIDE} {unit} "
+                               f"a side (OpenCV's detector finds none below {MIN_BOARD_SIDE})")
+
+
+def check_square(square_m: float, what: str = "--square") -> float:
+    """A board square's side in metres: > 0 and at most MAX_SQUARE_M; returns it."""
+    if not 0 < square_m <= MAX_SQUARE_M:
+        raise CalibrationError(f"{what} {square_m}: need {what} > 0 and at most {MAX_SQUARE_M:g} (a square side in metres)")
+    return square_m
 
 
 def _aruco_dictionary(name: str):
