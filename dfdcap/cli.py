@@ -101,6 +101,7 @@ def record(
     )
 
 
+MAX_SIM_VIEWS = 1000  # board poses of `sim checkerboard`: a calibration uses 10-50
 sim_app = typer.Typer(no_args_is_help=True, help="The simulated rig: calibration board images with ground truth.")
 app.add_typer(sim_app, name="sim")
 
@@ -108,7 +109,7 @@ app.add_typer(sim_app, name="sim")
 @sim_app.command("checkerboard")
 def sim_checkerboard(
     out_dir: Path = typer.Argument(..., help="folder to write phone/, sensor/ and truth.json into"),
-    views: int = typer.Option(20, "--views", help="board poses (image pairs)"),
+    views: int = typer.Option(20, "--views", help=f"board poses (image pairs), at most {MAX_SIM_VIEWS}"),
     board: str = typer.Option("9x6", "--board", help="inner corners COLSxROWS (ChArUco: squares)"),
     square: float = typer.Option(0.025, "--square", help="square side, m"),
     charuco: bool = typer.Option(False, "--charuco", help="a ChArUco board instead of a checkerboard"),
@@ -120,18 +121,24 @@ def sim_checkerboard(
     baseline: Optional[float] = typer.Option(None, "--baseline", help="phone-sensor baseline, m (default 0.04)"),
     jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", help="write JPEG at this quality (1-100) instead of PNG"),
     focus_diopters: Optional[str] = typer.Option(None, "--focus-diopters", help="phone focus settings cycled over the views, diopters: 0.5,2,3.5 (default: one locked setting); `calibrate` then fits K(focus)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing OUT_DIR that holds files (after the new one is complete)"),
 ) -> None:
-    """Write calibration board image pairs (phone + sensor) at random poses, with the true poses."""
-    from dfdcap.capture.recorder import check_output_dir, parse_size
+    """Write calibration board image pairs (phone + sensor) at random poses, with the true poses.
 
-    cols, rows = parse_size(board, "--board", "COLSxROWS", "9x6")
-    if views < 1 or not (0 < square < math.inf) or not 0 <= corrupt <= views or min(cols, rows) < 2:
-        raise DfdcapError(
-            f"need --views >= 1, --square > 0, 0 <= --corrupt <= --views and a board of at least 2x2; "
-            f"got {views}, {square}, {corrupt}, {board}"
-        )
+    Built in a temporary folder beside OUT_DIR and renamed at the end: a refused or interrupted run
+    leaves nothing; an existing OUT_DIR with files is replaced (--force) only after success."""
+    from dfdcap.calib.boards import check_square, parse_board_size
+    from dfdcap.capture.recorder import parse_size
+    from dfdcap.fileio import atomic_folder, check_output_folder
+
+    if not 1 <= views <= MAX_SIM_VIEWS:
+        raise DfdcapError(f"--views {views}: need --views >= 1 and at most {MAX_SIM_VIEWS}")
+    if not 0 <= corrupt <= views:
+        raise DfdcapError(f"--corrupt {corrupt}: need 0 <= --corrupt <= --views ({views})")
+    cols, rows = parse_board_size(board, "--board", "charuco" if charuco else "checkerboard")
+    check_square(square, "--square")
     size = parse_size(phone_size, "--phone-size") if phone_size else None
-    check_output_dir(out_dir)
+    check_output_folder(out_dir, force=force, what="board folder")
     from dfdcap.sim.boards import BoardSpec, write_board_pairs
 
     from dfdcap.sim.rig import SENSOR_PRESETS, RigConfig
@@ -150,16 +157,19 @@ def sim_checkerboard(
     spec = BoardSpec("charuco" if charuco else "checkerboard", cols, rows, square)
     focus_list = None
     if focus_diopters is not None:
+        nearest = rig.phone_min_focus_diopters  # the sim phone's closest focus
         try:
             focus_list = [float(v) for v in focus_diopters.split(",") if v.strip()]
         except ValueError:
             focus_list = []
-        if not focus_list or not all(math.isfinite(v) and v >= 0 for v in focus_list):
-            raise DfdcapError(f"--focus-diopters {focus_diopters!r}: expected comma-separated diopters >= 0, e.g. 0.5,2,3.5")
-    write_board_pairs(
-        out_dir, views, spec, rig=rig, phone_size=size, seed=seed, n_corrupt=corrupt, progress=True, jpeg_quality=jpeg_quality,
-        focus_diopters=focus_list,
-    )
+        if not focus_list or not all(0 <= v <= nearest for v in focus_list):
+            raise DfdcapError(f"--focus-diopters {focus_diopters!r}: expected comma-separated diopters from 0 (infinity) "
+                              f"to {nearest:g} (the sim phone's closest focus), e.g. 0.5,2,3.5")
+    with atomic_folder(out_dir, force=force, what="board folder") as tmp:
+        write_board_pairs(
+            tmp, views, spec, rig=rig, phone_size=size, seed=seed, n_corrupt=corrupt, progress=True, jpeg_quality=jpeg_quality,
+            focus_diopters=focus_list,
+        )
     out.print(f"wrote {views} board view pairs to {out_dir} (truth in {out_dir / 'truth.json'})", soft_wrap=True, highlight=False)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -112,6 +114,72 @@ def check_writable_folder(folder: str | os.PathLike, what: str = "folder") -> Pa
     os.close(fd)
     os.unlink(probe)
     return folder
+
+
+def check_output_folder(path: str | os.PathLike, *, force: bool = False, what: str = "output folder") -> Path:
+    """Refuse, before any work starts, an output folder that is a file, that holds files already
+    (unless force), or whose nearest existing parent takes no new entry."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise DfdcapError(f"{path}: {what} exists and is not a folder")
+        if not force and any(path.iterdir()):
+            raise DfdcapError(f"{path}: {what} exists and is not empty (use --force to replace it)")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DfdcapError(f"{path}: cannot create the {what} ({parent} is a file, not a folder)")
+    check_writable_folder(parent, f"{what}'s parent folder")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, force: bool = False, what: str = "output folder") -> Iterator[Path]:
+    """Yield a new empty folder beside `path` to build in; when the block succeeds it is renamed to
+    `path` (an existing `path`, allowed by check_output_folder, is replaced only then). A failed or
+    interrupted block leaves nothing behind: not the temporary folder, not the parents it made."""
+    path = Path(path).absolute()
+    check_output_folder(path, force=force, what=what)
+    made: list[Path] = []  # missing parents, deepest first: removed again if the block fails
+    parent = path.parent
+    while not parent.exists():
+        made.append(parent)
+        parent = parent.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            os.chmod(tmp, file_mode() | (file_mode() & 0o444) >> 2)  # 0755 under umask 022, as mkdir gives
+            yield tmp
+            _replace_folder(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except BaseException:
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _replace_folder(new: Path, path: Path) -> None:
+    """Rename folder `new` to `path`; an existing non-empty `path` is moved aside first and removed after."""
+    try:
+        os.rename(new, path)  # path absent or an empty folder
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.rename(path, old / "replaced")
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(old / "replaced", path)  # put the old folder back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
