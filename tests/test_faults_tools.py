@@ -99,3 +99,70 @@ class TestSimCheckerboardFolder:
         assert proc.returncode == 130 and "Traceback" not in out + err, out + err
         assert list(tmp_path.iterdir()) == []
 
+
+# --- import-opencamera ---------------------------------------------------------------------------
+
+
+def _photo(path: Path, size=(40, 30), when="2026:01:01 12:00:00", subsec="000", f_number=1.7, cut=False) -> Path:
+    import cv2
+    import numpy as np
+
+    from dfdcap.capture.exif import (TAG_DATETIME_ORIGINAL, TAG_FNUMBER, TAG_FOCAL, TAG_FOCAL_35, TAG_SUBSEC_ORIGINAL,
+                                     exif_app1, insert_app1)
+
+    w, h = size
+    jpeg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8))[1].tobytes()
+    tags = {TAG_DATETIME_ORIGINAL: when, TAG_SUBSEC_ORIGINAL: subsec, TAG_FOCAL: 4.2, TAG_FNUMBER: f_number, TAG_FOCAL_35: 26}
+    data = insert_app1(jpeg, exif_app1(tags))
+    path.write_bytes(data[: len(data) // 2] if cut else data)
+    return path
+
+
+def _bracket(folder: Path, first: dict | None = None, **second) -> Path:
+    """One Open Camera bracket of 2 photos 0.5 s apart; `first`, `second` change a photo."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _photo(folder / "IMG_20260101_120000_0.jpg", **(first or {}))
+    _photo(folder / "IMG_20260101_120000_1.jpg", **{"subsec": "500", **second})
+    return folder
+
+
+def _import(cli, folder: Path, out: Path, *opts):
+    return cli("import-opencamera", folder, "--source-diopters", "2", "--target-diopters", "8", "-n", "2", "-o", out, *opts)
+
+
+class TestImportOpenCamera:
+    def test_good_bracket_imports(self, cli, tmp_path):
+        code, _out, err = _import(cli, _bracket(tmp_path / "p"), tmp_path / "s", "--utc-offset", "+05:30")
+        assert code == 0 and "warning" not in err, err
+
+    @pytest.mark.parametrize("offset", ["+25:00", "+15:00", "-14:30", "+05:99", "+05:60"])
+    def test_utc_offset_out_of_range(self, cli, tmp_path, offset):
+        assert_one_line_error(_import(cli, _bracket(tmp_path / "p"), tmp_path / "s", "--utc-offset", offset),
+                              1, f"--utc-offset '{offset}'", "minutes 0 to 59")
+        assert not (tmp_path / "s").exists()
+
+    @pytest.mark.parametrize("second, needles", [
+        ({"cut": True}, ["IMG_20260101_120000_1.jpg", "cut short"]),
+        ({"size": (48, 30)}, ["IMG_20260101_120000_1.jpg", "48x30", "40x30"]),
+        ({"subsec": "000"}, ["IMG_20260101_120000_1.jpg", "not after"]),
+        ({"first": {"f_number": 0.0}}, ["IMG_20260101_120000_0.jpg", "FNumber 0", "invalid"]),
+    ])
+    def test_bad_photo_is_refused_by_name(self, cli, tmp_path, second, needles):
+        out = tmp_path / "s"
+        assert_one_line_error(_import(cli, _bracket(tmp_path / "p", **second), out), 1, *needles)
+        assert not out.exists() or list(out.iterdir()) == []
+
+    @pytest.mark.parametrize("when", ["garbage", "0000:00:00 00:00:00"])
+    def test_bad_exif_date_warns_naming_the_photo(self, cli, tmp_path, when):
+        code, _out, err = _import(cli, _bracket(tmp_path / "p", when=when), tmp_path / "s")
+        assert code == 0, err
+        (line,) = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+        assert "IMG_20260101_120000_1.jpg" in line and repr(when) in line and "file name" in line
+
+    @pytest.mark.parametrize("opt", ["--source-diopters", "--target-diopters"])
+    @pytest.mark.parametrize("value", ["inf", "nan", "0"])
+    def test_focus_option_named(self, cli, tmp_path, opt, value):
+        folder = _bracket(tmp_path / "p")
+        args = {"--source-diopters": "2", "--target-diopters": "8", opt: value}
+        assert_one_line_error(cli("import-opencamera", folder, *[x for kv in args.items() for x in kv], "-n", "2",
+                                  "-o", tmp_path / "s"), 1, f"{opt} {value}")

@@ -62,12 +62,19 @@ def local_to_epoch_ns(local: datetime, utc_offset_s: int) -> int:
     return whole * 1_000_000_000 + local.microsecond * 1000
 
 
+MAX_UTC_OFFSET_H = 14  # the world's offsets run from -12:00 to +14:00
+
+
 def parse_utc_offset(text: str) -> int | None:
-    """'+0100', '+01:00', '-0530' -> seconds east of UTC; None if not such a form."""
+    """'+0100', '+01:00', '-0530' -> seconds east of UTC; None if not such a form, or if the hours
+    exceed MAX_UTC_OFFSET_H or the minutes 59."""
     t = text.strip().replace(":", "")
     if len(t) != 5 or t[0] not in "+-" or not t[1:].isdigit():
         return None
-    s = int(t[1:3]) * 3600 + int(t[3:5]) * 60
+    hours, minutes = int(t[1:3]), int(t[3:5])
+    if minutes > 59 or hours * 60 + minutes > MAX_UTC_OFFSET_H * 60:
+        return None
+    s = hours * 3600 + minutes * 60
     return s if t[0] == "+" else -s
 
 
