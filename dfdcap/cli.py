@@ -654,7 +654,12 @@ def import_opencamera_cmd(
     from dfdcap.capture.opencamera import import_opencamera
     from dfdcap.capture.opencamera_focus import BracketingSettings
 
+    for option, v in (("--source-diopters", source), ("--target-diopters", target)):
+        if not 0 < v < math.inf:
+            raise DfdcapError(f"{option} {v}: expected a focus in diopters > 0 and finite (0 D = infinity gives no finite stack)")
     r = import_opencamera(folder, BracketingSettings(source, target, n), output, name=name, utc_offset=utc_offset)
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     out.print(str(r.path), soft_wrap=True, highlight=False)
     out.print(f"{r.ramps} focus brackets, {r.frames} photos"
               + (f"; skipped {len(r.skipped_incomplete)} incomplete: {', '.join(r.skipped_incomplete)}" if r.skipped_incomplete else ""),

@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dfdcap.capture.base import Phone
-from dfdcap.capture.exif import ExifInfo, local_to_epoch_ns, parse_utc_offset, read_exif
+from dfdcap.capture.exif import MAX_UTC_OFFSET_H, ExifInfo, local_to_epoch_ns, parse_utc_offset, read_exif
 from dfdcap.capture.opencamera_focus import (
     BACKUP_DIR,
     FRAME_PERIOD_S,
@@ -52,7 +52,7 @@ from dfdcap.capture.opencamera_focus import (
 )
 from dfdcap.capture.session import ClockProbe, DeviceInfo, PhoneCamera, PhoneFrameRecord, SessionWriter
 from dfdcap.errors import DeviceError, DfdcapError, SessionError
-from dfdcap.fileio import atomic_path, atomic_write_json
+from dfdcap.fileio import atomic_path, atomic_write_json, jpeg_complete
 from dfdcap.lens import FocusSchedule
 
 OPENCAMERA_FPS = 1.0 / FRAME_PERIOD_S
@@ -79,11 +79,15 @@ class RampFiles:
 def camera_from_exif(info: ExifInfo, settings: BracketingSettings, where: str) -> PhoneCamera:
     """The phone camera from a photo's EXIF: focal length, f-number, image size, and the sensor width
     from the 35 mm equivalent focal length (diagonal 43.27 mm)."""
-    missing = [k for k, v in (("FocalLength", info.focal_length_m), ("FNumber", info.f_number),
-                              ("FocalLengthIn35mmFilm", info.focal_length_35mm), ("image size", info.image_size)) if not v]
+    values = (("FocalLength", info.focal_length_m), ("FNumber", info.f_number),
+              ("FocalLengthIn35mmFilm", info.focal_length_35mm), ("image size", info.image_size))
+    missing = [k for k, v in values if v is None]
     if missing:
         raise SessionError(f"{where}: EXIF lacks {', '.join(missing)}; dfdcap needs them for the lens model "
                            f"(photos straight from Open Camera have them)")
+    invalid = [f"{k} {v}" for k, v in values if not (min(v) if isinstance(v, tuple) else v) > 0]
+    if invalid:
+        raise SessionError(f"{where}: EXIF {', '.join(invalid)} is invalid (must be > 0); dfdcap needs it for the lens model")
     w, h = info.image_size
     diag_m = info.focal_length_m * DIAGONAL_35MM_M / (info.focal_length_35mm * 1e-3)
     sensor = (diag_m * w / math.hypot(w, h), diag_m * h / math.hypot(w, h))
@@ -103,12 +107,20 @@ def frame_time_ns(info: ExifInfo, name: PhotoName, step: int, utc_offset_s: int 
 
 
 def ramp_records(infos: list[ExifInfo], names: list[PhotoName], settings: BracketingSettings, ramp: int,
-                 first_index: int, utc_offset_s: int | None) -> tuple[list[PhoneFrameRecord], bool]:
-    """The frames.csv records of one ramp (focus from Open Camera's rule), and whether every time came from EXIF."""
+                 first_index: int, utc_offset_s: int | None, wheres: list[str] | None = None) -> tuple[list[PhoneFrameRecord], bool]:
+    """The frames.csv records of one ramp (focus from Open Camera's rule), and whether every time came from EXIF.
+
+    A ramp's photos are taken one after another (FRAME_PERIOD_S apart): times from EXIF that do not
+    increase are refused (SessionError naming the photo, wheres[i] or its name)."""
     focus = settings.focus_diopters()
     recs, all_exif = [], True
     for step, (info, name) in enumerate(zip(infos, names)):
         t, from_exif = frame_time_ns(info, name, step, utc_offset_s)
+        if recs and from_exif and t <= recs[-1].t_phone_ns:
+            where = wheres[step] if wheres else name.name
+            raise SessionError(f"{where}: EXIF time {info.datetime_original}.{info.subsec_original} is not after the "
+                               f"previous photo's in its focus bracket; a bracket's photos are taken one after another "
+                               f"({FRAME_PERIOD_S} s apart): are these photos from one bracket, unedited?")
         all_exif &= from_exif
         recs.append(PhoneFrameRecord(first_index + step, t, focus[step], focus[step], info.exposure_ns or 0,
                                      info.iso or 0, "UNKNOWN", ramp, step, f"frames/{first_index + step}.{name.ext}"))
@@ -128,26 +140,43 @@ def group_ramps(names: list[str], n: int, ignore: set[str] = frozenset()) -> lis
     return [ramps[k] for k in sorted(ramps)]
 
 
+def check_photo(info: ExifInfo, path: Path, first: tuple[ExifInfo, Path] | None, warnings: list[str] | None) -> None:
+    """Refuse a cut-short JPEG and a photo whose size differs from the first's; warn (into `warnings`)
+    when DateTimeOriginal is there but no date (its time then comes from the name)."""
+    if not jpeg_complete(path):
+        raise SessionError(f"{path}: JPEG is cut short (no end-of-image marker): an interrupted copy?")
+    if first is not None and info.image_size != first[0].image_size:
+        size = "x".join(map(str, info.image_size or ("?", "?")))
+        size0 = "x".join(map(str, first[0].image_size or ("?", "?")))
+        raise SessionError(f"{path}: {size} px, but {first[1]} is {size0}: the photos of a session must have one size")
+    if warnings is not None and info.datetime_original and info.local_time() is None:
+        warnings.append(f"{path}: EXIF DateTimeOriginal {info.datetime_original!r} is not a date; its time is "
+                        f"taken from the file name + {FRAME_PERIOD_S} s a photo")
+
+
 def write_stack_session(writer: SessionWriter, ramps: list[list[Path]], settings: BracketingSettings,
-                        utc_offset_s: int | None, extra: dict) -> int:
+                        utc_offset_s: int | None, extra: dict, warnings: list[str] | None = None) -> int:
     """Index frames already placed at phone/frames/<index>.<ext> (ramps of local paths, in order):
     EXIF per frame -> frames.csv rows (those not indexed yet), camera.json from the first frame,
     phone/opencamera.json (settings, provenance, and `extra`: e.g. each ramp's file names on the
-    phone). Returns the number of frames."""
+    phone). Returns the number of frames; notes on odd photos go into `warnings`."""
     from dfdcap.capture.session import Session
 
     n = settings.n_images
-    all_exif, camera, count = True, None, 0
+    all_exif, camera, count, first = True, None, 0, None
     try:
         indexed = {r.index for r in Session(writer.path).phone_frames}
     except SessionError:
         indexed = set()
     for k, paths in enumerate(ramps):
         infos = [read_exif(p.read_bytes(), str(p)) for p in paths]
+        for info, p in zip(infos, paths):
+            check_photo(info, p, first, warnings)
+            first = first or (info, p)
         names = [parse_photo_name(p.name) or _local_name(p, i) for i, p in enumerate(paths)]
         if camera is None:
             camera = camera_from_exif(infos[0], settings, str(paths[0]))
-        recs, exif_ok = ramp_records(infos, names, settings, k, k * n, utc_offset_s)
+        recs, exif_ok = ramp_records(infos, names, settings, k, k * n, utc_offset_s, [str(p) for p in paths])
         all_exif &= exif_ok
         for r in recs:
             if r.index not in indexed:
@@ -525,6 +554,7 @@ class ImportResult:
     ramps: int
     frames: int
     skipped_incomplete: list[str]
+    warnings: list[str] = field(default_factory=list)
 
 
 def import_opencamera(folder: str | Path, settings: BracketingSettings, out_dir: str | Path, *,
@@ -544,7 +574,8 @@ def import_opencamera(folder: str | Path, settings: BracketingSettings, out_dir:
     if utc_offset is not None:
         offset_s = parse_utc_offset(utc_offset)
         if offset_s is None:
-            raise SessionError(f"--utc-offset {utc_offset!r}: expected +HH:MM or -HH:MM")
+            raise SessionError(f"--utc-offset {utc_offset!r}: expected +HH:MM or -HH:MM with hours 0 to "
+                               f"{MAX_UTC_OFFSET_H} and minutes 0 to 59, e.g. +05:30")
     n = settings.n_images
     groups = group_ramps(sorted(p.name for p in folder.iterdir() if p.is_file()), n)
     complete = [g for g in groups if g.complete(n)]
@@ -572,7 +603,8 @@ def import_opencamera(folder: str | Path, settings: BracketingSettings, out_dir:
             local.append(paths)
         extra = {"imported_from": str(folder), "ramps": [{"stamp": g.stamp, "files": [g.files[i][0] for i in range(n)]}
                                                           for g in complete]}
-        frames = write_stack_session(writer, local, settings, offset_s, extra)
+        warnings: list[str] = []
+        frames = write_stack_session(writer, local, settings, offset_s, extra, warnings)
     except BaseException as e:
         # an import is rerun, not resumed: a failed one leaves no half session behind (the photos are copies)
         shutil.rmtree(writer.path, ignore_errors=True)
@@ -583,5 +615,7 @@ def import_opencamera(folder: str | Path, settings: BracketingSettings, out_dir:
             raise SessionError(msg) from None
         raise
     writer.finish("complete")
-    return ImportResult(writer.path, len(complete), frames, skipped)
+    for copy, src in sources.items():
+        warnings = [w.replace(copy, src) for w in warnings]
+    return ImportResult(writer.path, len(complete), frames, skipped, warnings)
 
