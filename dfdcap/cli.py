@@ -673,11 +673,12 @@ def align(
     reference: Optional[int] = typer.Option(None, "--reference", help="frame to align to (position; default the middle one)"),
     motion: str = typer.Option("affine", "--motion", help="affine | similarity | homography | translation"),
     max_side: int = typer.Option(512, "--max-side", help="most pixels on the long side of the copies registration runs on (shrunk by a whole factor); maps apply at full size"),
+    force: bool = typer.Option(False, "--force", help="replace an earlier alignment in the output folder (its frames and alignment.json)"),
 ) -> None:
     """Register a focal sweep's frames to one of them (focus breathing): aligned frames + alignment.json."""
     from dfdcap.dataset.align import AlignOptions, align_files
 
-    doc = align_files(frames, output, reference, AlignOptions(motion=motion, max_side_px=max_side))
+    doc = align_files(frames, output, reference, AlignOptions(motion=motion, max_side_px=max_side), force=force)
     rows = doc["frames"]
     bad = [r for r in rows if r["status"].startswith("fallback")]
     out.print(f"aligned {len(rows)} frames to {doc['reference_frame']}: scale {rows[0]['scale']:.4f} .. {rows[-1]['scale']:.4f}"

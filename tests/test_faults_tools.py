@@ -166,3 +166,46 @@ class TestImportOpenCamera:
         args = {"--source-diopters": "2", "--target-diopters": "8", opt: value}
         assert_one_line_error(cli("import-opencamera", folder, *[x for kv in args.items() for x in kv], "-n", "2",
                                   "-o", tmp_path / "s"), 1, f"{opt} {value}")
+
+
+# --- align ---------------------------------------------------------------------------------------
+
+
+def _sweep(folder: Path, names: list[str]) -> list[Path]:
+    import numpy as np
+
+    from dfdcap.fileio import write_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    img = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    for n in names:
+        write_image(folder / f"{n}.png", img)
+    return [folder / f"{n}.png" for n in names]
+
+
+class TestAlignOutput:
+    def test_earlier_alignment_is_kept_without_force(self, cli, tmp_path):
+        out = tmp_path / "out"
+        assert cli("align", *_sweep(tmp_path / "a", ["a0", "a1", "a2"]), "-o", out)[0] == 0
+        frames = _sweep(tmp_path / "b", ["a0", "a1"])
+        before = snapshot(tmp_path)
+        assert_one_line_error(cli("align", *frames, "-o", out), 1, "alignment.json", "--force")
+        assert snapshot(tmp_path) == before
+
+    def test_force_replaces_the_earlier_frames(self, cli, tmp_path):
+        import json
+
+        out = tmp_path / "out"
+        assert cli("align", *_sweep(tmp_path / "a", ["a0", "a1", "a2"]), "-o", out)[0] == 0
+        (out / "notes.txt").write_text("mine")
+        assert cli("align", *_sweep(tmp_path / "b", ["b0", "b1"]), "-o", out, "--force")[0] == 0
+        assert sorted(p.name for p in out.iterdir()) == ["alignment.json", "b0.png", "b1.png", "notes.txt"]
+        assert [Path(r["frame"]).name for r in json.loads((out / "alignment.json").read_text())["frames"]] == ["b0.png", "b1.png"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "out"]  # no temporary folder left
+
+    def test_a_frame_name_already_there_is_refused(self, cli, tmp_path):
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "f1.png").write_bytes(b"someone's picture")
+        assert_one_line_error(cli("align", *_sweep(tmp_path / "a", ["f0", "f1"]), "-o", out), 1, "f1.png", "--force")
+        assert (out / "f1.png").read_bytes() == b"someone's picture" and len(list(out.iterdir())) == 1

@@ -26,9 +26,13 @@ one warp per slice.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,9 +285,13 @@ def alignment_record(a: SliceAlignment, size: tuple[int, int], name: str) -> dic
 
 
 def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, reference: int | None = None,
-                opts: AlignOptions = AlignOptions(), progress=None) -> dict:
+                opts: AlignOptions = AlignOptions(), progress=None, force: bool = False) -> dict:
     """`dfdcap align`: register a focal sweep's frames (given in sweep order) to its middle frame
-    (or `reference`), write the aligned frames (same names, PNG) and alignment.json into out_dir."""
+    (or `reference`), write the aligned frames (same names, PNG) and alignment.json into out_dir.
+
+    An out_dir that holds alignment.json or a frame of the same name is refused unless force; then
+    the earlier alignment's frames go and the new ones take their place. Everything is written in a
+    temporary folder first and moved in at the end: a refused or interrupted run changes nothing."""
     from dfdcap.fileio import atomic_write_json, check_distinct, read_images_one_size, write_image
 
     if len(paths) < 2:
@@ -296,6 +304,9 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
         raise DatasetError(f"{out}: exists and is not a folder")
     outputs = {f"aligned frame {n}.png": out / f"{n}.png" for n in names}
     check_distinct({**outputs, "alignment.json": out / "alignment.json"}, paths, hint="choose another output folder")
+    taken = [q for q in (out / "alignment.json", *outputs.values()) if q.exists()]
+    if taken and not force:
+        raise DatasetError(f"{taken[0]}: exists (use --force to replace the alignment in {out})")
     ref = len(paths) // 2 if reference is None else int(reference)
     if not 0 <= ref < len(paths):
         raise DatasetError(f"align: --reference {ref} outside the {len(paths)} frames (0..{len(paths) - 1})")
@@ -304,18 +315,43 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
     frames = read_images_one_size(paths)
     result = align_stack(frames, ref, None, opts)
     h, w = frames[0].shape[:2]
-    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no empty folder behind
-    for k, (img, a) in enumerate(zip(frames, result)):
-        write_image(out / f"{names[k]}.png", warp_to_reference(img, a.H))
-        if progress:
-            progress(k + 1, len(frames))
     doc = {
         "reference": ref, "reference_frame": str(paths[ref]), "size": [w, h], "motion": opts.motion,
         "convention": "H maps a frame's pixels to the reference frame's pixels; aligned = frame resampled at H^-1",
         "frames": [alignment_record(a, (w, h), str(p)) for a, p in zip(result, paths)],
     }
-    atomic_write_json(out / "alignment.json", doc)
+    base = out.absolute().parent
+    while not base.exists():
+        base = base.parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=base))
+    try:
+        for k, (img, a) in enumerate(zip(frames, result)):
+            write_image(tmp / f"{names[k]}.png", warp_to_reference(img, a.H))
+            if progress:
+                progress(k + 1, len(frames))
+        atomic_write_json(tmp / "alignment.json", doc)
+        _move_alignment_in(tmp, out, [f"{n}.png" for n in names])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return doc
+
+
+def _move_alignment_in(tmp: Path, out: Path, frame_files: list[str]) -> None:
+    """Move a finished alignment (frame_files + alignment.json in tmp) into out, made only now; the
+    frames an earlier alignment.json in out lists go first, so none stays beside the new one."""
+    earlier: list[str] = []
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        earlier = [Path(r["frame"]).stem + ".png" for r in json.loads((out / "alignment.json").read_text())["frames"]]
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        (out / "alignment.json").unlink()  # first: no alignment.json ever describes a mix of frames
+    for name in set(earlier) - set(frame_files):
+        if Path(name).name == name:  # a name the earlier file lists, never a path elsewhere
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+    for name in frame_files:
+        os.replace(tmp / name, out / name)
+    os.replace(tmp / "alignment.json", out / "alignment.json")
 
 
 # --------------------------------------------------------------------- dataset glue (pure)
