@@ -267,6 +267,9 @@ def calibrate(
     names = tuple(d.strip() for d in dirs.split(","))
     if len(names) != 2 or not all(names):
         raise CalibrationError(f"--dirs {dirs!r}: expected PHONE_DIR,SENSOR_DIR")
+    if Path(names[0]) == Path(names[1]):
+        raise CalibrationError(f"--dirs {dirs!r}: the phone and sensor folders are one folder (it would calibrate a camera "
+                               f"against itself); name two")
     options = CalibrateOptions(
         parse_board(board, square, charuco), distortion="rational" if rational else distortion, refine=refine,
         reject_outliers=not no_reject, min_views=min_views, workers=workers, progress=True, subpix_window=subpix_window,

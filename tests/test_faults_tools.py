@@ -209,3 +209,30 @@ class TestAlignOutput:
         (out / "f1.png").write_bytes(b"someone's picture")
         assert_one_line_error(cli("align", *_sweep(tmp_path / "a", ["f0", "f1"]), "-o", out), 1, "f1.png", "--force")
         assert (out / "f1.png").read_bytes() == b"someone's picture" and len(list(out.iterdir())) == 1
+
+
+# --- calibrate options ---------------------------------------------------------------------------
+
+
+class TestCalibrateOptions:
+    @pytest.mark.parametrize("opt, needles", [
+        (("--subpix-window", "100000"), ["--subpix-window 100000", "1 to 60"]),
+        (("--subpix-window", "0"), ["--subpix-window 0"]),
+        (("--square", "1e308"), ["--square", "at most 10"]),
+        (("--min-views", "0"), ["--min-views 0", "at least 3"]),
+        (("--min-views", "-1"), ["--min-views -1", "at least 3"]),
+        (("--dirs", "phone,phone"), ["--dirs 'phone,phone'", "one folder"]),
+        (("--dirs", "phone,./phone"), ["--dirs", "one folder"]),
+    ])
+    def test_refused_up_front(self, cli, boards, tmp_path, opt, needles):
+        args = {"--square": "0.025", opt[0]: opt[1]}
+        assert_one_line_error(cli("calibrate", boards, "--board", "9x6", *[x for kv in args.items() for x in kv],
+                                  "-o", tmp_path / "c.json"), 1, *needles)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_subpix_window_larger_than_the_image_allows(self, cli, tmp_path):
+        small = tmp_path / "b"
+        assert cli("sim", "checkerboard", small, "--views", "1", "--phone-size", "100x80")[0] == 0
+        assert_one_line_error(cli("calibrate", small, "--board", "9x6", "--square", "0.025", "--subpix-window", "50",
+                                  "--min-views", "3", "-o", tmp_path / "c.json"), 1, "--subpix-window 50", "100x80", "at most 37")
+        assert not (tmp_path / "c.json").exists()

@@ -373,6 +373,9 @@ def detect_file(path: str | os.PathLike, name: str, board: Board, max_detect_px:
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if gray is None:
         return "unreadable (not an image?)"
+    if half_window and 2 * half_window + 5 >= min(gray.shape):  # cornerSubPix's own limit, else an OpenCV assertion
+        raise CalibrationError(f"--subpix-window {half_window}: too large for {path} ({gray.shape[1]}x{gray.shape[0]} px); "
+                               f"at most {(min(gray.shape) - 6) // 2} px there")
     found = detect_board(gray, board, max_detect_px, half_window)
     if found is None:
         return f"no {board.inner_cols}x{board.inner_rows} board found"

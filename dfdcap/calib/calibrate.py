@@ -34,6 +34,10 @@ from dfdcap.errors import CalibrationError, DfdcapError
 MAX_ROUNDS = 5
 
 
+MIN_VIEWS = 3  # board poses that pin down fx, fy, cx, cy (Zhang's method needs three in general)
+MAX_SUBPIX_WINDOW = 60  # px: the largest half-window the automatic choice uses (boards.refine_corners)
+
+
 @dataclass(frozen=True)
 class CalibrateOptions:
     """How to calibrate. distortion: "auto" (each camera's model chosen by held-out error, see
@@ -58,8 +62,11 @@ class CalibrateOptions:
     depth_range_m: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.subpix_window is not None and self.subpix_window < 1:  # OpenCV asserts deep inside detection
-            raise CalibrationError(f"--subpix-window {self.subpix_window}: expected a half-window of at least 1 px")
+        if self.subpix_window is not None and not 1 <= self.subpix_window <= MAX_SUBPIX_WINDOW:  # OpenCV asserts deep inside detection
+            raise CalibrationError(f"--subpix-window {self.subpix_window}: expected a half-window of 1 to {MAX_SUBPIX_WINDOW} px")
+        if self.min_views < MIN_VIEWS:
+            raise CalibrationError(f"--min-views {self.min_views}: the intrinsics fit needs at least {MIN_VIEWS} board views "
+                                   f"(Zhang's method; 4 or more for --distortion auto)")
         if self.workers is not None and self.workers < 1:
             raise CalibrationError(f"--workers {self.workers}: expected at least 1 detection thread (or leave it out: all cores)")
 
