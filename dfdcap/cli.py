@@ -53,14 +53,18 @@ def _png_name(path: Path, what: str) -> Path:
 # --- commands of each stage are added below; keep each one thin ---------------------------
 
 
+MAX_STEPS = 1000  # frames per focus ramp: DFF stacks use 5-100; Open Camera offers at most 200
+MAX_STACKS = 10000  # focus ramps per session: ~8 h at 3 s a ramp
+
+
 @app.command()
 def record(
     sensor: str = typer.Option("sim", "--sensor", help="sim, openni[:URI], realsense[:SERIAL], or FILE.oni / FILE.bag / FILE.db3"),
     phone: str = typer.Option("sim", "--phone", help="sim, an ADB serial (companion app), or opencamera:SERIAL (Open Camera's Focus Bracketing mode: static scenes only, 0.5 s a photo; opencamera:sim on the simulated rig)"),
     output: Path = typer.Option(Path("sessions"), "-o", "--output", help="folder that receives the session folder"),
     name: Optional[str] = typer.Option(None, "--name", help="session name (letters, digits, . _ -)"),
-    stacks: int = typer.Option(5, "--stacks", help="focus ramps (one stack each)"),
-    steps: int = typer.Option(5, "--steps", help="frames per ramp"),
+    stacks: int = typer.Option(5, "--stacks", help=f"focus ramps (one stack each), 1 to {MAX_STACKS}"),
+    steps: int = typer.Option(5, "--steps", help=f"frames per ramp, 2 to {MAX_STEPS}"),
     near: Optional[float] = typer.Option(None, "--near", help="nearest focus distance, m (default by sensor preset)"),
     far: Optional[float] = typer.Option(None, "--far", help="farthest focus distance, m (default by sensor preset)"),
     spacing: str = typer.Option("diopters", "--spacing", help="diopters or metres"),
@@ -81,6 +85,10 @@ def record(
 
     if steps == 1:  # build-dataset and every DFF method need two focus settings per stack (< 1: the schedule says)
         raise DfdcapError("--steps 1: a focus stack needs at least 2 frames")
+    if steps > MAX_STEPS:  # the phone would prepare a sweep for hours before the first frame
+        raise DfdcapError(f"--steps {steps}: at most {MAX_STEPS} frames per ramp")
+    if stacks > MAX_STACKS:
+        raise DfdcapError(f"--stacks {stacks}: at most {MAX_STACKS} focus ramps per session (record more sessions)")
     for option, v in (("--near", near), ("--far", far)):
         if v is not None and not math.isfinite(v):
             raise DfdcapError(f"{option} {v}: expected a distance in metres"

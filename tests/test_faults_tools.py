@@ -236,3 +236,15 @@ class TestCalibrateOptions:
         assert_one_line_error(cli("calibrate", small, "--board", "9x6", "--square", "0.025", "--subpix-window", "50",
                                   "--min-views", "3", "-o", tmp_path / "c.json"), 1, "--subpix-window 50", "100x80", "at most 37")
         assert not (tmp_path / "c.json").exists()
+
+
+# --- record counts -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("opt, needle", [(("--steps", "100000000"), "at most 1000"), (("--steps", "1001"), "at most 1000"),
+                                         (("--stacks", "100000000000000000000"), "at most 10000"),
+                                         (("--stacks", "10001"), "at most 10000")])
+def test_record_counts_are_bounded(cli, tmp_path, opt, needle):
+    """--steps 100000000 hung in "phone starting"; --stacks 1e20 was an OverflowError traceback."""
+    assert_one_line_error(cli("record", "-o", tmp_path / "s", *opt), 1, f"{opt[0]} {opt[1]}", needle)
+    assert not (tmp_path / "s").exists()
