@@ -144,13 +144,26 @@ class TestImportOpenCamera:
     @pytest.mark.parametrize("second, needles", [
         ({"cut": True}, ["IMG_20260101_120000_1.jpg", "cut short"]),
         ({"size": (48, 30)}, ["IMG_20260101_120000_1.jpg", "48x30", "40x30"]),
-        ({"subsec": "000"}, ["IMG_20260101_120000_1.jpg", "not after"]),
         ({"first": {"f_number": 0.0}}, ["IMG_20260101_120000_0.jpg", "FNumber 0", "invalid"]),
     ])
     def test_bad_photo_is_refused_by_name(self, cli, tmp_path, second, needles):
         out = tmp_path / "s"
         assert_one_line_error(_import(cli, _bracket(tmp_path / "p", **second), out), 1, *needles)
         assert not out.exists() or list(out.iterdir()) == []
+
+    def test_equal_exif_times_fall_back_to_the_name(self, cli, tmp_path):
+        """Two photos of a bracket with one EXIF time (edited, or stamped once per burst): imported,
+        with a warning naming the photo, and the bracket's times from its name, 0.5 s apart."""
+        import csv
+
+        code, _out, err = _import(cli, _bracket(tmp_path / "p", subsec="000"), tmp_path / "s")
+        assert code == 0, err
+        (line,) = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+        assert "IMG_20260101_120000_1.jpg" in line and "not after" in line
+        (session,) = [d for d in (tmp_path / "s").iterdir() if d.is_dir()]
+        rows = list(csv.DictReader(open(session / "phone" / "frames.csv")))
+        # 2026-01-01 12:00:00 from IMG_20260101_120000_*.jpg (UTC: no offset given); it was the copies' mtime
+        assert [int(r["t_phone_ns"]) for r in rows] == [1_767_268_800_000_000_000, 1_767_268_800_500_000_000]
 
     @pytest.mark.parametrize("when", ["garbage", "0000:00:00 00:00:00"])
     def test_bad_exif_date_warns_naming_the_photo(self, cli, tmp_path, when):

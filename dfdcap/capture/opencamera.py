@@ -95,36 +95,40 @@ def camera_from_exif(info: ExifInfo, settings: BracketingSettings, where: str) -
                        max(settings.source_diopters, settings.target_diopters), "UNCALIBRATED", "EXIF")
 
 
-def frame_time_ns(info: ExifInfo, name: PhotoName, step: int, utc_offset_s: int | None) -> tuple[int, bool]:
+def frame_time_ns(info: ExifInfo, name: PhotoName, step: int, utc_offset_s: int | None, use_exif: bool = True) -> tuple[int, bool]:
     """(t_phone_ns on the phone's wall clock, from_exif): EXIF DateTimeOriginal + SubSecTimeOriginal
-    (OffsetTimeOriginal, else the phone's UTC offset); without them the ramp's name time + step x 0.5 s."""
+    (OffsetTimeOriginal, else the phone's UTC offset); without them (or use_exif=False) the ramp's
+    name time + step x 0.5 s."""
     offset = parse_utc_offset(info.offset_original or "")
     offset = offset if offset is not None else (utc_offset_s or 0)
     local = info.local_time()
-    if local is not None and (info.subsec_original or "").strip().isdigit():
+    if use_exif and local is not None and (info.subsec_original or "").strip().isdigit():
         return local_to_epoch_ns(local, offset), True
     return local_to_epoch_ns(name.local_time, offset) + int(step * FRAME_PERIOD_S * 1e9), False
 
 
 def ramp_records(infos: list[ExifInfo], names: list[PhotoName], settings: BracketingSettings, ramp: int,
-                 first_index: int, utc_offset_s: int | None, wheres: list[str] | None = None) -> tuple[list[PhoneFrameRecord], bool]:
+                 first_index: int, utc_offset_s: int | None, warnings: list[str] | None = None,
+                 wheres: list[str] | None = None) -> tuple[list[PhoneFrameRecord], bool]:
     """The frames.csv records of one ramp (focus from Open Camera's rule), and whether every time came from EXIF.
 
-    A ramp's photos are taken one after another (FRAME_PERIOD_S apart): times from EXIF that do not
-    increase are refused (SessionError naming the photo, wheres[i] or its name)."""
+    A ramp's photos are taken one after another (FRAME_PERIOD_S apart): when their EXIF times do not
+    increase (edited photos, or a camera that stamps a burst once), the whole ramp takes its times
+    from its name instead, and a note naming the photo (wheres[i] or its name) goes into `warnings`."""
     focus = settings.focus_diopters()
-    recs, all_exif = [], True
-    for step, (info, name) in enumerate(zip(infos, names)):
-        t, from_exif = frame_time_ns(info, name, step, utc_offset_s)
-        if recs and from_exif and t <= recs[-1].t_phone_ns:
-            where = wheres[step] if wheres else name.name
-            raise SessionError(f"{where}: EXIF time {info.datetime_original}.{info.subsec_original} is not after the "
-                               f"previous photo's in its focus bracket; a bracket's photos are taken one after another "
-                               f"({FRAME_PERIOD_S} s apart): are these photos from one bracket, unedited?")
-        all_exif &= from_exif
-        recs.append(PhoneFrameRecord(first_index + step, t, focus[step], focus[step], info.exposure_ns or 0,
-                                     info.iso or 0, "UNKNOWN", ramp, step, f"frames/{first_index + step}.{name.ext}"))
-    return recs, all_exif
+    times = [frame_time_ns(info, names[0], step, utc_offset_s) for step, info in enumerate(infos)]
+    stuck = next((k for k in range(1, len(times)) if times[k][1] and times[k - 1][1] and times[k][0] <= times[k - 1][0]), None)
+    if stuck is not None:
+        info = infos[stuck]
+        if warnings is not None:
+            warnings.append(f"{wheres[stuck] if wheres else names[stuck].name}: EXIF time {info.datetime_original}."
+                            f"{info.subsec_original} is not after the previous photo's in its focus bracket; the "
+                            f"bracket's times are taken from its name + {FRAME_PERIOD_S} s a photo")
+        times = [frame_time_ns(info, names[0], step, utc_offset_s, use_exif=False) for step, info in enumerate(infos)]
+    recs = [PhoneFrameRecord(first_index + step, t, focus[step], focus[step], info.exposure_ns or 0, info.iso or 0,
+                             "UNKNOWN", ramp, step, f"frames/{first_index + step}.{name.ext}")
+            for step, ((t, _), info, name) in enumerate(zip(times, infos, names))]
+    return recs, all(from_exif for _, from_exif in times)
 
 
 def group_ramps(names: list[str], n: int, ignore: set[str] = frozenset()) -> list[RampFiles]:
@@ -163,6 +167,7 @@ def write_stack_session(writer: SessionWriter, ramps: list[list[Path]], settings
     from dfdcap.capture.session import Session
 
     n = settings.n_images
+    ramp_names = [r.get("files") for r in extra.get("ramps", [])]
     all_exif, camera, count, first = True, None, 0, None
     try:
         indexed = {r.index for r in Session(writer.path).phone_frames}
@@ -173,10 +178,12 @@ def write_stack_session(writer: SessionWriter, ramps: list[list[Path]], settings
         for info, p in zip(infos, paths):
             check_photo(info, p, first, warnings)
             first = first or (info, p)
-        names = [parse_photo_name(p.name) or _local_name(p, i) for i, p in enumerate(paths)]
+        # the photos' own names (the local copies are <index>.jpg): their time is the fallback for EXIF's
+        originals = (ramp_names[k] if k < len(ramp_names) else None) or [p.name for p in paths]
+        names = [parse_photo_name(Path(o).name) or _local_name(p, i) for i, (p, o) in enumerate(zip(paths, originals))]
         if camera is None:
             camera = camera_from_exif(infos[0], settings, str(paths[0]))
-        recs, exif_ok = ramp_records(infos, names, settings, k, k * n, utc_offset_s, [str(p) for p in paths])
+        recs, exif_ok = ramp_records(infos, names, settings, k, k * n, utc_offset_s, warnings, [str(p) for p in paths])
         all_exif &= exif_ok
         for r in recs:
             if r.index not in indexed:
