@@ -397,8 +397,22 @@ def _rewrite_in_place(path: Path, meta: dict) -> None:
         os.fsync(f.fileno())
 
 
+class _OutOfRange(Exception):
+    """A field that parses but does not fit its type (never a torn line: cutting a line only shortens numbers)."""
+
+
+def _int64(v: str) -> int:
+    """int(v), held to the signed 64-bit range that timestamps and counts are computed in."""
+    n = int(v)
+    if not -(2**63) <= n < 2**63:
+        raise _OutOfRange(f"{v} is out of range (a 64-bit integer, at most {2**63 - 1})")
+    return n
+
+
 def _read_csv(path: Path, columns: list[str], types: dict) -> list[dict]:
-    """Rows of an index CSV; a torn last line (crash mid-write) is skipped, a torn middle line is an error."""
+    """Rows of an index CSV; a torn last line (crash mid-write) is skipped, a torn middle line is an error.
+
+    An integer beyond 64 bits is an error on any line, naming the line and the column."""
     if not path.exists():
         return []
     try:
@@ -415,7 +429,9 @@ def _read_csv(path: Path, columns: list[str], types: dict) -> list[dict]:
         try:
             if len(row) != len(columns):
                 raise ValueError(f"{len(row)} fields")
-            rows.append({c: types.get(c, str)(v) for c, v in zip(columns, row)})
+            rows.append({c: _field(c, types.get(c, str), v) for c, v in zip(columns, row)})
+        except _OutOfRange as e:
+            raise SessionError(f"{path}:{n}: {e}") from None
         except ValueError as e:
             if n == len(body) + 1:
                 break  # torn last line of an interrupted session
@@ -423,10 +439,18 @@ def _read_csv(path: Path, columns: list[str], types: dict) -> list[dict]:
     return rows
 
 
-_SENSOR_TYPES = {"index": int, "t_host_ns": int, "t_device_ns": int}
+def _field(column: str, kind, value: str):
+    """One CSV field parsed by `kind`; an out-of-range value's message names its column."""
+    try:
+        return kind(value)
+    except _OutOfRange as e:
+        raise _OutOfRange(f"{column} {e}") from None
+
+
+_SENSOR_TYPES = {"index": _int64, "t_host_ns": _int64, "t_device_ns": _int64}
 _PHONE_TYPES = {
-    "index": int, "t_phone_ns": int, "focus_diopters_requested": float, "focus_diopters": float,
-    "exposure_ns": int, "iso": int, "ramp": int, "step": int,
+    "index": _int64, "t_phone_ns": _int64, "focus_diopters_requested": float, "focus_diopters": float,
+    "exposure_ns": _int64, "iso": _int64, "ramp": _int64, "step": _int64,
 }
 
 
@@ -506,7 +530,7 @@ class Session:
 
     def probes(self) -> np.ndarray:
         """(N, 3) int64: t_host_send_ns, t_phone_ns, t_host_recv_ns."""
-        rows = _read_csv(self.path / "clock" / "phone_probes.csv", PROBE_COLUMNS, {c: int for c in PROBE_COLUMNS})
+        rows = _read_csv(self.path / "clock" / "phone_probes.csv", PROBE_COLUMNS, {c: _int64 for c in PROBE_COLUMNS})
         return np.array([[r[c] for c in PROBE_COLUMNS] for r in rows], dtype=np.int64).reshape(-1, 3)
 
     def read_sensor_rgb(self, rec: SensorFrameRecord) -> np.ndarray:

@@ -1,0 +1,103 @@
+"""Bad values inside a session folder's files: `sync`, `build-dataset` and `report` refuse them with
+one line naming the file (and the CSV line) and write nothing, instead of crashing, pairing frames
+wrongly or building a dataset of garbage.
+
+One tiny simulated session (2 ramps x 3 frames, 64x48 phone), synced, and a calibration holding
+the rig's true cameras are made once; each case copies the session and breaks one thing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from faults_helpers import assert_one_line_error, calibration_from_truth, snapshot
+
+BIG = "99999999999999999999999999"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    from dfdcap.capture.recorder import SimOptions, record_from_specs
+    from dfdcap.fileio import atomic_write_json
+    from dfdcap.sync.io import sync_session
+
+    tmp = tmp_path_factory.mktemp("faults_session")
+    session = record_from_specs("sim", "sim", tmp / "sessions", name="a", ramps=2, steps=3,
+                                sim=SimOptions("xtion", None, 0, (64, 48)), progress=False)
+    sync_session(session)
+    atomic_write_json(tmp / "calibration.json", calibration_from_truth(Path(session)))
+    return {"session": Path(session), "cal": tmp / "calibration.json"}
+
+
+@pytest.fixture
+def sess(world, tmp_path) -> Path:
+    """A fresh copy of the synced session."""
+    dst = tmp_path / world["session"].name
+    shutil.copytree(world["session"], dst)
+    return dst
+
+
+def _set_field(path: Path, line: int, column: str, value: str) -> None:
+    """Set one field of a CSV index (line counts from 1, the header being line 1)."""
+    lines = path.read_text().splitlines()
+    cols = lines[0].split(",")
+    row = lines[line - 1].split(",")
+    row[cols.index(column)] = value
+    lines[line - 1] = ",".join(row)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _edit_json(path: Path, **changes) -> None:
+    doc = json.loads(path.read_text())
+    for k, v in changes.items():
+        if v is None:
+            doc.pop(k, None)
+        else:
+            doc[k] = v
+    path.write_text(json.dumps(doc))
+
+
+def _build(cli, world, sess: Path, out: Path):
+    return cli("build-dataset", sess, "--calib", world["cal"], "-o", out, "--workers", "1", "--align", "none")
+
+
+def _refused_everywhere(cli, world, sess: Path, tmp_path: Path, *needles: str, build: bool = True) -> None:
+    """sync, build-dataset (which reads no probes) and report each refuse with one line holding the
+    needles; nothing written."""
+    before = snapshot(sess)
+    assert_one_line_error(cli("sync", sess), 1, *needles)
+    if build:
+        assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, *needles)
+    assert_one_line_error(cli("report", sess, "-o", tmp_path / "r.png"), 1, *needles)
+    assert snapshot(sess) == before
+    assert not list(tmp_path.glob("d.h5*")) and not list(tmp_path.glob("r.png*"))
+
+
+# ----------------------------------------------------------------- numbers out of range (item 1, 8)
+
+class TestOutOfRange:
+    @pytest.mark.parametrize("rel,line,column", [
+        ("sensor/frames.csv", 2, "t_host_ns"),
+        ("phone/frames.csv", 3, "t_phone_ns"),
+        ("phone/frames.csv", 7, "t_phone_ns"),  # the last line: not mistaken for a torn one
+        ("clock/phone_probes.csv", 2, "t_host_send_ns"),
+    ])
+    def test_huge_integer_in_a_csv(self, cli, world, sess, tmp_path, rel, line, column):
+        _set_field(sess / rel, line, column, BIG)
+        _refused_everywhere(cli, world, sess, tmp_path, f"{rel}:{line}", column, "out of range", build="probes" not in rel)
+
+    @pytest.mark.parametrize("latency", [10**30, -10**12, 1_000_000_001])
+    def test_sensor_latency_beyond_a_second(self, cli, sess, latency):
+        _edit_json(sess / "session.json", sensor_latency_ns=latency)
+        before = snapshot(sess)
+        assert_one_line_error(cli("sync", sess), 1, "session.json", "sensor_latency_ns", "out of range", "1000 ms")
+        assert snapshot(sess) == before
+
+    def test_sensor_latency_within_a_second_is_used(self, cli, sess):
+        _edit_json(sess / "session.json", sensor_latency_ns=500_000)
+        rc, out, err = cli("sync", sess)
+        assert rc == 0, out + err
