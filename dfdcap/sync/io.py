@@ -30,6 +30,7 @@ from dfdcap.sync.quality import phone_reasons, sensor_reasons, session_reasons, 
 
 SYNC_SCHEMA = 1
 MODES = ("many-to-one", "one-to-one")
+MAX_SENSOR_LATENCY_NS = 1_000_000_000  # a fixed sensor latency beyond +-1 s is a wrong unit, not a latency
 
 
 # --- TUM timestamp files -------------------------------------------------------------------
@@ -227,11 +228,16 @@ def _session_latency_ns(session) -> int:
     Looked up as session.json "sensor_latency_ns" or rig.sensor.latency_ns (a recorder that knows
     its device's transport latency, or the simulator's configured minimum, writes it). With 0 the
     sensor model maps device time to capture time + the smallest latency seen (the envelope)."""
+    key = "sensor_latency_ns" if "sensor_latency_ns" in session.meta else "rig.sensor.latency_ns"
     v = session.meta.get("sensor_latency_ns", session.rig_entry("sensor").get("latency_ns", 0))
     try:
-        return int(v or 0)
-    except (TypeError, ValueError):
-        raise SyncError(f"{session.path}/session.json: sensor_latency_ns {v!r} is not an integer") from None
+        ns = int(v or 0)
+    except (TypeError, ValueError, OverflowError):
+        raise SyncError(f"{session.path}/session.json: {key} {v!r} is not an integer") from None
+    if abs(ns) > MAX_SENSOR_LATENCY_NS:
+        raise SyncError(f"{session.path}/session.json: {key} {ns} is out of range: expected a latency within "
+                        f"+-{MAX_SENSOR_LATENCY_NS} ns (+-1000 ms, as --sensor-latency-ms allows)")
+    return ns
 
 
 def stated_counts(meta: dict) -> dict[str, int | None]:
