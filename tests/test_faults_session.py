@@ -101,3 +101,15 @@ class TestOutOfRange:
         _edit_json(sess / "session.json", sensor_latency_ns=500_000)
         rc, out, err = cli("sync", sess)
         assert rc == 0, out + err
+
+
+# ----------------------------------------------------------------- session.json status (item 2)
+
+class TestStatus:
+    def test_missing_status(self, cli, world, sess, tmp_path):
+        _edit_json(sess / "session.json", status=None)
+        _refused_everywhere(cli, world, sess, tmp_path, "session.json", "'status'")
+
+    def test_unknown_status(self, cli, world, sess, tmp_path):
+        _edit_json(sess / "session.json", status="done")
+        _refused_everywhere(cli, world, sess, tmp_path, "session.json", "status 'done'", "complete")

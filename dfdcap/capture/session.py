@@ -485,6 +485,10 @@ class Session:
             raise SessionError(f"{self.path}/session.json: expected a JSON object, found {type(self.meta).__name__}")
         if self.meta.get("schema") != SCHEMA:
             raise SessionError(f"{self.path}/session.json: schema {self.meta.get('schema')!r}, this dfdcap reads {SCHEMA}")
+        if "status" not in self.meta:  # DESIGN.md: a required key; sync and report judge the session by it
+            raise SessionError(f"{self.path}/session.json: lacks the field 'status' (expected one of {', '.join(STATUSES)})")
+        if self.meta["status"] not in STATUSES:
+            raise SessionError(f"{self.path}/session.json: status {self.meta['status']!r}, expected one of {', '.join(STATUSES)}")
         self.sensor_frames = [
             SensorFrameRecord(**r)
             for r in _read_csv(self.path / "sensor" / "frames.csv", SENSOR_COLUMNS, _SENSOR_TYPES)
