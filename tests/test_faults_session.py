@@ -113,3 +113,22 @@ class TestStatus:
     def test_unknown_status(self, cli, world, sess, tmp_path):
         _edit_json(sess / "session.json", status="done")
         _refused_everywhere(cli, world, sess, tmp_path, "session.json", "status 'done'", "complete")
+
+
+# ----------------------------------------------------------------- rows that clash (item 3)
+
+class TestIndexRows:
+    @pytest.mark.parametrize("rel,column,value,needle", [
+        ("phone/frames.csv", "index", "0", "duplicate index 0"),
+        ("sensor/frames.csv", "index", "0", "duplicate index 0"),
+        ("phone/frames.csv", "step", "0", "duplicate ramp 0 step 0"),
+        ("phone/frames.csv", "file", "@first", "duplicate file"),
+        ("phone/frames.csv", "file", "../../x.jpg", "inside phone/"),
+        ("phone/frames.csv", "file", "/etc/passwd", "inside phone/"),
+        ("sensor/frames.csv", "depth", "../../x.png", "inside sensor/"),
+    ])
+    def test_refused_with_the_line(self, cli, world, sess, tmp_path, rel, column, value, needle):
+        if value == "@first":  # the file line 2 names
+            value = (sess / rel).read_text().splitlines()[1].split(",")[-1]
+        _set_field(sess / rel, 3, column, value)
+        _refused_everywhere(cli, world, sess, tmp_path, f"{rel}:3", needle)

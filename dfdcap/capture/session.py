@@ -14,7 +14,7 @@ import os
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -409,10 +409,13 @@ def _int64(v: str) -> int:
     return n
 
 
-def _read_csv(path: Path, columns: list[str], types: dict) -> list[dict]:
+def _read_csv(path: Path, columns: list[str], types: dict, unique: tuple[tuple[str, ...], ...] = (),
+              paths: tuple[str, ...] = ()) -> list[dict]:
     """Rows of an index CSV; a torn last line (crash mid-write) is skipped, a torn middle line is an error.
 
-    An integer beyond 64 bits is an error on any line, naming the line and the column."""
+    An integer beyond 64 bits is an error on any line, naming the line and the column; so is a
+    repeated value of a `unique` column group, and a `paths` column that is not a relative path
+    inside the session folder (see _check_rows)."""
     if not path.exists():
         return []
     try:
@@ -436,7 +439,28 @@ def _read_csv(path: Path, columns: list[str], types: dict) -> list[dict]:
             if n == len(body) + 1:
                 break  # torn last line of an interrupted session
             raise SessionError(f"{path}:{n}: malformed line ({e})") from None
+    _check_rows(path, rows, unique, paths)
     return rows
+
+
+def _check_rows(path: Path, rows: list[dict], unique: tuple[tuple[str, ...], ...], paths: tuple[str, ...]) -> None:
+    """FILE:LINE errors for a repeated key (two frames with one index pair wrongly) and for a file
+    name that is absolute or climbs out of its folder (the index would read another session's files).
+    rows[k] came from line k + 2 (every row before a torn last line parsed)."""
+    for n, row in enumerate(rows, start=2):
+        for c in paths:
+            p = PurePosixPath(row[c])
+            if not row[c] or p.is_absolute() or ".." in p.parts:
+                raise SessionError(f"{path}:{n}: {c} {row[c]!r} must name a file inside {path.parent.name}/ "
+                                   "(it is empty, absolute or climbs out with '..')")
+    for cols in unique:
+        seen: dict[tuple, int] = {}
+        for n, row in enumerate(rows, start=2):
+            key = tuple(row[c] for c in cols)
+            if key in seen:
+                what = " ".join(f"{c} {v!r}" if isinstance(v, str) else f"{c} {v}" for c, v in zip(cols, key))
+                raise SessionError(f"{path}:{n}: duplicate {what} (line {seen[key]} has it too)")
+            seen[key] = n
 
 
 def _field(column: str, kind, value: str):
@@ -491,12 +515,14 @@ class Session:
             raise SessionError(f"{self.path}/session.json: status {self.meta['status']!r}, expected one of {', '.join(STATUSES)}")
         self.sensor_frames = [
             SensorFrameRecord(**r)
-            for r in _read_csv(self.path / "sensor" / "frames.csv", SENSOR_COLUMNS, _SENSOR_TYPES)
+            for r in _read_csv(self.path / "sensor" / "frames.csv", SENSOR_COLUMNS, _SENSOR_TYPES,
+                               unique=(("index",),), paths=("rgb", "depth"))
         ]
         self.sensor_frames.sort(key=lambda r: r.index)
         self.phone_frames = [
             PhoneFrameRecord(**r)
-            for r in _read_csv(self.path / "phone" / "frames.csv", PHONE_COLUMNS, _PHONE_TYPES)
+            for r in _read_csv(self.path / "phone" / "frames.csv", PHONE_COLUMNS, _PHONE_TYPES,
+                               unique=(("index",), ("file",), ("ramp", "step")), paths=("file",))
         ]
         self.phone_frames.sort(key=lambda r: r.index)
 
