@@ -132,3 +132,22 @@ class TestIndexRows:
             value = (sess / rel).read_text().splitlines()[1].split(",")[-1]
         _set_field(sess / rel, 3, column, value)
         _refused_everywhere(cli, world, sess, tmp_path, f"{rel}:3", needle)
+
+
+# ----------------------------------------------------------------- camera and sensor files (items 4, 5)
+
+class TestCameraFiles:
+    @pytest.mark.parametrize("rel,key,value", [
+        ("sensor/intrinsics.json", "depth_scale_m", 0),
+        ("sensor/intrinsics.json", "depth_scale_m", -0.001),
+        ("phone/camera.json", "f_number", 0),
+        ("phone/camera.json", "focal_length_m", -1),
+        ("phone/camera.json", "sensor_size_m", [0.005, 0]),
+        ("phone/camera.json", "image_size", [0, 48]),
+        ("phone/camera.json", "min_focus_diopters", -2),
+    ])
+    def test_build_refuses_a_bad_value(self, cli, world, sess, tmp_path, rel, key, value):
+        _edit_json(sess / rel, **{key: value})
+        before = snapshot(sess)
+        assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, rel, key, "expected")
+        assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import io
+import math
 import os
 import threading
 from dataclasses import asdict, dataclass, field
@@ -79,7 +80,7 @@ class SensorIntrinsics:
         return cls(
             CameraModel.from_dict(d["color"]),
             CameraModel.from_dict(d["depth"]),
-            float(d["depth_scale_m"]),
+            _positive(d, "depth_scale_m", "metres per depth unit"),
             bool(d["depth_registered_to_color"]),
             np.asarray(d.get("T_color_from_depth", np.eye(4)), dtype=np.float64),
         )
@@ -113,9 +114,18 @@ class PhoneCamera:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PhoneCamera":
+        sensor, size = d["sensor_size_m"], d["image_size"]
+        if len(sensor) != 2 or not all(isinstance(v, (int, float)) and 0 < v < math.inf for v in sensor):
+            raise BadField(f"sensor_size_m {sensor!r}: expected [width, height], positive finite metres")
+        if len(size) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+                                     and float(v).is_integer() for v in size):
+            raise BadField(f"image_size {size!r}: expected [width, height], positive whole pixels")
+        min_focus = float(d["min_focus_diopters"])
+        if not 0 <= min_focus < math.inf:
+            raise BadField(f"min_focus_diopters {d['min_focus_diopters']!r}: expected a finite number of diopters >= 0")
         return cls(
-            float(d["focal_length_m"]), float(d["f_number"]), tuple(d["sensor_size_m"]),
-            tuple(int(v) for v in d["image_size"]), float(d["min_focus_diopters"]),
+            _positive(d, "focal_length_m", "metres"), _positive(d, "f_number", "focal ratio"),
+            tuple(float(v) for v in sensor), tuple(int(v) for v in size), min_focus,
             d.get("focus_calibration", "CALIBRATED"), d.get("timestamp_source", "UNKNOWN"),
         )
 
@@ -180,10 +190,24 @@ def _csv_line(values) -> str:
     return buf.getvalue()
 
 
+class BadField(SessionError, ValueError):
+    """A field of a session JSON file holds a value out of its range (the message names the field)."""
+
+
+def _positive(d: dict, key: str, unit: str) -> float:
+    """d[key] as a float that must be positive and finite (a lens or scale parameter)."""
+    v = float(d[key])
+    if not 0 < v < math.inf:
+        raise BadField(f"{key} {d[key]!r}: expected a positive finite number ({unit})")
+    return v
+
+
 def _from_json(parse, path: Path):
     """parse(read_json(path)), with a wrong or missing field reported as one line naming the file."""
     try:
         return parse(read_json(path))
+    except BadField as e:
+        raise SessionError(f"{path}: {e}") from None
     except KeyError as k:
         raise SessionError(f"{path}: lacks the field {k}") from None
     except (TypeError, ValueError, AttributeError) as e:
