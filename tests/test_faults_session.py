@@ -151,3 +151,22 @@ class TestCameraFiles:
         before = snapshot(sess)
         assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, rel, key, "expected")
         assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))
+
+
+# ----------------------------------------------------------------- sync.json pairs (item 6)
+
+class TestSyncPairs:
+    @pytest.mark.parametrize("key,value,needle", [
+        ("sensor_index", 9999, "references sensor frame 9999 of"),
+        ("sensor_index", -1, "references sensor frame -1 of"),
+        ("sensor_index", 6.7, "pairs[2].sensor_index 6.7 is not a whole number"),
+        ("phone_index", 0, "pairs phone frame 0 a second time"),
+        ("phone_index", 999, "references phone frame 999 of"),
+    ])
+    def test_build_refuses_a_bad_pair(self, cli, world, sess, tmp_path, key, value, needle):
+        doc = json.loads((sess / "sync.json").read_text())
+        doc["pairs"][2][key] = value
+        (sess / "sync.json").write_text(json.dumps(doc))
+        before = snapshot(sess)
+        assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "sync.json", needle)
+        assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))

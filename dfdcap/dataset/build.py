@@ -233,7 +233,7 @@ def plan_sessions(
             from dfdcap.sync.io import read_sync
 
             try:
-                sync = read_sync(s.path)
+                sync = read_sync(s.path, s)
                 pairs = pairs_from_sync(sync)
                 suspect = suspect_reasons(sync)
             except DfdcapError as e:

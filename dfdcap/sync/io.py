@@ -377,13 +377,24 @@ def sync_session(
     return _result_from_doc(doc, session_dir / "sync.json")
 
 
+def _whole(v, what: str, path: Path, none: bool = False) -> int | None:
+    """A JSON whole number (None where `none`); SyncError naming the entry otherwise (int(6.7) would be 6)."""
+    if v is None and none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
+        raise SyncError(f"{path}: {what} {v!r} is not a whole number")
+    return int(v)
+
+
 def _result_from_doc(doc: dict, path: Path) -> SyncResult:
     try:
         if doc.get("schema") != SYNC_SCHEMA:
             raise SyncError(f"{path}: schema {doc.get('schema')!r}, this dfdcap reads {SYNC_SCHEMA}")
-        pairs = [FramePair(int(p["phone_index"]), None if p["sensor_index"] is None else int(p["sensor_index"]),
-                           None if p["gap_ns"] is None else int(p["gap_ns"]), int(p.get("ramp", -1)), int(p.get("step", -1)))
-                 for p in doc["pairs"]]
+        pairs = [FramePair(_whole(p["phone_index"], f"pairs[{k}].phone_index", path),
+                           _whole(p["sensor_index"], f"pairs[{k}].sensor_index", path, none=True),
+                           _whole(p["gap_ns"], f"pairs[{k}].gap_ns", path, none=True),
+                           _whole(p.get("ramp", -1), f"pairs[{k}].ramp", path), _whole(p.get("step", -1), f"pairs[{k}].step", path))
+                 for k, p in enumerate(doc["pairs"])]
         a = doc["association"]
         return SyncResult(ClockModel.from_dict(doc["phone"]), ClockModel.from_dict(doc["sensor"]), pairs,
                           a["mode"], int(a["max_gap_ns"]), int(a["sensor_period_ns"]), doc.get("stats", {}), path,
@@ -392,8 +403,10 @@ def _result_from_doc(doc: dict, path: Path) -> SyncResult:
         raise SyncError(f"{path}: malformed sync file ({type(e).__name__}: {e})") from None
 
 
-def read_sync(session_dir: str | os.PathLike) -> SyncResult:
-    """Load <session>/sync.json (run `dfdcap sync SESSION` first)."""
+def read_sync(session_dir: str | os.PathLike, session=None) -> SyncResult:
+    """Load <session>/sync.json (run `dfdcap sync SESSION` first).
+
+    With the loaded Session, its pairs must name the session's frames (check_pairs)."""
     path = Path(session_dir) / "sync.json"
     if not path.is_file():
         raise SyncError(f"{path}: not found; run `dfdcap sync {session_dir}` first")
@@ -401,4 +414,26 @@ def read_sync(session_dir: str | os.PathLike) -> SyncResult:
         doc = read_json(path)
     except DfdcapError as e:
         raise SyncError(str(e)) from None
-    return _result_from_doc(doc, path)
+    result = _result_from_doc(doc, path)
+    if session is not None:
+        check_pairs(result, session)
+    return result
+
+
+def check_pairs(sync: SyncResult, session) -> None:
+    """Every pair of sync.json names a phone frame and a sensor frame (or none) the session has, each
+    phone frame once: a hand-edited or foreign sync.json is refused, never silently cut short."""
+    phone = {r.index for r in session.phone_frames}
+    sensor = {r.index for r in session.sensor_frames}
+    seen: set[int] = set()
+    for k, p in enumerate(sync.pairs):
+        if p.phone_index not in phone:
+            raise SyncError(f"{sync.path}: pairs[{k}] references phone frame {p.phone_index} of {len(phone)} "
+                            f"(phone/frames.csv has no such index); run `dfdcap sync {session.path}` again")
+        if p.phone_index in seen:
+            raise SyncError(f"{sync.path}: pairs[{k}] pairs phone frame {p.phone_index} a second time; "
+                            f"run `dfdcap sync {session.path}` again")
+        seen.add(p.phone_index)
+        if p.sensor_index is not None and p.sensor_index not in sensor:
+            raise SyncError(f"{sync.path}: pairs[{k}] references sensor frame {p.sensor_index} of {len(sensor)} "
+                            f"(sensor/frames.csv has no such index); run `dfdcap sync {session.path}` again")
