@@ -170,3 +170,20 @@ class TestSyncPairs:
         before = snapshot(sess)
         assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "sync.json", needle)
         assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))
+
+
+# ----------------------------------------------------------------- focus values (item 7)
+
+class TestFocusValues:
+    @pytest.mark.parametrize("column", ["focus_diopters", "focus_diopters_requested"])
+    @pytest.mark.parametrize("value", ["inf", "-inf", "-1"])
+    def test_refused_with_the_line(self, cli, world, sess, tmp_path, column, value):
+        _set_field(sess / "phone/frames.csv", 3, column, value)
+        _refused_everywhere(cli, world, sess, tmp_path, "phone/frames.csv:3", column, "out of range")
+
+    def test_nan_is_a_frame_without_focus(self, cli, world, sess, tmp_path):
+        """NaN stays readable: build-dataset counts it apart in the ramp's note (it was taken for 0 D, infinity)."""
+        _set_field(sess / "phone/frames.csv", 3, "focus_diopters", "nan")
+        rc, out, err = _build(cli, world, sess, tmp_path / "d.h5")
+        assert rc == 0, out + err
+        assert "1 without a focus value (NaN)" in " ".join((out + err).split())

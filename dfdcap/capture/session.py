@@ -154,6 +154,9 @@ class PhoneFrameRecord:
 
     @property
     def focus_m(self) -> float:
+        """Focus distance in metres: inf at 0 diopters, NaN for a frame without a focus reading."""
+        if math.isnan(self.focus_diopters):
+            return math.nan
         return 1.0 / self.focus_diopters if self.focus_diopters > 0 else float("inf")
 
 
@@ -487,6 +490,14 @@ def _check_rows(path: Path, rows: list[dict], unique: tuple[tuple[str, ...], ...
             seen[key] = n
 
 
+def _diopters(v: str) -> float:
+    """A focus value: finite and >= 0 (0 = infinity), or NaN for a frame without a focus reading."""
+    d = float(v)
+    if not (d >= 0 and d < math.inf) and not math.isnan(d):
+        raise _OutOfRange(f"{v} is out of range (diopters: finite and >= 0, 0 = infinity; nan = unknown)")
+    return d
+
+
 def _field(column: str, kind, value: str):
     """One CSV field parsed by `kind`; an out-of-range value's message names its column."""
     try:
@@ -497,7 +508,7 @@ def _field(column: str, kind, value: str):
 
 _SENSOR_TYPES = {"index": _int64, "t_host_ns": _int64, "t_device_ns": _int64}
 _PHONE_TYPES = {
-    "index": _int64, "t_phone_ns": _int64, "focus_diopters_requested": float, "focus_diopters": float,
+    "index": _int64, "t_phone_ns": _int64, "focus_diopters_requested": _diopters, "focus_diopters": _diopters,
     "exposure_ns": _int64, "iso": _int64, "ramp": _int64, "step": _int64,
 }
 
