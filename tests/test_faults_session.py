@@ -187,3 +187,23 @@ class TestFocusValues:
         rc, out, err = _build(cli, world, sess, tmp_path / "d.h5")
         assert rc == 0, out + err
         assert "1 without a focus value (NaN)" in " ".join((out + err).split())
+
+
+# ----------------------------------------------------------------- nothing paired (item 8)
+
+class TestNothingPaired:
+    @pytest.mark.parametrize("gap_ms,needle", [("1e-308", "try --max-gap-ms"), ("0.000001", "try --max-gap-ms")])
+    def test_tiny_max_gap(self, cli, sess, gap_ms, needle):
+        before = snapshot(sess)
+        assert_one_line_error(cli("sync", sess, "--max-gap-ms", gap_ms), 1, "0 of 6 phone frames paired", needle,
+                              "sync.json left as it was")
+        assert snapshot(sess) == before
+
+    def test_streams_apart_in_time(self, cli, sess):
+        lines = (sess / "phone/frames.csv").read_text().splitlines()
+        for n in range(2, len(lines) + 1):
+            t = int(lines[n - 1].split(",")[1])
+            _set_field(sess / "phone/frames.csv", n, "t_phone_ns", str(t + 100 * 10**9))
+        before = snapshot(sess)
+        assert_one_line_error(cli("sync", sess), 1, "0 of 6 phone frames paired", "do not overlap", "phone_probes.csv")
+        assert snapshot(sess) == before

@@ -372,7 +372,11 @@ def sync_session(
         raise
     except DfdcapError as e:
         raise SyncError(str(e)) from None
-    doc, _, _ = compute_sync(session, mode, max_gap_ns, sensor_latency_ns)
+    doc, pfit, sfit = compute_sync(session, mode, max_gap_ns, sensor_latency_ns)
+    if doc["stats"]["n_matched"] == 0:  # a sync.json that pairs nothing would only fail build-dataset later
+        raise SyncError(f"{session_dir}: 0 of {doc['stats']['n_phone_frames']} phone frames paired with a sensor frame "
+                        f"within {doc['association']['max_gap_ns'] / 1e6:g} ms; {_why_unpaired(session, pfit, sfit)} "
+                        "(sync.json left as it was)")
     atomic_write_json(session_dir / "sync.json", doc)
     return _result_from_doc(doc, session_dir / "sync.json")
 
@@ -384,6 +388,18 @@ def _whole(v, what: str, path: Path, none: bool = False) -> int | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
         raise SyncError(f"{path}: {what} {v!r} is not a whole number")
     return int(v)
+
+
+def _why_unpaired(session, pfit: PhoneFit, sfit: SensorFit) -> str:
+    """Why no phone frame found a partner: the streams do not overlap in host time, or how near they come."""
+    p = np.sort(pfit.model.to_host_ns(np.array([r.t_phone_ns for r in session.phone_frames], dtype=np.int64)))
+    s = sfit.model.to_host_ns(np.array([r.t_device_ns for r in session.sensor_frames], dtype=np.int64))
+    if p[-1] < s.min() or p[0] > s.max():
+        return (f"the phone frames ({p[0] / 1e9:.3f}-{p[-1] / 1e9:.3f} s host time) and the sensor frames "
+                f"({s.min() / 1e9:.3f}-{s.max() / 1e9:.3f} s) do not overlap: check clock/phone_probes.csv and "
+                "the sensor latency")
+    nearest = min(int(np.min(np.abs(s - t))) for t in p)
+    return f"the nearest pair is {nearest / 1e6:.3f} ms apart: try --max-gap-ms {max(nearest / 1e6 * 1.5, 0.001):.3g}"
 
 
 def _result_from_doc(doc: dict, path: Path) -> SyncResult:
