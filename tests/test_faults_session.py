@@ -207,3 +207,23 @@ class TestNothingPaired:
         before = snapshot(sess)
         assert_one_line_error(cli("sync", sess), 1, "0 of 6 phone frames paired", "do not overlap", "phone_probes.csv")
         assert snapshot(sess) == before
+
+
+# ----------------------------------------------------------------- messages that name the file (item 9)
+
+class TestMessages:
+    def test_depth_png_of_the_wrong_size_is_named(self, cli, world, sess, tmp_path):
+        import cv2
+
+        for p in (sess / "sensor/depth").glob("*.png"):
+            d = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(str(p), cv2.resize(d, (d.shape[1] // 2, d.shape[0] // 2), interpolation=cv2.INTER_NEAREST))
+        msg = assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "sensor/depth/", ".png: depth is",
+                                    "intrinsics.json says")
+        assert "reproject_depth" not in msg
+        assert not list(tmp_path.glob("d.h5*"))
+
+    def test_wrong_image_size_blames_camera_json(self, cli, world, sess, tmp_path):
+        _edit_json(sess / "phone/camera.json", image_size=[100, 100])
+        msg = assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "phone/camera.json: image_size is 100x100")
+        assert "phone frames are" not in msg

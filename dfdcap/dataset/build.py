@@ -219,12 +219,14 @@ def plan_sessions(
             raise DatasetError(str(e)) from None
         if tuple(cam.image_size) != tuple(rig.phone.size):
             raise DatasetError(
-                f"{s.path}: phone frames are {cam.image_size[0]}x{cam.image_size[1]}, the calibration's phone camera is "
-                f"{rig.phone.width}x{rig.phone.height}; calibrate at the recording's image size"
+                f"{s.path / 'phone' / 'camera.json'}: image_size is {cam.image_size[0]}x{cam.image_size[1]}, the "
+                f"calibration's phone camera is {rig.phone.width}x{rig.phone.height}; calibrate at the recording's image "
+                f"size (or correct image_size if the frames are {rig.phone.width}x{rig.phone.height})"
             )
         if tuple(intr.color.size) != tuple(rig.sensor.size):
             raise DatasetError(
-                f"{s.path}: sensor images are {intr.color.width}x{intr.color.height}, the calibration's sensor camera is "
+                f"{s.path / 'sensor' / 'intrinsics.json'}: color size is {intr.color.width}x{intr.color.height}, the "
+                "calibration's sensor camera is "
                 f"{rig.sensor.width}x{rig.sensor.height}; calibrate at the recording's image size"
             )
         if not intr.depth_registered_to_color:
@@ -288,14 +290,16 @@ def suspect_reasons(sync) -> list[str]:
 
 
 def check_plan_files(plan: SessionPlan) -> None:
-    """The files the plan's stacks will read exist, and their depth PNGs are 16-bit (DatasetError otherwise)."""
+    """The files the plan's stacks will read exist, and their depth PNGs are 16-bit at the size of the
+    colour camera they are registered to (DatasetError naming the file otherwise)."""
     s = plan.session
     check_files_exist(s.path, "phone", [r.file for st in plan.stacks for r in st], "frames.csv")
     ids = {plan.pairs[r.index].sensor_index for st in plan.stacks for r in st if r.index in plan.pairs}
     recs = [plan.sensor_by_index[i] for i in sorted(i for i in ids if i in plan.sensor_by_index)]
     check_files_exist(s.path, "sensor", [r.depth for r in recs], "frames.csv")
+    size = s.sensor_intrinsics.color.size
     for r in recs:
-        check_depth_png(s.path / "sensor" / r.depth)
+        check_depth_png(s.path / "sensor" / r.depth, size)
 
 
 def build_sample(
