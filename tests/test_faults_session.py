@@ -227,3 +227,42 @@ class TestMessages:
         _edit_json(sess / "phone/camera.json", image_size=[100, 100])
         msg = assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "phone/camera.json: image_size is 100x100")
         assert "phone frames are" not in msg
+
+
+# ----------------------------------------------------------------- a stale sync.json (item 10)
+
+class TestStaleSync:
+    @pytest.mark.parametrize("rel", ["phone/frames.csv", "sensor/frames.csv", "clock/phone_probes.csv", "session.json"])
+    def test_build_refuses_after_an_input_changed(self, cli, world, sess, tmp_path, rel):
+        if rel == "session.json":
+            _edit_json(sess / rel, status="interrupted")
+        elif rel == "clock/phone_probes.csv":
+            lines = (sess / rel).read_text().splitlines()
+            (sess / rel).write_text("\n".join(lines[:-1]) + "\n")  # one probe less
+        else:
+            t = (sess / rel).read_text().splitlines()[1].split(",")[1]
+            _set_field(sess / rel, 2, "t_phone_ns" if rel.startswith("phone") else "t_host_ns", str(int(t) + 1))
+        before = snapshot(sess)
+        assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "sync.json is out of date with",
+                              rel, f"run `dfdcap sync {sess}` again")
+        assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))
+        rc, out, err = cli("sync", sess)
+        assert rc == 0, out + err
+        rc, out, err = _build(cli, world, sess, tmp_path / "d.h5")
+        assert rc == 0, out + err
+
+    def test_keys_added_after_sync_do_not_count(self, cli, world, sess, tmp_path):
+        """`pull` adds phone_pull, `record` finished_utc and a message: none of them is an input of sync."""
+        _edit_json(sess / "session.json", phone_pull={"pulled": 0}, message="x", finished_utc="2030-01-01T00:00:00Z")
+        rc, out, err = _build(cli, world, sess, tmp_path / "d.h5")
+        assert rc == 0, out + err
+
+    def test_older_sync_json_without_fingerprint_is_read(self, cli, world, sess, tmp_path):
+        doc = json.loads((sess / "sync.json").read_text())
+        assert set(doc["inputs_sha256"]) == {"phone/frames.csv", "sensor/frames.csv", "clock/phone_probes.csv",
+                                             "session.json"}
+        del doc["inputs_sha256"]
+        (sess / "sync.json").write_text(json.dumps(doc))
+        _set_field(sess / "phone/frames.csv", 2, "exposure_ns", "1")  # a change it cannot tell
+        rc, out, err = _build(cli, world, sess, tmp_path / "d.h5")
+        assert rc == 0, out + err

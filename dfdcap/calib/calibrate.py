@@ -165,9 +165,9 @@ def find_session_pairs(session_dir: Path) -> RigInputs:
             warnings.append(f"{session_dir}/sync.json found but dfdcap.sync is not available: pairing by frame index")
         else:
             try:
-                sync = read_sync(session_dir)
+                sync = read_sync(session_dir, s)  # up to date with the session, naming its frames
             except DfdcapError as e:
-                raise CalibrationError(f"{session_dir}/sync.json: {e}") from None
+                raise CalibrationError(str(e) if "sync.json" in str(e) else f"{session_dir}/sync.json: {e}") from None
             pairs = [(p.phone_index, p.sensor_index) for p in sync.pairs if p.sensor_index is not None]
             by_index = False
     if by_index:

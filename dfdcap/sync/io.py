@@ -9,11 +9,19 @@ sync.json (written atomically into the session folder):
    "stats": {gap statistics, unmatched phone frames, sensor frame gaps},
    "stacks": [{"ramp", "n_frames", "n_matched", "max_abs_gap_ns"}],
    "residuals": {"phone": per-probe arrays, "sensor": percentiles},
-   "quality": {"phone": {"verdict": "ok" | "suspect", "reasons": [...]}, "sensor": {...}}   (sync/quality.py)}
+   "quality": {"phone": {"verdict": "ok" | "suspect", "reasons": [...]}, "sensor": {...}}   (sync/quality.py),
+   "inputs_sha256": {"sensor/frames.csv", "phone/frames.csv", "clock/phone_probes.csv": sha256 of the file
+                     (null: absent), "session.json": sha256 of the keys sync reads (SESSION_KEYS and
+                     rig.sensor.latency_ns) as sorted compact JSON}}
+"inputs_sha256" is what read_sync(session_dir, session) compares: a sync.json whose inputs changed since (a
+re-recorded or edited index, a `pull` that added frames) is out of date. A sync.json without it (older
+dfdcap) is read as it is. Only these keys of session.json count: `pull` and `record` add others after sync.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -30,6 +38,8 @@ from dfdcap.sync.quality import phone_reasons, sensor_reasons, session_reasons, 
 
 SYNC_SCHEMA = 1
 MODES = ("many-to-one", "one-to-one")
+SYNC_INPUTS = ("sensor/frames.csv", "phone/frames.csv", "clock/phone_probes.csv")
+SESSION_KEYS = ("schema", "status", "sensor_latency_ns", "recorder", "focus_schedule")  # + rig.sensor.latency_ns
 MAX_SENSOR_LATENCY_NS = 1_000_000_000  # a fixed sensor latency beyond +-1 s is a wrong unit, not a latency
 
 
@@ -356,6 +366,31 @@ def compute_sync(session, mode: str = "many-to-one", max_gap_ns: int | None = No
     return doc, pfit, sfit
 
 
+def inputs_sha256(session) -> dict[str, str | None]:
+    """sha256 of what sync reads in a session: its three index files (None where absent) and the
+    SESSION_KEYS and rig.sensor.latency_ns of session.json, as sorted compact JSON."""
+    out: dict[str, str | None] = {}
+    for rel in SYNC_INPUTS:
+        p = session.path / rel
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    meta = {k: session.meta.get(k) for k in SESSION_KEYS}
+    meta["rig.sensor.latency_ns"] = session.rig_entry("sensor").get("latency_ns")
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), default=str)
+    out["session.json"] = hashlib.sha256(text.encode()).hexdigest()
+    return out
+
+
+def check_inputs(doc: dict, session, path: Path) -> None:
+    """SyncError when sync.json's inputs_sha256 (if it has one) differs from the session's files now."""
+    stored = doc.get("inputs_sha256")
+    if not isinstance(stored, dict):
+        return  # written before dfdcap recorded its inputs
+    now = inputs_sha256(session)
+    for rel, sha in now.items():
+        if rel in stored and stored[rel] != sha:
+            raise SyncError(f"{path} is out of date with {session.path / rel}: run `dfdcap sync {session.path}` again")
+
+
 def sync_session(
     session_dir: str | os.PathLike,
     mode: str = "many-to-one",
@@ -372,7 +407,9 @@ def sync_session(
         raise
     except DfdcapError as e:
         raise SyncError(str(e)) from None
+    inputs = inputs_sha256(session)
     doc, pfit, sfit = compute_sync(session, mode, max_gap_ns, sensor_latency_ns)
+    doc["inputs_sha256"] = inputs
     if doc["stats"]["n_matched"] == 0:  # a sync.json that pairs nothing would only fail build-dataset later
         raise SyncError(f"{session_dir}: 0 of {doc['stats']['n_phone_frames']} phone frames paired with a sensor frame "
                         f"within {doc['association']['max_gap_ns'] / 1e6:g} ms; {_why_unpaired(session, pfit, sfit)} "
@@ -422,7 +459,8 @@ def _result_from_doc(doc: dict, path: Path) -> SyncResult:
 def read_sync(session_dir: str | os.PathLike, session=None) -> SyncResult:
     """Load <session>/sync.json (run `dfdcap sync SESSION` first).
 
-    With the loaded Session, its pairs must name the session's frames (check_pairs)."""
+    With the loaded Session, sync.json must be up to date with its files (check_inputs) and its pairs
+    must name the session's frames (check_pairs)."""
     path = Path(session_dir) / "sync.json"
     if not path.is_file():
         raise SyncError(f"{path}: not found; run `dfdcap sync {session_dir}` first")
@@ -432,6 +470,7 @@ def read_sync(session_dir: str | os.PathLike, session=None) -> SyncResult:
         raise SyncError(str(e)) from None
     result = _result_from_doc(doc, path)
     if session is not None:
+        check_inputs(doc, session, path)
         check_pairs(result, session)
     return result
 
