@@ -184,6 +184,7 @@ class TestFocusValues:
     def test_nan_is_a_frame_without_focus(self, cli, world, sess, tmp_path):
         """NaN stays readable: build-dataset counts it apart in the ramp's note (it was taken for 0 D, infinity)."""
         _set_field(sess / "phone/frames.csv", 3, "focus_diopters", "nan")
+        assert cli("sync", sess)[0] == 0
         rc, out, err = _build(cli, world, sess, tmp_path / "d.h5")
         assert rc == 0, out + err
         assert "1 without a focus value (NaN)" in " ".join((out + err).split())
