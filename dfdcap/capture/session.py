@@ -115,7 +115,8 @@ class PhoneCamera:
     @classmethod
     def from_dict(cls, d: dict) -> "PhoneCamera":
         sensor, size = d["sensor_size_m"], d["image_size"]
-        if len(sensor) != 2 or not all(isinstance(v, (int, float)) and 0 < v < math.inf for v in sensor):
+        if len(sensor) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+                                       for v in sensor):
             raise BadField(f"sensor_size_m {sensor!r}: expected [width, height], positive finite metres")
         if len(size) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
                                      and float(v).is_integer() for v in size):
