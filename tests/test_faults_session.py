@@ -267,3 +267,50 @@ class TestStaleSync:
         _set_field(sess / "phone/frames.csv", 2, "exposure_ns", "1")  # a change it cannot tell
         rc, out, err = _build(cli, world, sess, tmp_path / "d.h5")
         assert rc == 0, out + err
+
+
+# ----------------------------------------------------------------- index files written by other tools
+
+
+def _foreign_csv(path: Path) -> None:
+    """The index as a spreadsheet might save it: byte-order mark, CRLF, columns reversed, an extra column."""
+    import csv
+
+    rows = list(csv.reader(path.read_text().splitlines()))
+    out = [list(reversed(r)) + [v] for r, v in zip(rows, ["note"] + ["x"] * (len(rows) - 1))]
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(",".join(r) + "\r\n" for r in out).encode())
+
+
+def test_index_files_with_other_column_orders_read_the_same(cli, world, sess):
+    """DESIGN.md: a session written by another tool in this layout must read, sync and build. A BOM,
+    another column order or an extra column used to be "header is ..., expected ..."."""
+    from dfdcap.capture.session import Session
+
+    before = Session(sess)
+    for rel in ("phone/frames.csv", "sensor/frames.csv", "clock/phone_probes.csv"):
+        _foreign_csv(sess / rel)
+    after = Session(sess)
+    assert after.phone_frames == before.phone_frames and after.sensor_frames == before.sensor_frames
+    assert (after.probes() == before.probes()).all() and len(after.probes()) > 2
+    rc, out, err = cli("sync", sess)
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("header, why", [("index,t_phone_ns", "lacks focus_diopters_requested"),
+                                         (None, "names a column twice")])
+def test_index_header_missing_or_repeated_column(cli, world, sess, tmp_path, header, why):
+    p = sess / "phone" / "frames.csv"
+    lines = p.read_text().splitlines()
+    lines[0] = header or lines[0] + ",index"
+    lines[1:] = [ln + ",0" for ln in lines[1:]] if header is None else lines[1:]
+    p.write_text("\n".join(lines) + "\n")
+    _refused_everywhere(cli, world, sess, tmp_path, "phone/frames.csv", why)
+
+
+def test_rows_are_not_appended_to_another_tools_column_order(world, sess):
+    """Reading takes any column order; appending (a resumed pull) writes dfdcap's, so it refuses."""
+    from dfdcap.capture.session import SessionError, _IndexFile
+
+    _foreign_csv(sess / "phone" / "frames.csv")
+    with pytest.raises(SessionError, match="is not dfdcap's"):
+        _IndexFile(sess / "phone" / "frames.csv", "index,t_phone_ns")

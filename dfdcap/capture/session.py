@@ -173,6 +173,11 @@ class _IndexFile:
 
     def __init__(self, path: Path, header: str | None):
         new = not path.exists() or path.stat().st_size == 0
+        if not new and header:  # readers take other tools' column orders; appending takes dfdcap's own
+            with open(path, encoding="utf-8", newline="") as f:
+                first = f.readline().rstrip("\r\n")
+            if first != header:
+                raise SessionError(f"{path}: header {first!r} is not dfdcap's ({header}); cannot add rows to it")
         self._f = open(path, "a", encoding="utf-8", newline="")
         self._lock = threading.Lock()
         if new and header:
@@ -446,21 +451,26 @@ def _read_csv(path: Path, columns: list[str], types: dict, unique: tuple[tuple[s
     inside the session folder (see _check_rows)."""
     if not path.exists():
         return []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+    try:  # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise SessionError(f"{path}: not a CSV index (binary data at byte {e.start}); the file is damaged") from None
     if not lines:
         return []
-    if lines[0].split(",") != columns:
-        raise SessionError(f"{path}: header is {lines[0]!r}, expected {','.join(columns)}")
+    # columns by name: another tool may order them otherwise or add its own (ignored)
+    header = [h.strip() for h in next(csv.reader(lines[:1]))]
+    missing = [c for c in columns if c not in header]
+    if missing or len(set(header)) != len(header):
+        why = f"lacks {', '.join(missing)}" if missing else "names a column twice"
+        raise SessionError(f"{path}: header {lines[0]!r} {why}; expected the columns {','.join(columns)}")
+    at = [header.index(c) for c in columns]
     rows = []
     body = lines[1:]
     for n, row in enumerate(csv.reader(body), start=2):
         try:
-            if len(row) != len(columns):
+            if len(row) != len(header):
                 raise ValueError(f"{len(row)} fields")
-            rows.append({c: _field(c, types.get(c, str), v) for c, v in zip(columns, row)})
+            rows.append({c: _field(c, types.get(c, str), row[i]) for c, i in zip(columns, at)})
         except _OutOfRange as e:
             raise SessionError(f"{path}:{n}: {e}") from None
         except ValueError as e:
