@@ -90,8 +90,8 @@ def record(
     if stacks > MAX_STACKS:
         raise DfdcapError(f"--stacks {stacks}: at most {MAX_STACKS} focus ramps per session (record more sessions)")
     for option, v in (("--near", near), ("--far", far)):
-        if v is not None and not math.isfinite(v):
-            raise DfdcapError(f"{option} {v}: expected a distance in metres"
+        if v is not None and not (math.isfinite(v) and v >= 1e-3):  # below 1 mm no lens focuses; 1/v overflows
+            raise DfdcapError(f"{option} {v:g}: expected a distance in metres, at least 0.001"
                               + (" (for focus at infinity give a far one such as 100 m)" if option == "--far" else ""))
     if name is not None and not name.strip():
         raise DfdcapError("--name: empty; give a session name (letters, digits, . _ -) or leave the option out")
@@ -599,6 +599,8 @@ def build_dataset_cmd(
     from dfdcap.fileio import check_distinct, check_output_file, read_json
 
     check_output_file(output, force=force, what="dataset")
+    if output.suffix.lower() not in (".h5", ".hdf5"):  # an HDF5 file under another name misleads every reader
+        raise DfdcapError(f"{output}: the dataset is an HDF5 file: name it .h5 (or .hdf5)")
     if ply:
         check_output_file(ply, what="point cloud")
     check_distinct({"dataset": output, "--ply point cloud": ply}, [calib])

@@ -331,6 +331,12 @@ class TestBuildDataset:
     def test_missing_output_folder(self, cli, world, tmp_path):
         assert_one_line_error(cli(*self.args(world["session"], world["cal"], tmp_path / "no" / "d.h5")), 1, "does not exist")
 
+    @pytest.mark.parametrize("name", ["d.txt", "d.json", "d"])
+    def test_output_not_named_h5(self, cli, world, tmp_path, name):
+        """It wrote HDF5 under any name."""
+        assert_one_line_error(cli(*self.args(world["session"], world["cal"], tmp_path / name)), 1, "name it .h5")
+        assert list(tmp_path.iterdir()) == []
+
     def test_output_is_a_folder_even_with_force(self, cli, world, tmp_path):
         assert_one_line_error(cli(*self.args(world["session"], world["cal"], tmp_path, "--force")), 1, "folder")
 
@@ -538,6 +544,11 @@ class TestExport:
     def test_session_folder_instead_of_a_dataset(self, cli, world, tmp_path):
         """HDF5's error for a folder runs over several lines; the user gets one."""
         assert_one_line_error(cli("export", world["session"], "-o", tmp_path / "x.ply"), 1, "folder")
+        assert not (tmp_path / "x.ply").exists()
+
+    def test_empty_split_name(self, cli, world, tmp_path):
+        """--split '' exported the first split, as if the option were left out."""
+        assert_one_line_error(cli("export", world["h5"], "--split", "", "-o", tmp_path / "x.ply"), 1, "names no split")
         assert not (tmp_path / "x.ply").exists()
 
 
@@ -853,7 +864,7 @@ class TestBuildDatasetSessions:
 
 
 class TestNumbersOutOfReach:
-    @pytest.mark.parametrize("opt", [("--far", "inf"), ("--steps", "1"), ("--near", "nan")])
+    @pytest.mark.parametrize("opt", [("--far", "inf"), ("--steps", "1"), ("--near", "nan"), ("--near", "1e-308"), ("--near", "0")])
     def test_record(self, cli, tmp_path, opt):
         assert_one_line_error(cli("record", "--stacks", "1", "-o", tmp_path / "s", *opt), 1, opt[0])
         assert not (tmp_path / "s").exists()

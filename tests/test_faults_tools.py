@@ -165,6 +165,13 @@ class TestImportOpenCamera:
         # 2026-01-01 12:00:00 from IMG_20260101_120000_*.jpg (UTC: no offset given); it was the copies' mtime
         assert [int(r["t_phone_ns"]) for r in rows] == [1_767_268_800_000_000_000, 1_767_268_800_500_000_000]
 
+    def test_sync_of_a_phone_only_session_says_why(self, cli, tmp_path):
+        """It said "clock/phone_probes.csv: no clock probes", as if the session were damaged."""
+        assert _import(cli, _bracket(tmp_path / "p"), tmp_path / "s")[0] == 0
+        (session,) = [d for d in (tmp_path / "s").iterdir() if d.is_dir()]
+        for args in (("sync", session), ("report", session, "-o", tmp_path / "r.png")):
+            assert_one_line_error(cli(*args), 1, "a phone-only session (no sensor recorded)")
+
     @pytest.mark.parametrize("when", ["garbage", "0000:00:00 00:00:00"])
     def test_bad_exif_date_warns_naming_the_photo(self, cli, tmp_path, when):
         code, _out, err = _import(cli, _bracket(tmp_path / "p", when=when), tmp_path / "s")

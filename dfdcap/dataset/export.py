@@ -28,6 +28,8 @@ def export_ply(h5: str | os.PathLike, out: str | os.PathLike, split: str | None 
 
     out = Path(out)
     with open_dataset(h5) as f:
+        if split == "":
+            raise DatasetError(f"{h5}: --split '' names no split (the file has {', '.join(f.splits)}; leave it out for the first)")
         split = split or f.splits[0]
         if not 0 <= index < f.n(split):
             raise DatasetError(f"{h5}: split {split!r} has {f.n(split)} samples, no index {index}")

@@ -283,6 +283,9 @@ def quality_of(session, pfit: PhoneFit, sfit: SensorFit, probes: np.ndarray) -> 
 def compute_sync(session, mode: str = "many-to-one", max_gap_ns: int | None = None, sensor_latency_ns: int | None = None) -> tuple[dict, PhoneFit, SensorFit]:
     """Fit both clocks of a loaded Session and pair its frames. Returns (sync.json dict, fits)."""
     path = session.path
+    if session.rig_entry("sensor").get("kind") == "none":  # import-opencamera: one camera, one clock
+        raise SyncError(f"{path}: a phone-only session (no sensor recorded): there are no two clocks to sync; its "
+                        "photos need no sync (dfdcap predict and align take them as they are)")
     probes = session.probes()
     if len(probes) == 0:
         raise SyncError(f"{path}/clock/phone_probes.csv: no clock probes; the phone clock cannot be fitted")
