@@ -21,7 +21,7 @@ def unreachable_focus(schedule: FocusSchedule, camera: PhoneCamera) -> str | Non
     nearest_d = float(schedule.focus_diopters().max())
     if nearest_d <= camera.min_focus_diopters + 1e-9:
         return None
-    return (f"the schedule's nearest focus {schedule.near_m:.3g} m ({nearest_d:.4g} D) is closer than the lens can "
+    return (f"the schedule's nearest focus {schedule.near_m:.3f} m ({nearest_d:.2f} D) is closer than the lens can "
             f"focus ({camera.min_focus_diopters:.2f} D = {1 / camera.min_focus_diopters:.3f} m)")
 
 

@@ -495,6 +495,7 @@ def record_session(
     for note in notes:
         _warn(progress, note)
     started_phone = False
+    stream: _Stream | None = None
     try:
         writer.write_sensor_intrinsics(sensor.intrinsics)
         writer.write_phone_camera(camera)
@@ -539,6 +540,9 @@ def record_session(
         raise
     finally:
         try:
+            if stream is not None:  # again: a Ctrl-C that lands inside the stream's own finally skips these there
+                stream.sink.close()  # (a no-op when done) every submitted frame indexed before the count is taken
+                _update_stats(stats, stream, sensor)
             if status != "complete" and started_phone:
                 message = (message or "") + _salvage_phone(phone, writer, stats)
         finally:
