@@ -158,6 +158,8 @@ def sim_checkerboard(
     rig = RigConfig(sensor=sensor_preset)
     if phone_dist is not None:
         rig.phone_dist = _parse_floats(phone_dist, "--phone-dist", 5)
+        if max(map(abs, rig.phone_dist)) > 10:  # real lenses: |k| < 1; beyond, the projection overflows
+            raise DfdcapError(f"--phone-dist {phone_dist!r}: coefficients beyond +-10 are no lens (a phone's are below 1)")
     if baseline is not None:
         if not 0 < baseline < 1:
             raise DfdcapError(f"--baseline {baseline}: expected a distance in metres between 0 and 1")

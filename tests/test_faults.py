@@ -869,7 +869,8 @@ class TestNumbersOutOfReach:
         assert_one_line_error(cli("record", "--stacks", "1", "-o", tmp_path / "s", *opt), 1, opt[0])
         assert not (tmp_path / "s").exists()
 
-    @pytest.mark.parametrize("opt", [("--jpeg-quality", "0"), ("--square", "inf"), ("--focus-diopters", "nan,1")])
+    @pytest.mark.parametrize("opt", [("--jpeg-quality", "0"), ("--square", "inf"), ("--focus-diopters", "nan,1"),
+                                     ("--phone-dist", "1e308,0,0,0,0")])
     def test_sim_checkerboard_leaves_no_folder(self, cli, tmp_path, opt):
         assert_one_line_error(cli("sim", "checkerboard", tmp_path / "b", "--views", "2", *opt), 1)
         assert not (tmp_path / "b").exists()
