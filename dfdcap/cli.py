@@ -670,8 +670,9 @@ def import_opencamera_cmd(
     from dfdcap.capture.opencamera_focus import BracketingSettings
 
     for option, v in (("--source-diopters", source), ("--target-diopters", target)):
-        if not 0 < v < math.inf:
-            raise DfdcapError(f"{option} {v}: expected a focus in diopters > 0 and finite (0 D = infinity gives no finite stack)")
+        if not 0 < v <= 100:  # 100 D = 1 cm, far nearer than a phone focuses
+            raise DfdcapError(f"{option} {v:g}: expected a focus in diopters above 0 and at most 100 "
+                              f"(0 D = infinity gives no finite stack; 100 D = 1 cm)")
     r = import_opencamera(folder, BracketingSettings(source, target, n), output, name=name, utc_offset=utc_offset)
     for w in r.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)

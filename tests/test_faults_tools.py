@@ -181,7 +181,7 @@ class TestImportOpenCamera:
         assert "IMG_20260101_120000_1.jpg" in line and repr(when) in line and "file name" in line
 
     @pytest.mark.parametrize("opt", ["--source-diopters", "--target-diopters"])
-    @pytest.mark.parametrize("value", ["inf", "nan", "0"])
+    @pytest.mark.parametrize("value", ["inf", "nan", "0", "1e+308"])
     def test_focus_option_named(self, cli, tmp_path, opt, value):
         folder = _bracket(tmp_path / "p")
         args = {"--source-diopters": "2", "--target-diopters": "8", opt: value}
