@@ -256,6 +256,7 @@ class OpenCameraPhone(Phone):
         self._seen = 0
         self._last_sizes: dict[str, int] = {}
         self._stopped = False
+        self.notes: list[str] = []  # what fetch noticed in the photos (e.g. an undated EXIF): the recorder shows them
 
     # settings ---------------------------------------------------------------------------------
     def _read_settings(self) -> tuple[str, dict, BracketingSettings]:
@@ -417,13 +418,13 @@ class OpenCameraPhone(Phone):
                                                    "settings": asdict(self.settings), "settings_backup": self.backup_name,
                                                    "utc_offset_s": self.utc_offset_s, "ramps": ramps})
         return fetch_ramps(self._device, writer, ramps, self.settings, self.utc_offset_s, self.where,
-                           {"serial": self.serial, "settings_backup": self.backup_name})[0]
+                           {"serial": self.serial, "settings_backup": self.backup_name}, self.notes)[0]
 
 
 def fetch_ramps(device, writer: SessionWriter, ramps: list[dict], settings: BracketingSettings,
-                utc_offset_s: int | None, where: str, extra: dict) -> tuple[int, int, int]:
+                utc_offset_s: int | None, where: str, extra: dict, warnings: list[str] | None = None) -> tuple[int, int, int]:
     """Pull the ramps ({"files", "sizes"} each, in order) into the session and index what is new.
-    Returns (frames, photos pulled now, bytes pulled now)."""
+    Returns (frames, photos pulled now, bytes pulled now); notes on odd photos go into `warnings`."""
     from dfdcap.capture.phone import SyncConnection
 
     n = settings.n_images
@@ -433,7 +434,7 @@ def fetch_ramps(device, writer: SessionWriter, ramps: list[dict], settings: Brac
             paths, p, b = pull_photos(device, sync, r["files"], r["sizes"], writer.path / "phone" / "frames", k * n, where)
             local.append(paths)
             pulled, nbytes = pulled + p, nbytes + b
-    return write_stack_session(writer, local, settings, utc_offset_s, extra | {"ramps": ramps}), pulled, nbytes
+    return write_stack_session(writer, local, settings, utc_offset_s, extra | {"ramps": ramps}, warnings), pulled, nbytes
 
 
 def resume_opencamera_pull(session_dir, serial: str | None = None, *, adb_port: int | None = None):

@@ -312,6 +312,15 @@ def _status(enabled: bool, text: str):
     return Console(stderr=True).status(text) if enabled else contextlib.nullcontext()
 
 
+def _phone_notes(phone: Phone, notes: list[str], progress: bool) -> None:
+    """What the phone noticed while fetching (Open Camera: photos with an undated EXIF, ...): shown,
+    and kept in session.json's recorder notes."""
+    for note in getattr(phone, "notes", ()):
+        if note not in notes:
+            _warn(progress, note)
+            notes.append(note)
+
+
 def _warn(enabled: bool, text: str) -> None:
     """A yellow warning line on stderr (shown above a live progress bar)."""
     if enabled:
@@ -530,6 +539,7 @@ def record_session(
         phone.stop()
         with _status(progress, f"fetching the phone's {schedule.n_frames} frames"):
             stats.phone_frames = phone.fetch(writer)
+        _phone_notes(phone, notes, progress)
         status = "complete"
     except KeyboardInterrupt:
         message = "stopped by Ctrl-C"
@@ -545,6 +555,7 @@ def record_session(
                 _update_stats(stats, stream, sensor)
             if status != "complete" and started_phone:
                 message = (message or "") + _salvage_phone(phone, writer, stats)
+                _phone_notes(phone, notes, progress)
         finally:
             stats.duration_s = round(time.monotonic() - t_start, 3)
             writer.meta["recorder"] = asdict(stats) | {"notes": notes, "sensor_format": fmt.name, "depth_rule": rule.to_dict()}

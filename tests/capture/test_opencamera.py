@@ -360,6 +360,25 @@ def test_record_sync_build_against_truth(tmp_path, monkeypatch):
 
 
 @needs_adb
+def test_record_shows_what_the_photos_lack(adb_server, tmp_path, monkeypatch):
+    """A camera that writes an undated DateTimeOriginal: the photos still index (times from their
+    names), and `record` shows why and keeps it in session.json's notes (the pull dropped it)."""
+    from dfdcap.sim.opencamera import SimOpenCamera
+
+    exif_tags = SimOpenCamera._exif_tags
+    monkeypatch.setattr(SimOpenCamera, "_exif_tags",
+                        lambda self, wall_ns: {**exif_tags(self, wall_ns), TAG_DATETIME_ORIGINAL: "garbage"})
+    with sim_device(adb_server) as dev:
+        with host(dev) as phone:
+            path = record(phone, tmp_path, 1)
+    s = Session(path)
+    assert s.status == "complete" and len(s.phone_frames) == 5
+    notes = [n for n in s.meta["recorder"]["notes"] if "is not a date" in n]
+    assert len(notes) == 5 and "'garbage'" in notes[0]
+    assert json.loads((path / "phone" / "camera.json").read_text())["timestamp_source"] == "UNKNOWN"
+
+
+@needs_adb
 def test_cable_pulled_during_the_pull_then_dfdcap_pull_resumes(adb_server, tmp_path, monkeypatch, cli):
     from dfdcap.capture.recorder import RecordingInterrupted
 
