@@ -53,6 +53,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """`path` (absolute) or its nearest ancestor that exists: where missing folders would be made."""
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    return p
+
+
 def check_output_file(path: str | os.PathLike, *, force: bool = True, what: str = "output", create_parent: bool = False) -> Path:
     """Refuse, before any work starts, an output file that could not be written at the end.
 
@@ -63,8 +71,7 @@ def check_output_file(path: str | os.PathLike, *, force: bool = True, what: str 
     path = Path(path)
     parent = path.absolute().parent
     if create_parent:  # the writer makes missing folders: check the nearest one that exists
-        while not parent.exists():
-            parent = parent.parent
+        parent = nearest_existing(parent)
         if not parent.is_dir():
             raise DfdcapError(f"{path}: cannot create its folder ({parent} is a file)")
     if parent.exists() and not parent.is_dir():
@@ -125,9 +132,7 @@ def check_output_folder(path: str | os.PathLike, *, force: bool = False, what: s
             raise DfdcapError(f"{path}: {what} exists and is not a folder")
         if not force and any(path.iterdir()):
             raise DfdcapError(f"{path}: {what} exists and is not empty (use --force to replace it)")
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
+    parent = nearest_existing(path.parent)
     if not parent.is_dir():
         raise DfdcapError(f"{path}: cannot create the {what} ({parent} is a file, not a folder)")
     check_writable_folder(parent, f"{what}'s parent folder")

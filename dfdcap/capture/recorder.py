@@ -607,9 +607,9 @@ def check_output_dir(out_dir: str | os.PathLike) -> Path:
         if not os.access(out_dir, os.W_OK | os.X_OK):
             raise SessionError(f"{out_dir}: output folder is not writable")
         return out_dir
-    parent = out_dir.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
+    from dfdcap.fileio import nearest_existing
+
+    parent = nearest_existing(out_dir.parent)
     if not parent.is_dir():
         raise SessionError(f"{out_dir}: cannot create output folder ({parent} is a file, not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -114,19 +114,14 @@ class PhoneCamera:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PhoneCamera":
-        sensor, size = d["sensor_size_m"], d["image_size"]
-        if len(sensor) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
-                                       for v in sensor):
-            raise BadField(f"sensor_size_m {sensor!r}: expected [width, height], positive finite metres")
-        if len(size) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
-                                     and float(v).is_integer() for v in size):
-            raise BadField(f"image_size {size!r}: expected [width, height], positive whole pixels")
+        sensor = _positive_pair(d, "sensor_size_m", "positive finite metres")
+        size = _positive_pair(d, "image_size", "positive whole pixels", whole=True)
         min_focus = float(d["min_focus_diopters"])
         if not 0 <= min_focus < math.inf:
             raise BadField(f"min_focus_diopters {d['min_focus_diopters']!r}: expected a finite number of diopters >= 0")
         return cls(
             _positive(d, "focal_length_m", "metres"), _positive(d, "f_number", "focal ratio"),
-            tuple(float(v) for v in sensor), tuple(int(v) for v in size), min_focus,
+            sensor, tuple(int(v) for v in size), min_focus,
             d.get("focus_calibration", "CALIBRATED"), d.get("timestamp_source", "UNKNOWN"),
         )
 
@@ -209,6 +204,16 @@ def _positive(d: dict, key: str, unit: str) -> float:
     if not 0 < v < math.inf:
         raise BadField(f"{key} {d[key]!r}: expected a positive finite number ({unit})")
     return v
+
+
+def _positive_pair(d: dict, key: str, what: str, whole: bool = False) -> tuple[float, float]:
+    """d[key] as [width, height]: two positive finite numbers (whole ones if `whole`; JSON true is no number)."""
+    v = d[key]
+    ok = len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < math.inf
+                             and (not whole or float(x).is_integer()) for x in v)
+    if not ok:
+        raise BadField(f"{key} {v!r}: expected [width, height], {what}")
+    return float(v[0]), float(v[1])
 
 
 def _from_json(parse, path: Path):

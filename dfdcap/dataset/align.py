@@ -292,7 +292,7 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
     An out_dir that holds alignment.json or a frame of the same name is refused unless force; then
     the earlier alignment's frames go and the new ones take their place. Everything is written in a
     temporary folder first and moved in at the end: a refused or interrupted run changes nothing."""
-    from dfdcap.fileio import atomic_write_json, check_distinct, read_images_one_size, write_image
+    from dfdcap.fileio import atomic_write_json, check_distinct, nearest_existing, read_images_one_size, write_image
 
     if len(paths) < 2:
         raise DatasetError("align: give at least 2 frames of a focal sweep")
@@ -320,10 +320,7 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
         "convention": "H maps a frame's pixels to the reference frame's pixels; aligned = frame resampled at H^-1",
         "frames": [alignment_record(a, (w, h), str(p)) for a, p in zip(result, paths)],
     }
-    base = out.absolute().parent
-    while not base.exists():
-        base = base.parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=base))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=nearest_existing(out.parent)))
     try:
         for k, (img, a) in enumerate(zip(frames, result)):
             write_image(tmp / f"{names[k]}.png", warp_to_reference(img, a.H))

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from dfdcap.errors import DfdcapError, ModelError
-from dfdcap.fileio import atomic_path, atomic_write_text, check_writable_folder, read_json
+from dfdcap.fileio import atomic_path, atomic_write_text, check_writable_folder, nearest_existing, read_json
 
 
 class TrainingInterrupted(ModelError):
@@ -56,9 +56,7 @@ def check_run_folder(run_dir: Path, model_name: str, data: Path, resume: bool) -
         raise ModelError(f"{run_dir}: run folder is a file; choose a folder name for -o")
     # a run folder is made by the run, with its parents (`-o runs/x`); the nearest existing
     # ancestor must be a folder that takes new files
-    ancestor = run_dir.absolute()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
+    ancestor = nearest_existing(run_dir)
     if not ancestor.is_dir():
         raise ModelError(f"{run_dir}: {ancestor} is a file, not a folder; choose another -o folder")
     try:
