@@ -748,7 +748,7 @@ def main(args: Optional[list[str]] = None) -> None:
         rv = app(args=args, prog_name="dfdcap", standalone_mode=False)
     except DfdcapError as e:
         code = getattr(e, "exit_code", 1)
-        label = "[yellow]interrupted:[/yellow]" if code == 130 else "[red]error:[/red]"
+        label = "[yellow]interrupted:[/yellow]" if code in (130, 143) else "[red]error:[/red]"
         console.print(f"{label} {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(code)
     except KeyboardInterrupt:

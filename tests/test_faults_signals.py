@@ -1,4 +1,4 @@
-"""Ctrl-C (SIGINT) and kill -9 of `dfdcap record` and `dfdcap finetune`, as child processes.
+"""Ctrl-C (SIGINT), SIGTERM and kill -9 of `dfdcap record` and `dfdcap finetune`, as child processes.
 
 Each waits for real progress by polling files (frames indexed, last.ckpt written), never by a fixed
 sleep, so a loaded host only makes it slower. What must hold afterwards: SIGINT exits 130 with an
@@ -127,6 +127,18 @@ def test_sigint_finetune_exits_130_and_resumes(tmp_path, small_h5):
     assert "Traceback" not in out + err and "interrupted" in err and "weights_only" not in err
     epoch = _assert_run_consistent(run)
     assert (run / "metrics.csv").exists()  # the interrupted run's metrics were saved
+    _resume_keeps_history(run, small_h5, epoch + 2)
+
+
+def test_sigterm_finetune_says_sigterm_and_resumes(tmp_path, small_h5):
+    """Lightning catches SIGTERM (a batch system's stop) like Ctrl-C; it was reported as "stopped by Ctrl-C"."""
+    run = tmp_path / "run"
+    proc = _start_finetune(small_h5, run)
+    proc.send_signal(signal.SIGTERM)
+    out, err = finish(proc)
+    assert proc.returncode == 143, out + err
+    assert "Traceback" not in out + err and "training stopped by SIGTERM" in err and "Ctrl-C" not in err
+    epoch = _assert_run_consistent(run)
     _resume_keeps_history(run, small_h5, epoch + 2)
 
 

@@ -26,9 +26,14 @@ from dfdcap.fileio import atomic_path, atomic_write_text, check_writable_folder,
 
 
 class TrainingInterrupted(ModelError):
-    """Ctrl-C during training: the run folder keeps its last complete checkpoint (exit 130)."""
+    """Ctrl-C (exit 130) or SIGTERM (exit 143) during training: the run folder keeps its last
+    complete checkpoint."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _lightning_ckpt_model(path: Path) -> tuple[str | None, int]:

@@ -155,7 +155,8 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
 
 def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path,
          kept: str = "last.ckpt, metrics.csv and run.json hold the last complete epoch (run the same command again to resume)") -> None:
-    """trainer.fit; Ctrl-C (which Lightning turns into exit(1)) becomes TrainingInterrupted (exit 130).
+    """trainer.fit; Ctrl-C (which Lightning turns into exit(1)) becomes TrainingInterrupted (exit 130),
+    SIGTERM (which Lightning catches the same way) TrainingInterrupted with exit 143 (128 + 15).
 
     Python raises the KeyboardInterrupt wherever the main thread is; in a finalizer or a callback
     that swallows exceptions it is lost and training would go on. So the handler also sets a flag
@@ -180,8 +181,8 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path,
         hit.set()
         raise KeyboardInterrupt
 
-    def message(step: int) -> str:
-        return f"{run_dir}: training stopped by Ctrl-C at step {step}; {kept}"
+    def message(step: int, by: str = "Ctrl-C") -> str:
+        return f"{run_dir}: training stopped by {by} at step {step}; {kept}"
 
     main_thread = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT)
@@ -194,6 +195,8 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path,
     except SystemExit:  # Lightning's exit(1) after a KeyboardInterrupt, whatever state it reached
         if not hit.is_set() and trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
+        if trainer.received_sigterm and not hit.is_set():  # Lightning's own SIGTERM handler stopped it
+            raise TrainingInterrupted(message(trainer.global_step, "SIGTERM"), exit_code=143) from None
         raise TrainingInterrupted(message(trainer.global_step)) from None
     finally:
         if own_sigint:
