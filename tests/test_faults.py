@@ -180,6 +180,17 @@ class TestCalibrate:
             assert rc == 0
             assert img.stem not in json.loads((tmp_path / "c.json").read_text())["stereo"]["views_used"]
 
+    def test_broken_link_is_named(self, cli, world, tmp_path):
+        """A board view that is a link to a missing file was skipped without a word (an unreadable one warns)."""
+        boards = _copy(world["boards"], tmp_path)
+        img = sorted((boards / "phone").glob("view_*"))[0]
+        img.unlink()
+        img.symlink_to(tmp_path / "elsewhere" / img.name)
+        rc, out, err = cli("calibrate", boards, "--board", "9x6", "--square", "0.025", "-o", tmp_path / "c.json")
+        assert rc == 0 and "Traceback" not in out + err
+        assert img.name in out + err and "does not exist" in out + err
+        assert img.stem not in json.loads((tmp_path / "c.json").read_text())["stereo"]["views_used"]
+
     def test_every_jpeg_cut_short(self, cli, world, tmp_path):
         """Views cut short by an interrupted copy are skipped as such; when none is left the error says
         so (it said "no board found ... wrong board size?", as libjpeg decodes the stub with a grey bottom)."""

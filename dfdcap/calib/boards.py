@@ -359,8 +359,10 @@ def detect_board(gray: np.ndarray, board: Board, max_detect_px: int = 1000,
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files directly in `folder`, sorted by name; a broken link with an image name is listed
+    too, so that it is reported as unreadable rather than skipped without a word."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def detect_file(path: str | os.PathLike, name: str, board: Board, max_detect_px: int = 1000,
@@ -368,6 +370,8 @@ def detect_file(path: str | os.PathLike, name: str, board: Board, max_detect_px:
     """Detect the board in one image file: a Detection, or a string saying why not."""
     import cv2
 
+    if not Path(path).exists():
+        return f"unreadable (a link to {os.readlink(path)}, which does not exist)"
     if Path(path).suffix.lower() in (".jpg", ".jpeg") and not jpeg_complete(path):
         return "unreadable (JPEG cut short: an interrupted copy?)"
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
