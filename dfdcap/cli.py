@@ -565,6 +565,8 @@ def pull(
     from dfdcap.capture.phone import resume_pull
 
     r = resume_pull(session, phone, recording, delete=not keep_on_phone)
+    for note in r.notes:  # kept in session.json's phone_pull as well
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     out.print(
         f"{session}: {r.frames} phone frames ({r.pulled} pulled, {r.skipped} already here, "
         f"{r.bytes_pulled / 1e6:.1f} MB in {r.seconds:.1f} s); "

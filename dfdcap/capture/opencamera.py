@@ -459,14 +459,15 @@ def resume_opencamera_pull(session_dir, serial: str | None = None, *, adb_port: 
     where = f"phone {device.serial} ({session.path.name})"
     t0 = time.monotonic()
     writer = SessionWriter(session.path, session.meta)
+    notes: list[str] = []
     try:
         n, pulled, nbytes = fetch_ramps(device, writer, ramps, settings, utc, where,
-                        {k: side[k] for k in ("serial", "settings_backup") if k in side})
+                                        {k: side[k] for k in ("serial", "settings_backup") if k in side}, notes)
     finally:
         for f in writer._indexes.values():
             f.close()
     meta = read_json(session.path / "session.json")
-    res = PullResult(n, pulled, n - pulled, nbytes, 0, False, round(time.monotonic() - t0, 3))
+    res = PullResult(n, pulled, n - pulled, nbytes, 0, False, round(time.monotonic() - t0, 3), notes)
     meta["phone_pull"] = asdict(res) | {"finished_utc": datetime.now().astimezone().isoformat()}
     atomic_write_json(session.path / "session.json", meta)
     return res

@@ -24,7 +24,7 @@ import socket
 import struct
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -217,7 +217,8 @@ def _version() -> str:
 
 @dataclass
 class PullResult:
-    """What one pull did: frames listed by the phone, pulled now, already present, bytes moved."""
+    """What one pull did: frames listed by the phone, pulled now, already present, bytes moved;
+    notes: what it noticed in the frames (Open Camera: an undated EXIF, ...), for the user to see."""
 
     frames: int
     pulled: int
@@ -226,6 +227,7 @@ class PullResult:
     truth_files: int
     deleted_on_phone: bool
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
 
 class AdbPhone(Phone):

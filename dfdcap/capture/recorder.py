@@ -326,7 +326,9 @@ def _warn(enabled: bool, text: str) -> None:
     if enabled:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True, highlight=False, markup=True)
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(text)}", soft_wrap=True, highlight=False, markup=True)
 
 
 def _session_extra(sensor: Sensor, phone_fps: float) -> dict:

@@ -407,6 +407,33 @@ def test_cable_pulled_during_the_pull_then_dfdcap_pull_resumes(adb_server, tmp_p
         assert s.meta["phone_pull"]["pulled"] == 5
 
 
+@needs_adb
+def test_dfdcap_pull_shows_what_the_photos_lack(adb_server, tmp_path, monkeypatch, cli):
+    """The resumed pull of undated photos: `dfdcap pull` shows why their times come from their names
+    and keeps it in session.json (it dropped the notes that `record` shows)."""
+    from dfdcap.capture.recorder import RecordingInterrupted
+    from dfdcap.sim.opencamera import SimOpenCamera
+
+    exif_tags = SimOpenCamera._exif_tags
+    monkeypatch.setattr(SimOpenCamera, "_exif_tags",
+                        lambda self, wall_ns: {**exif_tags(self, wall_ns), TAG_DATETIME_ORIGINAL: "garbage"})
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(adb_server.port))
+    with sim_device(adb_server) as dev:
+        with host(dev) as phone:
+            dev.adbd.drop_after_recv = dev.adbd.recv_count + 2  # the cable goes during ramp 1's photos
+            with pytest.raises(RecordingInterrupted) as exc:
+                record(phone, tmp_path, 1)
+        dev.adbd.start(dev.adbd.port)
+        adb_server.connect(dev.serial)
+        code, out, err = cli("pull", exc.value.path)
+    assert code == 0, err
+    shown = " ".join((out + err).split())
+    assert shown.count("is not a date") == 5 and "'garbage'" in shown
+    s = Session(exc.value.path)
+    assert len(s.phone_frames) == 5
+    assert sum("is not a date" in n for n in s.meta["phone_pull"]["notes"]) == 5
+
+
 @pytest.mark.parametrize("sdk", [34, 32])
 def test_sim_watch_log_on_android_13(tmp_path, sdk):
     from dfdcap.sim.adbd import FakeAdbd
