@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from dfdcap.capture.limits import MAX_STACKS, MAX_STEPS
 from dfdcap.errors import DfdcapError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Record depth-from-focus datasets and train DFF networks.")
@@ -53,10 +54,6 @@ def _png_name(path: Path, what: str) -> Path:
 # --- commands of each stage are added below; keep each one thin ---------------------------
 
 
-MAX_STEPS = 1000  # frames per focus ramp: DFF stacks use 5-100; Open Camera offers at most 200
-MAX_STACKS = 10000  # focus ramps per session: ~8 h at 3 s a ramp
-
-
 @app.command()
 def record(
     sensor: str = typer.Option("sim", "--sensor", help="sim, openni[:URI], realsense[:SERIAL], or FILE.oni / FILE.bag / FILE.db3"),
@@ -83,16 +80,6 @@ def record(
     bracketing settings apply (see README, "A real phone today")."""
     from dfdcap.capture.recorder import RecordStats, SimOptions, parse_size, record_from_specs
 
-    if steps == 1:  # build-dataset and every DFF method need two focus settings per stack (< 1: the schedule says)
-        raise DfdcapError("--steps 1: a focus stack needs at least 2 frames")
-    if steps > MAX_STEPS:  # the phone would prepare a sweep for hours before the first frame
-        raise DfdcapError(f"--steps {steps}: at most {MAX_STEPS} frames per ramp")
-    if stacks > MAX_STACKS:
-        raise DfdcapError(f"--stacks {stacks}: at most {MAX_STACKS} focus ramps per session (record more sessions)")
-    for option, v in (("--near", near), ("--far", far)):
-        if v is not None and not (math.isfinite(v) and v >= 1e-3):  # below 1 mm no lens focuses; 1/v overflows
-            raise DfdcapError(f"{option} {v:g}: expected a distance in metres, at least 0.001"
-                              + (" (for focus at infinity give a far one such as 100 m)" if option == "--far" else ""))
     if name is not None and not name.strip():
         raise DfdcapError("--name: empty; give a session name (letters, digits, . _ -) or leave the option out")
     sim = SimOptions(sensor_preset, scene, seed, parse_size(phone_size, "--phone-size") if phone_size else None)

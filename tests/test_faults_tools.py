@@ -269,3 +269,15 @@ def test_record_counts_are_bounded(cli, tmp_path, opt, needle):
     """--steps 100000000 hung in "phone starting"; --stacks 1e20 was an OverflowError traceback."""
     assert_one_line_error(cli("record", "-o", tmp_path / "s", *opt), 1, f"{opt[0]} {opt[1]}", needle)
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("kw, needle", [({"steps": 100000000}, "at most 1000"), ({"ramps": 10001}, "at most 10000"),
+                                        ({"steps": 1}, "at least 2 frames"), ({"near_m": 1e-308}, "--near")])
+def test_record_from_specs_bounds_its_counts(tmp_path, kw, needle):
+    """The limits were in the CLI only: code calling record_from_specs could ask for 10^8 frames a ramp."""
+    from dfdcap.capture.recorder import record_from_specs
+    from dfdcap.errors import DfdcapError
+
+    with pytest.raises(DfdcapError, match=needle):
+        record_from_specs("sim", "sim", tmp_path / "s", **kw)
+    assert not (tmp_path / "s").exists()

@@ -680,6 +680,7 @@ def record_from_specs(
 ) -> Path:
     """What `dfdcap record` does: check every input (nothing is written if one is bad), open the
     sensor and the phone, record one session, close the devices; returns the session folder."""
+    from dfdcap.capture.limits import check_record_counts
     from dfdcap.capture.sources import open_phone, open_sensor, parse_phone_spec, parse_sensor_spec
 
     s_spec, p_spec = parse_sensor_spec(sensor_spec), parse_phone_spec(phone_spec)
@@ -693,8 +694,7 @@ def record_from_specs(
 
         if sim.scene not in SCENE_PRESETS:
             raise DfdcapError(f"unknown scene {sim.scene!r}: expected one of {', '.join(SCENE_PRESETS)}")
-    if ramps < 1 or steps < 1:
-        raise DfdcapError(f"--stacks and --steps must be >= 1, got {ramps} and {steps}")
+    check_record_counts(ramps, steps, near_m, far_m)
     if not 0.1 <= phone_fps <= 1000:  # 1e-6 fps would wait days for the second frame
         raise DfdcapError(f"--fps must be between 0.1 and 1000 frames/s, got {phone_fps}")
     sensor_format_of(sensor_format, png)
