@@ -266,7 +266,10 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
         raise DfdcapError(f"{path}: {'a folder, expected an image file' if Path(path).is_dir() else 'no such image file'}")
     if Path(path).suffix.lower() in (".jpg", ".jpeg") and not jpeg_complete(path):
         raise DfdcapError(f"{path}: JPEG is cut short (no end-of-image marker): an interrupted copy or pull?")
-    flag = cv2.IMREAD_UNCHANGED if unchanged else cv2.IMREAD_COLOR
+    # the stored pixel grid, as the camera's sensor saw it: calibration, depth and every slice of a stack
+    # are in that frame, so an EXIF Orientation tag (which IMREAD_COLOR would apply) must not turn one image
+    # (IMREAD_UNCHANGED ignores the tag already)
+    flag = cv2.IMREAD_UNCHANGED if unchanged else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     img = cv2.imread(str(path), flag)
     if img is None:
         raise DfdcapError(f"{path}: cannot read image (not an image, or damaged)")

@@ -374,7 +374,7 @@ def detect_file(path: str | os.PathLike, name: str, board: Board, max_detect_px:
         return f"unreadable (a link to {os.readlink(path)}, which does not exist)"
     if Path(path).suffix.lower() in (".jpg", ".jpeg") and not jpeg_complete(path):
         return "unreadable (JPEG cut short: an interrupted copy?)"
-    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)  # the sensor's pixel grid (fileio.read_image)
     if gray is None:
         return "unreadable (not an image?)"
     if half_window and 2 * half_window + 5 >= min(gray.shape):  # cornerSubPix's own limit, else an OpenCV assertion
