@@ -152,6 +152,16 @@ class TestImportOpenCamera:
         assert_one_line_error(_import(cli, _bracket(tmp_path / "p", **second), out), 1, *needles)
         assert not out.exists() or list(out.iterdir()) == []
 
+    def test_exif_tags_of_another_type(self, cli, tmp_path):
+        """A date or sub-second stored as a number, an FNumber as text: tracebacks (strptime on bytes,
+        int.strip, float('1/60')). Such a tag now counts as absent: the photo's time comes from its name
+        (with the undated warning), and a missing FNumber is the usual one line."""
+        code, _out, err = _import(cli, _bracket(tmp_path / "p", first={"when": 20260101, "subsec": 5}), tmp_path / "s")
+        assert code == 0 and "Traceback" not in err, err
+        assert "IMG_20260101_120000_0.jpg" in err
+        res = _import(cli, _bracket(tmp_path / "q", first={"f_number": "1.7"}), tmp_path / "t")
+        assert_one_line_error(res, 1, "IMG_20260101_120000_0.jpg", "FNumber")
+
     def test_equal_exif_times_fall_back_to_the_name(self, cli, tmp_path):
         """Two photos of a bracket with one EXIF time (edited, or stamped once per burst): imported,
         with a warning naming the photo, and the bracket's times from its name, 0.5 s apart."""

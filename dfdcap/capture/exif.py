@@ -40,6 +40,7 @@ class ExifInfo:
     focal_length_35mm: int | None = None
     exposure_ns: int | None = None
     iso: int | None = None
+    ignored: tuple[str, ...] = ()  # tags above stored with another TIFF type than theirs (read as absent)
 
     def local_time(self) -> datetime | None:
         """DateTimeOriginal plus SubSecTimeOriginal as a naive local datetime (None if absent or malformed)."""
@@ -79,7 +80,9 @@ def parse_utc_offset(text: str) -> int | None:
 
 
 def read_exif(data: bytes, where: str) -> ExifInfo:
-    """The tags above from a JPEG's bytes; SessionError if it is not a JPEG."""
+    """The tags above from a JPEG's bytes; SessionError if it is not a JPEG. A tag stored with a TIFF
+    type other than its own (a date as UNDEFINED bytes, a sub-second as LONG, an exposure as ASCII text)
+    is treated as absent: the callers then say what is missing, and no tag crashes them."""
     if data[:2] != b"\xff\xd8":
         raise SessionError(f"{where}: not a JPEG (no SOI marker)")
     pos, tags, size = 2, {}, None
@@ -95,18 +98,28 @@ def read_exif(data: bytes, where: str) -> ExifInfo:
             h, w = struct.unpack(">HH", seg[1:5])
             size = (w, h)
         pos += 2 + length
-    exposure = tags.get(TAG_EXPOSURE)
+    text = {t: v for t, v in tags.items() if t in _TEXT_TAGS and isinstance(v, str)}
+    num = {t: v for t, v in tags.items() if t in _NUMBER_TAGS and isinstance(v, (int, Fraction))}
+    ignored = tuple(name for t, name in {**_TEXT_TAGS, **_NUMBER_TAGS}.items() if t in tags and t not in text and t not in num)
+    exposure = num.get(TAG_EXPOSURE)
     return ExifInfo(
         image_size=size,
-        datetime_original=tags.get(TAG_DATETIME_ORIGINAL),
-        subsec_original=tags.get(TAG_SUBSEC_ORIGINAL),
-        offset_original=tags.get(TAG_OFFSET_ORIGINAL),
-        focal_length_m=float(tags[TAG_FOCAL]) * 1e-3 if TAG_FOCAL in tags else None,
-        f_number=float(tags[TAG_FNUMBER]) if TAG_FNUMBER in tags else None,
-        focal_length_35mm=int(tags[TAG_FOCAL_35]) if TAG_FOCAL_35 in tags else None,
+        datetime_original=text.get(TAG_DATETIME_ORIGINAL),
+        subsec_original=text.get(TAG_SUBSEC_ORIGINAL),
+        offset_original=text.get(TAG_OFFSET_ORIGINAL),
+        focal_length_m=float(num[TAG_FOCAL]) * 1e-3 if TAG_FOCAL in num else None,
+        f_number=float(num[TAG_FNUMBER]) if TAG_FNUMBER in num else None,
+        focal_length_35mm=int(num[TAG_FOCAL_35]) if TAG_FOCAL_35 in num else None,
         exposure_ns=int(round(float(exposure) * 1e9)) if exposure is not None else None,
-        iso=int(tags[TAG_ISO]) if TAG_ISO in tags else None,
+        iso=int(num[TAG_ISO]) if TAG_ISO in num else None,
+        ignored=ignored,
     )
+
+
+_TEXT_TAGS = {TAG_DATETIME_ORIGINAL: "DateTimeOriginal", TAG_SUBSEC_ORIGINAL: "SubSecTimeOriginal",
+              TAG_OFFSET_ORIGINAL: "OffsetTimeOriginal"}
+_NUMBER_TAGS = {TAG_FOCAL: "FocalLength", TAG_FNUMBER: "FNumber", TAG_FOCAL_35: "FocalLengthIn35mmFilm",
+                TAG_EXPOSURE: "ExposureTime", TAG_ISO: "ISOSpeedRatings"}
 
 
 def _read_tiff(tiff: bytes, where: str) -> dict:

@@ -153,6 +153,10 @@ def check_photo(info: ExifInfo, path: Path, first: tuple[ExifInfo, Path] | None,
         size = "x".join(map(str, info.image_size or ("?", "?")))
         size0 = "x".join(map(str, first[0].image_size or ("?", "?")))
         raise SessionError(f"{path}: {size} px, but {first[1]} is {size0}: the photos of a session must have one size")
+    if warnings is not None and info.ignored:
+        timing = {"DateTimeOriginal", "SubSecTimeOriginal"} & set(info.ignored)
+        warnings.append(f"{path}: EXIF {', '.join(info.ignored)} stored with an unexpected TIFF type; ignored"
+                        + (f" (its time is taken from the file name + {FRAME_PERIOD_S} s a photo)" if timing else ""))
     if warnings is not None and info.datetime_original and info.local_time() is None:
         warnings.append(f"{path}: EXIF DateTimeOriginal {info.datetime_original!r} is not a date; its time is "
                         f"taken from the file name + {FRAME_PERIOD_S} s a photo")
