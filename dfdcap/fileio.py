@@ -32,13 +32,36 @@ def file_mode() -> int:
     return 0o666 & ~_UMASK
 
 
+def temp_prefix(path: Path) -> str:
+    """The hidden prefix of a temporary sibling of `path`: short enough that a name the file system
+    takes (up to 255 bytes) still leaves room for the random part and the suffix."""
+    return f".{path.name[:48]}."
+
+
+def name_the_target(e: BaseException, tmp: Path, target: Path) -> None:
+    """An OSError about a temporary path, or about no path at all (a full disk on write()), is made to
+    name the user's path instead: the one-line error should say which output could not be written."""
+    if not isinstance(e, OSError):
+        return
+    if e.filename is None:
+        e.filename = str(target)
+        return
+    with contextlib.suppress(ValueError):
+        rel = Path(e.filename).relative_to(tmp)
+        e.filename = str(target if rel == Path(".") else target / rel)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     if path.is_dir():  # else the error would name the temporary file, not the user's path
         raise DfdcapError(f"{path}: is a folder, expected a file name")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        e.filename = str(path)
+        raise
     try:
         os.fchmod(fd, file_mode())
     finally:
@@ -47,9 +70,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        name_the_target(e, tmp_path, path)
         raise
 
 
@@ -153,13 +177,14 @@ def atomic_folder(path: str | os.PathLike, *, force: bool = False, what: str = "
         parent = parent.parent
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
         try:
             os.chmod(tmp, file_mode() | (file_mode() & 0o444) >> 2)  # 0755 under umask 022, as mkdir gives
             yield tmp
             _replace_folder(tmp, path)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            name_the_target(e, tmp, path)
             raise
     except BaseException:
         for d in made:
@@ -176,7 +201,7 @@ def _replace_folder(new: Path, path: Path) -> None:
     except OSError as e:
         if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    old = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".old", dir=path.parent))
     os.rename(path, old / "replaced")
     try:
         os.rename(new, path)

@@ -292,7 +292,8 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
     An out_dir that holds alignment.json or a frame of the same name is refused unless force; then
     the earlier alignment's frames go and the new ones take their place. Everything is written in a
     temporary folder first and moved in at the end: a refused or interrupted run changes nothing."""
-    from dfdcap.fileio import atomic_write_json, check_distinct, nearest_existing, read_images_one_size, write_image
+    from dfdcap.fileio import (atomic_write_json, check_distinct, check_writable_folder, nearest_existing,
+                               name_the_target, read_images_one_size, temp_prefix, write_image)
 
     if len(paths) < 2:
         raise DatasetError("align: give at least 2 frames of a focal sweep")
@@ -312,6 +313,7 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
         raise DatasetError(f"align: --reference {ref} outside the {len(paths)} frames (0..{len(paths) - 1})")
     if opts.motion not in MOTIONS:
         raise DatasetError(f"align: motion {opts.motion!r}: expected one of {', '.join(MOTIONS)}")
+    check_writable_folder(nearest_existing(out.parent), "output folder's parent")  # before the work, not after it
     frames = read_images_one_size(paths)
     result = align_stack(frames, ref, None, opts)
     h, w = frames[0].shape[:2]
@@ -320,7 +322,7 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
         "convention": "H maps a frame's pixels to the reference frame's pixels; aligned = frame resampled at H^-1",
         "frames": [alignment_record(a, (w, h), str(p)) for a, p in zip(result, paths)],
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=nearest_existing(out.parent)))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=nearest_existing(out.parent)))
     try:
         for k, (img, a) in enumerate(zip(frames, result)):
             write_image(tmp / f"{names[k]}.png", warp_to_reference(img, a.H))
@@ -328,6 +330,9 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
                 progress(k + 1, len(frames))
         atomic_write_json(tmp / "alignment.json", doc)
         _move_alignment_in(tmp, out, [f"{n}.png" for n in names])
+    except OSError as e:
+        name_the_target(e, tmp, out)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return doc

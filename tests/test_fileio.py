@@ -1,0 +1,42 @@
+"""Atomic outputs (dfdcap.fileio): a failed write leaves nothing, and its error names the user's path,
+never the temporary one (or none: a full disk raises ENOSPC from write() with no file name)."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from dfdcap.fileio import atomic_folder, atomic_path, atomic_write_text
+
+
+def test_full_disk_names_the_output_file(tmp_path):
+    target = tmp_path / "sync.json"
+    with pytest.raises(OSError) as exc:
+        with atomic_path(target) as tmp:
+            tmp.write_text("{")
+            raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no file name
+    assert exc.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_error_about_the_temporary_folder_names_the_output(tmp_path):
+    target = tmp_path / "boards"
+    with pytest.raises(OSError) as exc:
+        with atomic_folder(target) as tmp:
+            (tmp / "phone").mkdir()
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "phone" / "view_003.jpg"))
+    assert Path(exc.value.filename) == target / "phone" / "view_003.jpg"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_long_output_name_is_written(tmp_path):
+    """A 250-character name is a valid file name; the temporary name built from it (".NAME.xxxxxxxx.tmp")
+    was not: "File name too long" about a file the user never named."""
+    target = tmp_path / ("a" * 246 + ".txt")
+    atomic_write_text(target, "x")
+    assert target.read_text() == "x" and len(list(tmp_path.iterdir())) == 1
+    with atomic_folder(tmp_path / ("b" * 250)) as tmp:
+        (tmp / "f").write_text("y")
+    assert (tmp_path / ("b" * 250) / "f").read_text() == "y"
