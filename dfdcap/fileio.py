@@ -238,9 +238,13 @@ def json_default(o):
 
 
 def read_json(path: str | os.PathLike) -> dict:
+    """A JSON file (UTF-8, with or without the byte-order mark Windows editors add); one-line errors."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        data = path.read_bytes()
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise DfdcapError(f"{path}: UTF-16 text; save it as UTF-8")
+        return json.loads(data.decode("utf-8-sig"))
     except FileNotFoundError:
         raise DfdcapError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:

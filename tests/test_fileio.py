@@ -40,3 +40,16 @@ def test_long_output_name_is_written(tmp_path):
     with atomic_folder(tmp_path / ("b" * 250)) as tmp:
         (tmp / "f").write_text("y")
     assert (tmp_path / ("b" * 250) / "f").read_text() == "y"
+
+
+def test_json_from_windows_editors(tmp_path):
+    """session.json or calibration.json saved with a byte-order mark was "not valid JSON (Unexpected UTF-8
+    BOM)", while the index CSVs take one; UTF-16 is named as such."""
+    from dfdcap.errors import DfdcapError
+    from dfdcap.fileio import read_json
+
+    (tmp_path / "a.json").write_bytes(b"\xef\xbb\xbf" + b'{"schema": 1}')
+    assert read_json(tmp_path / "a.json") == {"schema": 1}
+    (tmp_path / "b.json").write_text('{"schema": 1}', encoding="utf-16")
+    with pytest.raises(DfdcapError, match="b.json: UTF-16 text; save it as UTF-8"):
+        read_json(tmp_path / "b.json")

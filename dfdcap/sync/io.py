@@ -122,10 +122,12 @@ def read_timestamp_file(path: str | os.PathLike) -> TimestampFile:
         raise SyncError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise SyncError(f"{path}: is a folder, expected a 'timestamp data' text file") from None
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise SyncError(f"{path}: UTF-16 text; save it as UTF-8")
     if b"\x00" in data:
         raise SyncError(f"{path}: binary data (NUL bytes), expected a 'timestamp data' text file")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the first line
     except UnicodeDecodeError as e:
         raise SyncError(f"{path}: not UTF-8 text (byte {e.start}), expected a 'timestamp data' text file") from None
     return parse_timestamp_text(text, str(path))

@@ -37,6 +37,18 @@ class TestTum:
         _, n, n1, n2 = associate_files(TUM / "rgb.txt", TUM / "depth.txt")
         assert (n, n1, n2) == (792, 798, 798)
 
+    def test_windows_encodings(self, tmp_path):
+        """TUM files saved by a Windows editor: a UTF-8 byte-order mark read its '# comment' line as data
+        ("'\\ufeff#' is not a timestamp"); UTF-16 gets one line saying so."""
+        bom = tmp_path / "rgb.txt"
+        bom.write_bytes(b"\xef\xbb\xbf" + (TUM / "rgb.txt").read_bytes())
+        assert associate_files(bom, TUM / "depth.txt")[:2] == associate_files(TUM / "rgb.txt", TUM / "depth.txt")[:2]
+        wide = tmp_path / "depth.txt"
+        wide.write_text((TUM / "depth.txt").read_text(), encoding="utf-16")
+        r = _cli(TUM / "rgb.txt", wide)
+        err = r.stderr.decode()
+        assert r.returncode == 1 and "Traceback" not in err and "depth.txt: UTF-16 text; save it as UTF-8" in " ".join(err.split())
+
     def test_offset_matches_plain_algorithm(self):
         # with an offset, associate.py prints b - offset; compare with the plain algorithm's text
         text, n, _, _ = associate_files(TUM / "rgb.txt", TUM / "depth.txt", offset=0.013, max_difference=0.01)
