@@ -70,3 +70,17 @@ def test_not_a_session(tmp_path):
 def test_depth_must_be_uint16(tmp_path):
     with pytest.raises(SessionError, match="uint16"):
         _writer(tmp_path).write_sensor_frame(0, 1, 1, np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32))
+
+
+def test_failed_depth_write_leaves_no_colour_file(tmp_path):
+    """A full disk between a frame's two files left a colour image with no depth and no index row."""
+    from dfdcap.errors import DfdcapError
+
+    with pytest.raises(KeyboardInterrupt):
+        with _writer(tmp_path) as w:
+            (w.path / "sensor" / "depth" / "10.png").mkdir(parents=True)  # the depth file cannot be written
+            with pytest.raises(DfdcapError, match="10.png"):
+                w.write_sensor_frame(0, 10, 1, np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), np.uint16))
+            raise KeyboardInterrupt
+    assert not any((w.path / "sensor" / "rgb").iterdir())
+    assert Session(w.path).sensor_frames == []

@@ -558,6 +558,8 @@ def record_session(
             if status != "complete" and started_phone:
                 message = (message or "") + _salvage_phone(phone, writer, stats)
                 _phone_notes(phone, notes, progress)
+            if status != "complete":  # a fetch that failed part way (a full disk) indexed some frames
+                stats.phone_frames = writer.phone_records
         finally:
             stats.duration_s = round(time.monotonic() - t_start, 3)
             writer.meta["recorder"] = asdict(stats) | {"notes": notes, "sensor_format": fmt.name, "depth_rule": rule.to_dict()}

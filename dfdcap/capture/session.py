@@ -243,6 +243,7 @@ class SessionWriter:
         self.path = path
         self.meta = meta
         self._indexes: dict[str, _IndexFile] = {}
+        self.phone_records = 0  # phone frames this writer indexed (what an interrupted recording kept)
         self._lock = threading.Lock()
         self._lock_file = None  # the held recording.lock (see _hold_recording_lock)
         # False when a real device is in the rig: truth/ (written by simulated devices) then stays
@@ -333,8 +334,13 @@ class SessionWriter:
             raise SessionError(f"sensor frame {index}: depth must be (H, W) uint16, got {depth.shape} {depth.dtype}")
         fmt = self.sensor_format
         rec = SensorFrameRecord(index, int(t_host_ns), int(t_device_ns), f"rgb/{t_host_ns}{fmt.rgb_ext}", f"depth/{t_host_ns}.png")
-        atomic_write_bytes(self.path / "sensor" / rec.rgb, encode_image(rgb, fmt.rgb_ext, fmt.rgb_params))
-        atomic_write_bytes(self.path / "sensor" / rec.depth, encode_image(depth, ".png", fmt.depth_params))
+        rgb_path = self.path / "sensor" / rec.rgb
+        atomic_write_bytes(rgb_path, encode_image(rgb, fmt.rgb_ext, fmt.rgb_params))
+        try:
+            atomic_write_bytes(self.path / "sensor" / rec.depth, encode_image(depth, ".png", fmt.depth_params))
+        except BaseException:  # a full disk: no colour image without its depth (never indexed) stays behind
+            rgb_path.unlink(missing_ok=True)
+            raise
         return rec
 
     def append_stale_pair(self, index: int, t_depth_device_ns: int, t_color_device_ns: int) -> None:
@@ -370,6 +376,7 @@ class SessionWriter:
         self._index("phone/frames.csv", ",".join(PHONE_COLUMNS)).append(
             _csv_line([getattr(rec, c) for c in PHONE_COLUMNS])
         )
+        self.phone_records += 1
 
     def write_phone_frame(self, rec: PhoneFrameRecord, image: np.ndarray) -> None:
         """Write one phone frame (RGB uint8) under rec.file and index it."""
