@@ -286,6 +286,17 @@ def jpeg_complete(path: str | os.PathLike) -> bool:
         return b"\xff\xd9" in f.read()
 
 
+def png_complete(path: str | os.PathLike) -> bool:
+    """A cut-short PNG makes libpng print "libpng error: Read Error" on stderr beside dfdcap's own line:
+    check for the IEND chunk first. A file that does not start as a PNG is not judged here."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return True
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        return b"IEND" in f.read()
+
+
 def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     """Read an image as RGB uint8 (or as stored, e.g. uint16 depth, with unchanged=True)."""
     import cv2
@@ -295,6 +306,8 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
         raise DfdcapError(f"{path}: {'a folder, expected an image file' if Path(path).is_dir() else 'no such image file'}")
     if Path(path).suffix.lower() in (".jpg", ".jpeg") and not jpeg_complete(path):
         raise DfdcapError(f"{path}: JPEG is cut short (no end-of-image marker): an interrupted copy or pull?")
+    if Path(path).suffix.lower() == ".png" and not png_complete(path):
+        raise DfdcapError(f"{path}: PNG is cut short (no IEND chunk): an interrupted copy or write?")
     # the stored pixel grid, as the camera's sensor saw it: calibration, depth and every slice of a stack
     # are in that frame, so an EXIF Orientation tag (which IMREAD_COLOR would apply) must not turn one image
     # (IMREAD_UNCHANGED ignores the tag already)

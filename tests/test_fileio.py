@@ -53,3 +53,18 @@ def test_json_from_windows_editors(tmp_path):
     (tmp_path / "b.json").write_text('{"schema": 1}', encoding="utf-16")
     with pytest.raises(DfdcapError, match="b.json: UTF-16 text; save it as UTF-8"):
         read_json(tmp_path / "b.json")
+
+
+def test_cut_short_png_is_one_line(tmp_path, capfd):
+    """libpng printed its own "libpng error: Read Error" line beside dfdcap's."""
+    import cv2
+    import numpy as np
+
+    from dfdcap.errors import DfdcapError
+    from dfdcap.fileio import read_image
+
+    data = cv2.imencode(".png", np.arange(4800, dtype=np.uint16).reshape(60, 80))[1].tobytes()
+    (tmp_path / "d.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DfdcapError, match="d.png: PNG is cut short"):
+        read_image(tmp_path / "d.png", unchanged=True)
+    assert "libpng" not in capfd.readouterr().err
