@@ -314,3 +314,18 @@ def test_rows_are_not_appended_to_another_tools_column_order(world, sess):
     _foreign_csv(sess / "phone" / "frames.csv")
     with pytest.raises(SessionError, match="is not dfdcap's"):
         _IndexFile(sess / "phone" / "frames.csv", "index,t_phone_ns")
+
+
+# ----------------------------------------------------------------- values of the wrong kind or unit (fuzz pass 2)
+
+class TestWrongKindOrUnit:
+    @pytest.mark.parametrize("value", ["false", "true", 0, 1, None])
+    def test_registration_flag_must_be_a_json_boolean(self, cli, world, sess, tmp_path, value):
+        """"false" (a string) used to read as true."""
+        doc = json.loads((sess / "sensor/intrinsics.json").read_text())
+        doc["depth_registered_to_color"] = value
+        (sess / "sensor/intrinsics.json").write_text(json.dumps(doc))
+        before = snapshot(sess)
+        assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "sensor/intrinsics.json",
+                              "depth_registered_to_color", "boolean")
+        assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))

@@ -81,7 +81,7 @@ class SensorIntrinsics:
             CameraModel.from_dict(d["color"]),
             CameraModel.from_dict(d["depth"]),
             _positive(d, "depth_scale_m", "metres per depth unit"),
-            bool(d["depth_registered_to_color"]),
+            _boolean(d, "depth_registered_to_color"),
             np.asarray(d.get("T_color_from_depth", np.eye(4)), dtype=np.float64),
         )
 
@@ -203,6 +203,15 @@ def _positive(d: dict, key: str, unit: str) -> float:
     v = float(d[key])
     if not 0 < v < math.inf:
         raise BadField(f"{key} {d[key]!r}: expected a positive finite number ({unit})")
+    return v
+
+
+def _boolean(d: dict, key: str) -> bool:
+    """d[key] as a JSON true/false: the string "false" or the number 0 would read as true (or need a
+    guess), so anything else is an error naming the field."""
+    v = d[key]
+    if not isinstance(v, bool):
+        raise BadField(f"{key} {v!r}: expected a JSON boolean, true or false (unquoted)")
     return v
 
 
