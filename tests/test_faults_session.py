@@ -329,3 +329,16 @@ class TestWrongKindOrUnit:
         assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "sensor/intrinsics.json",
                               "depth_registered_to_color", "boolean")
         assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))
+
+    @pytest.mark.parametrize("key,value,needle", [
+        ("focal_length_m", 4.2, "focal_length_m 4.2"),  # mm: negative CoC maps
+        ("focal_length_m", 0.3, "nearest focus distance"),  # below 0.5 m, beyond a frame's focus (0.2 m)
+        ("sensor_size_m", [5.6, 4.2], "sensor_size_m"),  # mm
+    ])
+    def test_phone_camera_in_mm_is_refused(self, cli, world, sess, tmp_path, key, value, needle):
+        _edit_json(sess / "phone/camera.json", **{key: value})
+        _set_field(sess / "phone/frames.csv", 3, "focus_diopters", "5")  # one frame focused at 0.2 m
+        before = snapshot(sess)
+        assert_one_line_error(cli("build-dataset", sess, "--calib", world["cal"], "-o", tmp_path / "d.h5", "--coc",
+                                  "--workers", "1", "--align", "none"), 1, "phone/camera.json", needle, "mm")
+        assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))

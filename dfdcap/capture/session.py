@@ -34,6 +34,8 @@ PHONE_COLUMNS = [
 PROBE_COLUMNS = ["t_host_send_ns", "t_phone_ns", "t_host_recv_ns"]
 STALE_PAIR_COLUMNS = ["index", "t_depth_device_ns", "t_color_device_ns", "gap_ns"]
 STATUSES = ("recording", "complete", "interrupted")
+MAX_FOCAL_LENGTH_M = 0.5  # camera.json: larger is a unit error (a phone lens is ~4 mm, a DSLR's < 0.5 m)
+MAX_SENSOR_SIDE_M = 0.1  # camera.json: a side larger than 10 cm is a unit error (phones: ~5 mm, full frame: 36 mm)
 LOCK_NAME = "recording.lock"  # held (flock) by the writing process while status is "recording"
 
 
@@ -115,12 +117,19 @@ class PhoneCamera:
     @classmethod
     def from_dict(cls, d: dict) -> "PhoneCamera":
         sensor = _positive_pair(d, "sensor_size_m", "positive finite metres")
+        if max(sensor) > MAX_SENSOR_SIDE_M:  # a phone sensor is a few mm; metres typed as mm
+            raise BadField(f"sensor_size_m {d['sensor_size_m']!r}: a side above {MAX_SENSOR_SIDE_M:g} m is no camera "
+                           "sensor; expected metres (was it given in mm?)")
         size = _positive_pair(d, "image_size", "positive whole pixels", whole=True)
         min_focus = float(d["min_focus_diopters"])
         if not 0 <= min_focus < math.inf:
             raise BadField(f"min_focus_diopters {d['min_focus_diopters']!r}: expected a finite number of diopters >= 0")
+        focal = _positive(d, "focal_length_m", "metres")
+        if focal >= MAX_FOCAL_LENGTH_M:  # a phone lens is a few mm; mm typed as metres gives negative CoC
+            raise BadField(f"focal_length_m {d['focal_length_m']!r}: expected metres below {MAX_FOCAL_LENGTH_M:g} "
+                           "(a phone lens is a few mm: 0.0042, not 4.2; was it given in mm?)")
         return cls(
-            _positive(d, "focal_length_m", "metres"), _positive(d, "f_number", "focal ratio"),
+            focal, _positive(d, "f_number", "focal ratio"),
             sensor, tuple(int(v) for v in size), min_focus,
             d.get("focus_calibration", "CALIBRATED"), d.get("timestamp_source", "UNKNOWN"),
         )
@@ -623,7 +632,16 @@ class Session:
 
     @property
     def phone_camera(self) -> PhoneCamera:
-        return _from_json(PhoneCamera.from_dict, self.path / "phone" / "camera.json")
+        """camera.json, checked against the frames: a lens cannot focus nearer than its focal length,
+        so a focal length at or beyond a recorded focus distance is a wrong value (the CoC turns negative)."""
+        path = self.path / "phone" / "camera.json"
+        cam = _from_json(PhoneCamera.from_dict, path)
+        near = max((r.focus_diopters for r in self.phone_frames if r.focus_diopters > 0), default=0.0)
+        if near > 0 and cam.focal_length_m >= 1.0 / near:
+            raise SessionError(f"{path}: focal_length_m {cam.focal_length_m:g} is not below the nearest focus distance "
+                               f"of phone/frames.csv ({1.0 / near:.4g} m); a lens cannot focus nearer than its focal "
+                               "length: expected metres (was it given in mm?)")
+        return cam
 
     def probes(self) -> np.ndarray:
         """(N, 3) int64: t_host_send_ns, t_phone_ns, t_host_recv_ns."""
