@@ -342,3 +342,58 @@ class TestWrongKindOrUnit:
         assert_one_line_error(cli("build-dataset", sess, "--calib", world["cal"], "-o", tmp_path / "d.h5", "--coc",
                                   "--workers", "1", "--align", "none"), 1, "phone/camera.json", needle, "mm")
         assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))
+
+
+# ----------------------------------------------------------------- no-data depth codes (fuzz pass 2)
+
+def _saturate_depth(sess: Path) -> None:
+    """A block of every depth frame set to 65535 (a D4xx's saturated / invalid return)."""
+    import cv2
+
+    for p in (sess / "sensor/depth").glob("*.png"):
+        d = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        d[: d.shape[0] // 2, :] = 65535
+        cv2.imwrite(str(p), d)
+
+
+def _max_valid_depth(path: Path) -> float:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        depth, mask = f["depth_train"][()], f["mask_train"][()].astype(bool)
+    assert mask.any()
+    return float(depth[mask].max())
+
+
+class TestNoDataCodes:
+    @pytest.mark.parametrize("rule", ["recorder", "none", "unknown model"])
+    def test_65535_is_no_data(self, cli, world, sess, tmp_path, rule):
+        """65535 was kept as 65.5 m of valid depth (the session's recorder.depth_rule was never applied)."""
+        _saturate_depth(sess)
+        doc = json.loads((sess / "session.json").read_text())
+        if rule == "none":  # a session from another recorder
+            del doc["recorder"]
+        elif rule == "unknown model":  # a rule that bounds nothing
+            doc["recorder"]["depth_rule"] = {"max_code": 65535, "invalid_codes": []}
+        (sess / "session.json").write_text(json.dumps(doc))
+        assert cli("sync", sess)[0] == 0
+        rc, out, err = _build(cli, world, sess, tmp_path / "d.h5")
+        assert rc == 0, out + err
+        assert _max_valid_depth(tmp_path / "d.h5") < 4.0  # the simulated Xtion's scene, not 65.5 m
+
+    def test_codes_above_max_code_are_no_data(self, cli, world, sess, tmp_path):
+        doc = json.loads((sess / "session.json").read_text())
+        doc["recorder"]["depth_rule"] = {"max_code": 2500, "invalid_codes": []}  # 2.5 m at 1 mm a code
+        (sess / "session.json").write_text(json.dumps(doc))
+        assert cli("sync", sess)[0] == 0
+        rc, out, err = _build(cli, world, sess, tmp_path / "d.h5")
+        assert rc == 0, out + err
+        assert _max_valid_depth(tmp_path / "d.h5") < 2.6  # reprojection moves depth by the rig's few cm
+
+    def test_a_malformed_rule_is_named(self, cli, world, sess, tmp_path):
+        doc = json.loads((sess / "session.json").read_text())
+        doc["recorder"]["depth_rule"] = {"max_code": "5000"}
+        (sess / "session.json").write_text(json.dumps(doc))
+        assert cli("sync", sess)[0] == 0
+        assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "session.json", "recorder.depth_rule")
+        assert not list(tmp_path.glob("d.h5*"))

@@ -23,6 +23,7 @@ from dfdcap import __version__
 from dfdcap.cameras import CameraModel
 from dfdcap.errors import DfdcapError, SessionError
 from dfdcap.fileio import atomic_write_bytes, atomic_write_json, encode_image, json_default, read_image, read_json
+from dfdcap.capture.sensor_models import DepthRule, clear_invalid_depth
 from dfdcap.lens import ThinLens
 
 SCHEMA = 1
@@ -655,10 +656,29 @@ class Session:
         """(H, W) uint16 in native units, 0 = invalid."""
         return read_image(self.path / "sensor" / rec.depth, unchanged=True)
 
+    @property
+    def depth_rule(self) -> DepthRule:
+        """The raw depth codes that are no data: session.json's recorder.depth_rule (codes above max_code
+        and those in invalid_codes) when present, and 65535 always: the all-ones code is the "invalid"
+        marker of 16-bit depth (RealSense D4xx, Kinect-style sensors), never 65.5 m of real depth."""
+        rec = self.meta.get("recorder")
+        doc = rec.get("depth_rule") if isinstance(rec, dict) else None
+        if doc is None:
+            return DepthRule(65535, (65535,))
+        where = f"{self.path / 'session.json'}: recorder.depth_rule"
+        code = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65535  # noqa: E731
+        if not isinstance(doc, dict) or not code(doc.get("max_code")):
+            raise SessionError(f"{where} {doc!r}: expected {{\"max_code\": 1-65535, \"invalid_codes\": [codes]}}")
+        codes = doc.get("invalid_codes", [])
+        if not isinstance(codes, list) or not all(code(c) for c in codes):
+            raise SessionError(f"{where}.invalid_codes {codes!r}: expected a list of depth codes 1-65535")
+        return DepthRule(doc["max_code"], tuple(sorted(set(codes) | {65535})))
+
     def read_sensor_depth_m(self, rec: SensorFrameRecord, depth_scale_m: float | None = None) -> np.ndarray:
-        """(H, W) float32 metres, 0 = invalid."""
+        """(H, W) float32 metres, 0 = invalid (codes the session's depth_rule calls no data included)."""
         scale = self.sensor_intrinsics.depth_scale_m if depth_scale_m is None else depth_scale_m
-        return self.read_sensor_depth_raw(rec).astype(np.float32) * np.float32(scale)
+        raw, _ = clear_invalid_depth(self.read_sensor_depth_raw(rec), self.depth_rule)
+        return raw.astype(np.float32) * np.float32(scale)
 
     def read_phone_frame(self, rec: PhoneFrameRecord) -> np.ndarray:
         return read_image(self.path / "phone" / rec.file)

@@ -215,6 +215,7 @@ def plan_sessions(
         try:
             cam = s.phone_camera
             intr = s.sensor_intrinsics
+            _ = s.depth_rule  # checked here, before any worker reads depth with it
         except DfdcapError as e:
             raise DatasetError(str(e)) from None
         if tuple(cam.image_size) != tuple(rig.phone.size):
