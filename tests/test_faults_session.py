@@ -343,6 +343,17 @@ class TestWrongKindOrUnit:
                                   "--workers", "1", "--align", "none"), 1, "phone/camera.json", needle, "mm")
         assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))
 
+    @pytest.mark.parametrize("value,needle", [(1.0, "at most 0.1"), (5000, "TUM's 5000"),
+                                              (0.05, "median valid depth")])
+    def test_depth_scale_in_the_wrong_unit(self, cli, world, sess, tmp_path, value, needle):
+        """depth_scale_m 1.0 or 5000 (TUM's factor typed as a scale) gave depths of 770-4558 m; 0.05 m per
+        code passes the scale bound, but puts the simulated Xtion's scene ~100 m away."""
+        _edit_json(sess / "sensor/intrinsics.json", depth_scale_m=value)
+        before = snapshot(sess)
+        assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "sensor/intrinsics.json",
+                              "depth_scale_m", needle)
+        assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))
+
 
 # ----------------------------------------------------------------- no-data depth codes (fuzz pass 2)
 

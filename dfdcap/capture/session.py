@@ -83,7 +83,7 @@ class SensorIntrinsics:
         return cls(
             CameraModel.from_dict(d["color"]),
             CameraModel.from_dict(d["depth"]),
-            _positive(d, "depth_scale_m", "metres per depth unit"),
+            _depth_scale(d),
             _boolean(d, "depth_registered_to_color"),
             np.asarray(d.get("T_color_from_depth", np.eye(4)), dtype=np.float64),
         )
@@ -213,6 +213,22 @@ def _positive(d: dict, key: str, unit: str) -> float:
     v = float(d[key])
     if not 0 < v < math.inf:
         raise BadField(f"{key} {d[key]!r}: expected a positive finite number ({unit})")
+    return v
+
+
+# RGB-D sensors store depth in 0.1-1 mm codes (Xtion/Kinect/RealSense: 0.001, D405: 0.0001, TUM's
+# 1/5000 = 0.0002): a scale of 0.1 m per code is 100x the coarsest of them, so it refuses no real data;
+# what it catches is a factor typed as a scale (TUM's 5000 codes per metre) or metres per metre (1.0).
+MAX_DEPTH_SCALE_M = 0.1
+
+
+def _depth_scale(d: dict) -> float:
+    """intrinsics.json's depth_scale_m, held to a physical unit (see MAX_DEPTH_SCALE_M)."""
+    v = _positive(d, "depth_scale_m", "metres per depth unit")
+    if v > MAX_DEPTH_SCALE_M:
+        raise BadField(f"depth_scale_m {d['depth_scale_m']!r}: expected metres per depth code, at most "
+                       f"{MAX_DEPTH_SCALE_M:g} (0.001 for mm codes, 0.0001 for a D405; a factor in codes per "
+                       f"metre such as TUM's 5000 is 1/5000 = 0.0002)")
     return v
 
 

@@ -278,6 +278,7 @@ def plan_sessions(
                 continue
             plan.stacks.append(stack)
         check_plan_files(plan)
+        check_depth_scale(plan, intr.depth_scale_m)
         plans.append(plan)
     sizes = {len(st) for p in plans for st in p.stacks}
     if len(sizes) > 1:
@@ -301,6 +302,28 @@ def check_plan_files(plan: SessionPlan) -> None:
     size = s.sensor_intrinsics.color.size
     for r in recs:
         check_depth_png(s.path / "sensor" / r.depth, size)
+
+
+# No RGB-D sensor reports depth beyond ~20 m (D455; Kinect v2: 8 m, Xtion: 3.5 m, D405: 0.5 m), so a
+# session whose median valid depth exceeds 50 m has a depth_scale_m in the wrong unit, never real data.
+MAX_MEDIAN_DEPTH_M = 50.0
+
+
+def check_depth_scale(plan: SessionPlan, depth_scale_m: float) -> None:
+    """The first stack's depth frame, in metres, must have a physical median (MAX_MEDIAN_DEPTH_M);
+    reads one frame per session, before anything is written."""
+    if not plan.stacks:
+        return
+    s = plan.session
+    ref = plan.stacks[0][reference_position(len(plan.stacks[0]))]
+    depth = s.read_sensor_depth_m(plan.sensor_by_index[plan.pairs[ref.index].sensor_index], depth_scale_m)
+    valid = depth[depth > 0]
+    if valid.size and float(np.median(valid)) > MAX_MEDIAN_DEPTH_M:
+        raise DatasetError(
+            f"{s.path / 'sensor' / 'intrinsics.json'}: depth_scale_m {depth_scale_m:g} makes the median valid depth "
+            f"{float(np.median(valid)):.0f} m, beyond any RGB-D sensor's range (at most {MAX_MEDIAN_DEPTH_M:g} m); "
+            "expected metres per depth code (0.001 for mm codes, 0.0001 for a D405)"
+        )
 
 
 def build_sample(
