@@ -408,3 +408,83 @@ class TestNoDataCodes:
         assert cli("sync", sess)[0] == 0
         assert_one_line_error(_build(cli, world, sess, tmp_path / "d.h5"), 1, "session.json", "recorder.depth_rule")
         assert not list(tmp_path.glob("d.h5*"))
+
+
+# ----------------------------------------------------------------- damaged index files (fuzz pass 2)
+
+def _edit_last_line(path: Path, edit) -> None:
+    lines = path.read_text().splitlines()
+    lines[-1] = edit(lines[-1])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _set_status(sess: Path, status: str) -> None:
+    _edit_json(sess / "session.json", status=status)
+
+
+class TestDamagedIndex:
+    @pytest.mark.parametrize("edit,needle", [
+        (lambda ln: ",".join(ln.split(",")[:8] + ["two"] + ln.split(",")[9:]), "step 'two' is not a number"),
+        (lambda ln: ln + ",x", "11 fields"),
+    ])
+    def test_malformed_last_line_of_a_complete_session(self, cli, world, sess, tmp_path, edit, needle):
+        """The whole last ramp was dropped without a word: only a recording cut mid-write tears a line."""
+        _edit_last_line(sess / "phone/frames.csv", edit)
+        _refused_everywhere(cli, world, sess, tmp_path, "phone/frames.csv:7", needle)
+
+    def test_malformed_last_line_of_an_interrupted_session_is_skipped(self, sess):
+        from dfdcap.capture.session import Session
+
+        _edit_last_line(sess / "phone/frames.csv", lambda ln: ln + ",x")
+        _set_status(sess, "interrupted")
+        assert len(Session(sess).phone_frames) == 5
+
+    def test_cut_off_last_line_of_a_complete_session_is_skipped(self, sess):
+        """No newline at the end: a plausible cut-off (the line's write did not finish)."""
+        from dfdcap.capture.session import Session
+
+        p = sess / "phone/frames.csv"
+        lines = p.read_text().splitlines()
+        p.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:15])  # cut inside t_phone_ns
+        assert len(Session(sess).phone_frames) == 5
+
+    def test_blank_lines_are_skipped(self, sess):
+        from dfdcap.capture.session import Session
+
+        lines = (sess / "phone/frames.csv").read_text().splitlines()
+        (sess / "phone/frames.csv").write_text("\n".join(lines[:3] + ["", "  "] + lines[3:]) + "\n\n\n")
+        assert len(Session(sess).phone_frames) == 6
+
+    def test_utf16_index_is_named(self, cli, world, sess, tmp_path):
+        p = sess / "phone/frames.csv"
+        p.write_bytes(p.read_text().encode("utf-16"))
+        _refused_everywhere(cli, world, sess, tmp_path, "phone/frames.csv", "UTF-16", "save it as UTF-8")
+
+    def test_zero_filled_tail_of_a_complete_session(self, cli, world, sess, tmp_path):
+        """A power loss's zero-filled tail (one 200 kB field) was a `_csv.Error` traceback."""
+        with open(sess / "sensor/frames.csv", "ab") as f:
+            f.write(b"\0" * 200_000)
+        n = len((sess / "sensor/frames.csv").read_bytes().split(b"\n"))
+        _refused_everywhere(cli, world, sess, tmp_path, f"sensor/frames.csv:{n}", "NUL bytes", "power loss")
+
+    def test_zero_filled_tail_of_an_interrupted_session_is_a_torn_line(self, sess):
+        from dfdcap.capture.session import Session
+
+        p = sess / "sensor/frames.csv"
+        n = len(Session(sess).sensor_frames)
+        p.write_bytes(p.read_bytes()[:-5] + b"\0" * 200_000)  # the last line cut by the zeros
+        _set_status(sess, "interrupted")
+        assert len(Session(sess).sensor_frames) == n - 1
+
+    def test_long_field_without_nul_is_a_line_error(self, cli, world, sess, tmp_path):
+        _edit_last_line(sess / "sensor/frames.csv", lambda ln: ln + "x" * 200_000)
+        _refused_everywhere(cli, world, sess, tmp_path, "sensor/frames.csv:", "malformed line", "field larger")
+
+    def test_nul_bytes_in_the_middle(self, cli, world, sess, tmp_path):
+        lines = (sess / "sensor/frames.csv").read_text().splitlines()
+        lines[2] = "\0" * 10
+        (sess / "sensor/frames.csv").write_text("\n".join(lines) + "\n")
+        _set_status(sess, "interrupted")
+        before = snapshot(sess)
+        assert_one_line_error(cli("sync", sess), 1, "sensor/frames.csv:3", "NUL bytes")
+        assert snapshot(sess) == before

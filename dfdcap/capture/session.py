@@ -2,7 +2,7 @@
 
 Every frame is its own file, written under a temporary name and renamed; index lines are
 appended and flushed after their file exists; `session.json` says how the session ended.
-The reader loads complete and interrupted sessions alike (a torn last index line is skipped).
+The reader loads complete and interrupted sessions alike (an interrupted one's torn last index line is skipped).
 """
 
 from __future__ import annotations
@@ -489,50 +489,81 @@ def _int64(v: str) -> int:
     return n
 
 
-def _read_csv(path: Path, columns: list[str], types: dict, unique: tuple[tuple[str, ...], ...] = (),
-              paths: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of an index CSV; a torn last line (crash mid-write) is skipped, a torn middle line is an error.
+def _index_text(path: Path) -> str:
+    """The text of an index file: UTF-8 (a byte-order mark allowed); UTF-16 and binary data are errors
+    naming what they are, since a decoder's byte offset means nothing to whoever saved the file."""
+    data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise SessionError(f"{path}: UTF-16 text (a byte-order mark FF FE / FE FF); save it as UTF-8")
+    try:  # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SessionError(f"{path}:{line}: not a CSV index (binary data at byte {e.start}); the file is damaged") from None
 
+
+def _drop_zero_tail(path: Path, lines: list[str], torn_ok: bool) -> list[str]:
+    """lines without a zero-filled tail (what a power loss leaves past the last flushed line) when the
+    session may be torn; NUL bytes anywhere else are a FILE:LINE error."""
+    k = next((i for i, ln in enumerate(lines) if "\0" in ln), None)
+    if k is None:
+        return lines
+    tail_is_zeros = not "".join(lines[k:]).split("\0", 1)[1].strip("\0 \t")
+    if torn_ok and tail_is_zeros:
+        return lines[:k]  # the line the zeros start on was cut by them
+    raise SessionError(f"{path}:{k + 1}: binary data (NUL bytes) where text belongs; the file is damaged from "
+                       "there (a zero-filled tail is what a power loss while recording leaves)")
+
+
+def _read_csv(path: Path, columns: list[str], types: dict, unique: tuple[tuple[str, ...], ...] = (),
+              paths: tuple[str, ...] = (), torn_ok: bool = True) -> list[dict]:
+    """Rows of an index CSV; blank lines are skipped; a malformed middle line is an error.
+
+    A malformed last line is skipped as a torn write only where one can happen: `torn_ok` (the session
+    is not "complete": a recording killed mid-write) or a file that does not end with a newline (a
+    line cut off); in a complete session's newline-ended file it is a FILE:LINE error like any other.
     An integer beyond 64 bits is an error on any line, naming the line and the column; so is a
     repeated value of a `unique` column group, and a `paths` column that is not a relative path
     inside the session folder (see _check_rows)."""
     if not path.exists():
         return []
-    try:  # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as e:
-        raise SessionError(f"{path}: not a CSV index (binary data at byte {e.start}); the file is damaged") from None
+    text = _index_text(path)
+    lines = _drop_zero_tail(path, text.splitlines(), torn_ok)
     if not lines:
         return []
+    torn_ok = torn_ok or not text.endswith(("\n", "\r"))
     # columns by name: another tool may order them otherwise or add its own (ignored)
-    header = [h.strip() for h in next(csv.reader(lines[:1]))]
+    header = [h.strip() for h in next(csv.reader(lines[:1]), [])]
     missing = [c for c in columns if c not in header]
     if missing or len(set(header)) != len(header):
         why = f"lacks {', '.join(missing)}" if missing else "names a column twice"
         raise SessionError(f"{path}: header {lines[0]!r} {why}; expected the columns {','.join(columns)}")
     at = [header.index(c) for c in columns]
-    rows = []
-    body = lines[1:]
-    for n, row in enumerate(csv.reader(body), start=2):
+    body = [(n, ln) for n, ln in enumerate(lines[1:], start=2) if ln.strip()]
+    rows, numbers = [], []
+    for n, line in body:
         try:
+            row = next(csv.reader([line]))
             if len(row) != len(header):
-                raise ValueError(f"{len(row)} fields")
+                raise ValueError(f"{len(row)} fields, the header has {len(header)}")
             rows.append({c: _field(c, types.get(c, str), row[i]) for c, i in zip(columns, at)})
+            numbers.append(n)
         except _OutOfRange as e:
             raise SessionError(f"{path}:{n}: {e}") from None
-        except ValueError as e:
-            if n == len(body) + 1:
+        except (ValueError, csv.Error) as e:  # csv.Error: e.g. a field beyond the csv module's 128 KiB limit
+            if n == body[-1][0] and torn_ok:
                 break  # torn last line of an interrupted session
             raise SessionError(f"{path}:{n}: malformed line ({e})") from None
-    _check_rows(path, rows, unique, paths)
+    _check_rows(path, rows, numbers, unique, paths)
     return rows
 
 
-def _check_rows(path: Path, rows: list[dict], unique: tuple[tuple[str, ...], ...], paths: tuple[str, ...]) -> None:
+def _check_rows(path: Path, rows: list[dict], numbers: list[int], unique: tuple[tuple[str, ...], ...],
+                paths: tuple[str, ...]) -> None:
     """FILE:LINE errors for a repeated key (two frames with one index pair wrongly) and for a file
     name that is absolute or climbs out of its folder (the index would read another session's files).
-    rows[k] came from line k + 2 (every row before a torn last line parsed)."""
-    for n, row in enumerate(rows, start=2):
+    rows[k] came from line numbers[k]."""
+    for n, row in zip(numbers, rows):
         for c in paths:
             p = PurePosixPath(row[c])
             if not row[c] or p.is_absolute() or ".." in p.parts:
@@ -540,7 +571,7 @@ def _check_rows(path: Path, rows: list[dict], unique: tuple[tuple[str, ...], ...
                                    "(it is empty, absolute or climbs out with '..')")
     for cols in unique:
         seen: dict[tuple, int] = {}
-        for n, row in enumerate(rows, start=2):
+        for n, row in zip(numbers, rows):
             key = tuple(row[c] for c in cols)
             if key in seen:
                 what = " ".join(f"{c} {v!r}" if isinstance(v, str) else f"{c} {v}" for c, v in zip(cols, key))
@@ -562,6 +593,8 @@ def _field(column: str, kind, value: str):
         return kind(value)
     except _OutOfRange as e:
         raise _OutOfRange(f"{column} {e}") from None
+    except ValueError:
+        raise ValueError(f"{column} {value[:40]!r} is not a number") from None
 
 
 _SENSOR_TYPES = {"index": _int64, "t_host_ns": _int64, "t_device_ns": _int64}
@@ -609,15 +642,21 @@ class Session:
         self.sensor_frames = [
             SensorFrameRecord(**r)
             for r in _read_csv(self.path / "sensor" / "frames.csv", SENSOR_COLUMNS, _SENSOR_TYPES,
-                               unique=(("index",),), paths=("rgb", "depth"))
+                               unique=(("index",),), paths=("rgb", "depth"), torn_ok=self.torn_ok)
         ]
         self.sensor_frames.sort(key=lambda r: r.index)
         self.phone_frames = [
             PhoneFrameRecord(**r)
             for r in _read_csv(self.path / "phone" / "frames.csv", PHONE_COLUMNS, _PHONE_TYPES,
-                               unique=(("index",), ("file",), ("ramp", "step")), paths=("file",))
+                               unique=(("index",), ("file",), ("ramp", "step")), paths=("file",),
+                               torn_ok=self.torn_ok)
         ]
         self.phone_frames.sort(key=lambda r: r.index)
+
+    @property
+    def torn_ok(self) -> bool:
+        """Whether an index may end in a torn line: only a session that did not end cleanly was cut mid-write."""
+        return self.meta["status"] != "complete"
 
     @property
     def status(self) -> str:
@@ -662,7 +701,8 @@ class Session:
 
     def probes(self) -> np.ndarray:
         """(N, 3) int64: t_host_send_ns, t_phone_ns, t_host_recv_ns."""
-        rows = _read_csv(self.path / "clock" / "phone_probes.csv", PROBE_COLUMNS, {c: _int64 for c in PROBE_COLUMNS})
+        rows = _read_csv(self.path / "clock" / "phone_probes.csv", PROBE_COLUMNS, {c: _int64 for c in PROBE_COLUMNS},
+                         torn_ok=self.torn_ok)
         return np.array([[r[c] for c in PROBE_COLUMNS] for r in rows], dtype=np.int64).reshape(-1, 3)
 
     def read_sensor_rgb(self, rec: SensorFrameRecord) -> np.ndarray:
