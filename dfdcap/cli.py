@@ -602,11 +602,14 @@ def build_dataset_cmd(
     opts = BuildOptions(frames=frames, size=size, crop=crop, fuse=fuse, coc=coc, val=tuple(val or ()),
                         test=tuple(test or ()), val_fraction=val_fraction, test_fraction=test_fraction, workers=workers,
                         align=align)
+    rig = RigGeometry.from_calibration(cal, str(calib))
+    if (w := rig.baseline_warning()) is not None:
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("stacks", total=None)
         summary = build_dataset(
-            sessions, RigGeometry.from_calibration(cal, str(calib)), output, opts, force=force,
+            sessions, rig, output, opts, force=force,
             progress=lambda done, total: bar.update(task, completed=done, total=total), calibration_doc=read_json(calib),
         )
     splits = ", ".join(f"{k} {v}" for k, v in summary.counts.items())

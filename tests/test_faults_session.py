@@ -488,3 +488,20 @@ class TestDamagedIndex:
         before = snapshot(sess)
         assert_one_line_error(cli("sync", sess), 1, "sensor/frames.csv:3", "NUL bytes")
         assert snapshot(sess) == before
+
+
+# ----------------------------------------------------------------- a calibration in the wrong unit (fuzz pass 2)
+
+def test_calibration_in_mm_builds_no_dataset(cli, world, sess, tmp_path):
+    """t x 1000 (a board square in mm) wrote a dataset with "0 % valid depth" and exit 0."""
+    doc = json.loads(world["cal"].read_text())
+    T = doc["T_phone_from_sensor"]
+    for r in range(3):
+        T[r][3] *= 1000
+    (tmp_path / "cal_mm.json").write_text(json.dumps(doc))
+    before = snapshot(sess)
+    res = cli("build-dataset", sess, "--calib", tmp_path / "cal_mm.json", "-o", tmp_path / "d.h5", "--workers", "1",
+              "--align", "none")
+    assert_one_line_error(res, 1, "no valid depth pixel", "cal_mm.json", "|t| =", "board square given in mm")
+    assert "warning:" in res[2] and "m apart" in res[2]  # said before building, too
+    assert snapshot(sess) == before and not list(tmp_path.glob("d.h5*"))

@@ -33,6 +33,9 @@ from dfdcap.dataset.visibility import hidden_from_sensor, warm_up
 from dfdcap.errors import DatasetError, DfdcapError
 
 
+MAX_PLAUSIBLE_BASELINE_M = 1.0  # a phone clamped to an RGB-D sensor: centimetres; beyond 1 m, a unit error
+
+
 @dataclass(frozen=True)
 class RigGeometry:
     """What the reprojection needs of a calibration: both cameras and T_phone_from_sensor (4x4, metres)."""
@@ -57,6 +60,19 @@ class RigGeometry:
             CameraModel.from_dict(rig["phone"]), CameraModel.from_dict(rig["sensor"]),
             np.asarray(rig["T_phone_from_sensor"], np.float64), "truth", None if fm is None else FocusModel.from_dict(fm),
         )
+
+    @property
+    def baseline_m(self) -> float:
+        """|t| of T_phone_from_sensor: how far apart the two cameras are (a few cm on a real rig)."""
+        return float(np.linalg.norm(np.asarray(self.T_phone_from_sensor)[:3, 3]))
+
+    def baseline_warning(self) -> str | None:
+        """A line saying the cameras are implausibly far apart (likely a board square in mm or board
+        units), or None; a warning only, since a wide rig is possible and its depth may still land."""
+        if self.baseline_m <= MAX_PLAUSIBLE_BASELINE_M:
+            return None
+        return (f"{self.source}: T_phone_from_sensor puts the cameras {self.baseline_m:.3g} m apart (|t|); a rig's "
+                "cameras are centimetres apart: was the board square given in mm or board units? (--square is in metres)")
 
     def phone_at(self, focus_diopters: float) -> CameraModel:
         """The phone camera at a focus setting (the calibrated one without a focus model)."""
@@ -428,6 +444,18 @@ class _StackContext:
                                      self.scales[i], self.out_camera)
 
 
+def _no_valid_depth(rig: RigGeometry, n_stacks: int) -> str:
+    """Why no stack got a valid depth pixel: a far-off translation (a calibration in the wrong unit
+    reprojects every point out of the phone's view) is the likely cause when there is one."""
+    head = f"no valid depth pixel in any of the {n_stacks} stacks (the dataset would be empty of ground truth)"
+    if rig.baseline_m > MAX_PLAUSIBLE_BASELINE_M:
+        return (f"{head}: {rig.source}'s phone-sensor translation |t| = {rig.baseline_m:.3g} m, but a rig's cameras "
+                "are centimetres apart: was the board square given in mm or board units? Recalibrate with --square "
+                "in metres")
+    return (f"{head}: the sensor depth does not land in the phone's view; check {rig.source} "
+            f"(|t| = {rig.baseline_m:.3g} m) and the sessions' sensor depth")
+
+
 def build_dataset(
     session_dirs: list[str | os.PathLike],
     rig: RigGeometry,
@@ -489,6 +517,8 @@ def build_dataset(
                 valid.append(sample.provenance["valid_fraction"])
                 if progress:
                     progress(k + 1, len(jobs))
+            if max(valid) == 0:  # raised inside the block: the file is discarded
+                raise DatasetError(_no_valid_depth(rig, len(valid)))
             counts = dict(w.counts)
     finally:
         samples.close()
