@@ -7,6 +7,7 @@ import json
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -55,8 +56,13 @@ def name_the_target(e: BaseException, tmp: Path, target: Path) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
+    if path.is_symlink():  # write where the link points; a rename would replace the link itself
+        path = Path(os.path.realpath(path))
     if path.is_dir():  # else the error would name the temporary file, not the user's path
         raise DfdcapError(f"{path}: is a folder, expected a file name")
+    if is_special_file(path):  # /dev/null, /dev/stdout, a FIFO: written into; a rename would replace the node
+        yield path
+        return
     try:
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as e:
@@ -77,6 +83,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def is_special_file(path: str | os.PathLike) -> bool:
+    """Whether `path` exists as something written into rather than replaced: a device or a FIFO."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)
+
+
 def nearest_existing(path: str | os.PathLike) -> Path:
     """`path` (absolute) or its nearest ancestor that exists: where missing folders would be made."""
     p = Path(path).absolute()
@@ -93,6 +108,8 @@ def check_output_file(path: str | os.PathLike, *, force: bool = True, what: str 
     read-only mount and a full inode table even for root, whom permission bits do not stop).
     """
     path = Path(path)
+    if is_special_file(path):  # /dev/null, a FIFO: written into as it is (atomic_path), its folder is not ours
+        return path
     parent = path.absolute().parent
     if create_parent:  # the writer makes missing folders: check the nearest one that exists
         parent = nearest_existing(parent)

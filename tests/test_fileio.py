@@ -68,3 +68,30 @@ def test_cut_short_png_is_one_line(tmp_path, capfd):
     with pytest.raises(DfdcapError, match="d.png: PNG is cut short"):
         read_image(tmp_path / "d.png", unchanged=True)
     assert "libpng" not in capfd.readouterr().err
+
+
+def test_fifo_is_written_into_not_replaced(tmp_path):
+    """`--json /dev/null` (run as root) replaced the system's /dev/null with a plain file: a device or a
+    FIFO is written into, never renamed over. A FIFO stands in for the device here."""
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "out"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    atomic_write_text(fifo, "hello")
+    reader.join(timeout=30)
+    assert got == [b"hello"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_symlink_is_written_through(tmp_path):
+    """A link to an output file was replaced by a plain file (the link lost, its target never written)."""
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "data" / "out.json")  # dangling until written
+    atomic_write_text(link, "{}")
+    assert link.is_symlink() and (tmp_path / "data" / "out.json").read_text() == "{}"
