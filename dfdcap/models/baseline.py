@@ -60,7 +60,8 @@ def classical_dff(stack: np.ndarray, focus_m: np.ndarray, window: int = 9) -> np
     """Depth (H, W) float32 metres from a stack (S, H, W, 3) and its focus distances (S,) metres.
 
     Depth can only fall inside the swept focus range: pixels sharpest in the first or last
-    frame get that frame's focus distance.
+    frame get that frame's focus distance. Frames are sorted by focus first: the sub-frame fit
+    reads each frame's neighbours in the sweep, so any frame order gives the same depth.
     """
     focus_m = np.asarray(focus_m, dtype=np.float64).reshape(-1)
     gray = to_gray(stack)
@@ -68,6 +69,8 @@ def classical_dff(stack: np.ndarray, focus_m: np.ndarray, window: int = 9) -> np
         raise ModelError(f"classical DFF: {gray.shape[0]} frames but {focus_m.size} focus distances")
     if not np.all(focus_m > 0):
         raise ModelError(f"classical DFF: focus distances must be > 0 m, got {focus_m}")
+    order = np.argsort(focus_m, kind="stable")
+    gray, focus_m = gray[order], focus_m[order]
     measures = np.stack([focus_measure(g, window) for g in gray])
     idx = best_focus_index(measures)
     diopters = np.interp(idx, np.arange(focus_m.size), 1.0 / focus_m)
