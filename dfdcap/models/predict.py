@@ -225,6 +225,9 @@ def rescale(frames: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]
 
 def read_frames(images: list[str | Path]) -> list[np.ndarray]:
     """The stack's image files as RGB uint8 (H, W, 3), all one size (ModelError otherwise)."""
+    missing = next((p for p in images if not Path(p).exists()), None)
+    if missing is not None:  # e.g. a shell pattern that matched nothing, passed on as it was written
+        raise ModelError(f"{missing}: no such image file")
     if len(images) < 2:
         raise ModelError("predict: a focus stack needs at least 2 images")
     return read_images_one_size(images)
@@ -293,7 +296,6 @@ def predict(
     if tile < 0 or 0 < tile < MIN_TILE:
         raise ModelError(f"--tile: expected 0 (whole image) or at least {MIN_TILE} pixels, got {tile}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)  # before any long work
     method = stack_method(checkpoint, coords.focus_m)  # a bad checkpoint fails before any image is read
     frames = read_frames(images)
     if align:  # focus breathing: slices to the middle slice's geometry, as in training data
@@ -303,5 +305,6 @@ def predict(
     del frames
     depth, n_tiles = run_tiled(method, stack, tile, margin, progress)
     result = coords.to_output(depth)
+    out.parent.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folders (the CLI checked it can)
     colour_png, data_png = write_outputs(out, result, coords)
     return PredictResult(colour_png, data_png, result, coords.unit, run_size, n_tiles)

@@ -112,6 +112,23 @@ class TestClassicalThroughPredict:
         assert not list(tmp_path.iterdir())
 
 
+class TestPredictInputs:
+    def test_pattern_that_matched_nothing_is_named(self, cli, stack_files, tmp_path):
+        """An unmatched shell pattern reached predict as it was typed: "a focus stack needs at least 2 images"."""
+        paths, _, _ = stack_files
+        code, _out, err = cli("predict", "--classical", paths[0], str(tmp_path / "x*.png"), "--index", "-o", tmp_path / "d.png")
+        assert code == 1 and "x*.png: no such image file" in " ".join(err.split())
+
+    def test_failed_run_leaves_no_new_folders(self, cli, stack_files, tmp_path):
+        """-o into folders that do not exist yet: a run that fails must not leave them behind, empty."""
+        paths, _, _ = stack_files
+        (tmp_path / "notes.txt").write_text("not an image")
+        code, _out, err = cli("predict", "--classical", paths[0], tmp_path / "notes.txt", "--index",
+                              "-o", tmp_path / "new" / "sub" / "d.png")
+        assert code == 1 and "notes.txt" in err
+        assert not (tmp_path / "new").exists()
+
+
 class TestNetworkThroughPredict:
     def test_index_with_a_network(self, cli, tiny_ckpt, stack_files, tmp_path):
         paths, _, _ = stack_files
