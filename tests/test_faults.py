@@ -836,6 +836,71 @@ class TestDatasetFileLayout:
         assert not (tmp_path / "run").exists()
 
 
+def _single_camera(d: dict) -> dict:
+    """The stereo calibration turned into a single-camera file (the phone's), as `calibrate --single` writes."""
+    for key in ("sensor", "stereo", "T_phone_from_sensor"):
+        del d[key]
+    d["camera"] = d.pop("phone") | {"distortion_model": {"chosen": "k1k2", "candidates": {}}}
+    return d
+
+
+_VIEW = {"name": "v0", "corners_px": [[1.0, 2.0], [3.0, 4.0]], "residuals_px": [[0.1, 0.0], [0.0, 0.1]]}
+
+
+class TestHandEditedCalibration:
+    """A calibration section of the wrong type or shape crashed build-dataset and report with a
+    traceback (ValueError, TypeError, KeyError, AttributeError, OverflowError): now one line naming
+    the file and the key path."""
+
+    @pytest.mark.parametrize("edit, where", [
+        (lambda d: d.update(board="9x6"), "board:"),
+        (lambda d: d.update(stereo=None), "stereo:"),
+        (lambda d: d["stereo"].update(per_view_px=[0.1, 0.2, 0.3]), "stereo.per_view_px:"),
+        (lambda d: d.update(versions="opencv 4.10"), "versions:"),
+        (lambda d: d.update(views=[1]), "views:"),
+        (lambda d: d.update(views={"phone": [{"name": "v0", "corners_px": [[1.0, 2.0]]}]}), "views.phone[0].residuals_px"),
+        (lambda d: d.update(views={"phone": [_VIEW | {"residuals_px": [[0.1, 0.0]]}]}), "views.phone[0]:"),
+        (lambda d: d.update(views={"sensor": [_VIEW | {"corners_px": "here"}]}), "views.sensor[0].corners_px:"),
+        (lambda d: d["phone"].update(size=[float("inf"), 240]), "phone.size:"),
+        (lambda d: d["phone"].update(size=[320.5, 240]), "phone.size:"),
+        (lambda d: d["phone"].update(K=[[100, 0, 32], [0, 100, 24]]), "phone.K:"),
+        (lambda d: d["phone"].update(K=[["100", 0, 32], [0, 100, 24], [0, 0, 1]]), "phone.K:"),
+        (lambda d: d["sensor"].update(dist=[0.1, 0.2, 0.3]), "sensor.dist:"),
+        (lambda d: d["T_phone_from_sensor"][0].__setitem__(3, "0.1"), "T_phone_from_sensor:"),
+        (lambda d: d["phone"].update(rms_px="0.1"), "phone.rms_px:"),
+        (lambda d: d["phone"].update(per_view_px=[float("nan")]), "phone.per_view_px:"),
+        (lambda d: d["phone"].update(view_names=["v0", "v1"]), "phone:"),
+        (lambda d: d["sensor"].update(std=[0.1]), "sensor.std:"),
+        (lambda d: d["stereo"].update(views_used="v0"), "stereo.views_used:"),
+        (lambda d: d["stereo"].update(uncertainty={"rotation_std_deg": 0.1}), "stereo.uncertainty.translation_std"),
+        (lambda d: d["stereo"].update(distortion_models={"phone": {"chosen": "k1k2", "candidates": {"k1k2": 3}}}),
+         "stereo.distortion_models.phone.candidates.k1k2:"),
+        (lambda d: _single_camera(d)["camera"].update(distortion_model=[1]), "camera.distortion_model:"),
+        (lambda d: _single_camera(d)["camera"].update(views_dropped="v0"), "camera.views_dropped:"),
+    ], ids=lambda x: x if isinstance(x, str) else "")
+    def test_wrong_section(self, cli, world, tmp_path, edit, where):
+        doc = json.loads(world["cal"].read_text())
+        edit(doc)
+        bad = tmp_path / "cal.json"
+        bad.write_text(json.dumps(doc))  # inf and NaN as Python's JSON writes them
+        assert_one_line_error(cli("report", bad, "-o", tmp_path / "r.png"), 1, "cal.json: ", where)
+        if "camera" not in doc:
+            assert_one_line_error(cli("build-dataset", world["session"], "--calib", bad, "-o", tmp_path / "d.h5"),
+                                  1, "cal.json: ", where)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.json"]
+
+    def test_null_optional_sections_still_read(self, cli, world, tmp_path):
+        """views, uncertainty, distortion models and focus_model may be null: the readers treat that as absent."""
+        doc = json.loads(world["cal"].read_text())
+        doc["views"] = None
+        doc["phone"]["focus_model"] = None
+        doc["stereo"].update(uncertainty=None, distortion_models={"phone": None})
+        good = tmp_path / "cal.json"
+        good.write_text(json.dumps(doc))
+        rc, out, err = cli("report", good, "-o", tmp_path / "r.png")
+        assert rc == 0 and (tmp_path / "r.png").exists(), out + err
+
+
 class TestWrongFieldTypes:
     @pytest.mark.parametrize("field, value", [("K", [["abc", 0, 1], [0, 1, 1], [0, 0, 1]]), ("dist", "x"),
                                               ("size", [0, 0]), ("K", [[-5, 0, 32], [0, 50, 24], [0, 0, 1]])])

@@ -25,7 +25,9 @@ the model holds fixed are stored as 0.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,6 +227,188 @@ def _views_from(items: list) -> list[ViewResiduals]:
     ]
 
 
+# What each section of a calibration file must hold, as rows (key path, check, presence); the loader
+# and the report rely on these, so a hand-edited file fails here with one line, not in a reader.
+# A key path is dot-separated keys: "*" is every value of an object, "name[]" every item of a list.
+# Rows run in order, parents before children: a row only sees values whose parent passed its own row.
+# T_phone_from_sensor is then checked rigid (check_rigid_transform); K and dist finite (_camera_from).
+
+REQUIRED, OPTIONAL, NULLABLE = "required", "optional", "nullable"  # NULLABLE: absent or null both mean "none"
+Check = Callable[[object], "str | None"]  # None when the value is fine, else the problem in words
+
+
+def _short(value: object, limit: int = 60) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _number(finite: bool = True) -> Check:
+    what = "a finite number" if finite else "a number"
+    return lambda v: None if _is_number(v) and (not finite or math.isfinite(v)) else f"expected {what}, got {_short(v)}"
+
+
+def _kind(t: type, what: str) -> Check:
+    return lambda v: None if isinstance(v, t) else f"expected {what}, got {_short(v)}"
+
+
+def _texts(v: object) -> str | None:
+    ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
+    return None if ok else f"expected a list of strings, got {_short(v)}"
+
+
+def _array(shape: tuple[int, ...], finite: bool = True, sizes: tuple[int, ...] = ()) -> Check:
+    """Numbers (not strings or booleans) in nested lists of `shape` (-1: any length; [] is an empty array)."""
+    dims = "x".join("N" if n < 0 else str(n) for n in shape)
+    what = f"{'finite ' if finite else ''}numbers as " + ("a list" if len(shape) == 1 else f"a{'n' * (dims[0] in 'N8')} {dims} array")
+    what += f" of {', '.join(map(str, sizes[:-1]))} or {sizes[-1]}" if sizes else ""
+
+    def check(v: object) -> str | None:
+        try:
+            a = np.asarray(v)
+        except ValueError:  # ragged lists
+            return f"expected {what}, got {_short(v)}"
+        if a.shape == (0,) and shape[0] < 0:
+            return None
+        fits = len(a.shape) == len(shape) and all(n < 0 or n == m for n, m in zip(shape, a.shape))
+        ok = (fits and a.dtype.kind in "iuf" and (not finite or bool(np.all(np.isfinite(a))))
+              and (not sizes or a.size in sizes))
+        return None if ok else f"expected {what}, got {_short(v)}"
+
+    return check
+
+
+def _image_size(v: object) -> str | None:
+    ok = (isinstance(v, list) and len(v) == 2
+          and all(_is_number(x) and math.isfinite(x) and x >= 1 and float(x).is_integer() for x in v))
+    return None if ok else f"expected [width, height] as two positive whole numbers, got {_short(v)}"
+
+
+def _one_name_per_view(cam: dict) -> str | None:
+    n, names = np.size(cam.get("per_view_px", [])), cam.get("view_names") or []
+    return None if not names or len(names) == n else f"{len(names)} view_names for {n} per_view_px values; expected one each"
+
+
+def _one_residual_per_corner(view: dict) -> str | None:
+    n, m = len(view["corners_px"]), len(view["residuals_px"])
+    return None if n == m else f"{n} corners_px but {m} residuals_px; expected one residual per corner"
+
+
+def _camera_rows(key: str) -> list[tuple[str, Check, str]]:
+    return [
+        (key, _kind(dict, "an object with K, dist, size, rms_px"), REQUIRED),
+        (f"{key}.K", _array((3, 3), finite=False), REQUIRED),
+        (f"{key}.dist", _array((-1,), finite=False, sizes=(0, 4, 5, 8, 12, 14)), OPTIONAL),
+        (f"{key}.size", _image_size, REQUIRED),
+        (f"{key}.rms_px", _number(), REQUIRED),
+        (f"{key}.std", _kind(dict, "an object"), OPTIONAL),
+        *((f"{key}.std.{p}", _number(finite=False), OPTIONAL) for p in ("fx", "fy", "cx", "cy")),
+        (f"{key}.per_view_px", _array((-1,)), OPTIONAL),
+        (f"{key}.view_names", _texts, OPTIONAL),
+        (key, _one_name_per_view, REQUIRED),
+    ]
+
+
+def _model_rows(key: str) -> list[tuple[str, Check, str]]:
+    """A distortion model selection entry: {"chosen", "candidates": {name: {"cv_rms_px", "train_rms_px", ...}}}."""
+    return [
+        (key, _kind(dict, "an object with 'chosen'"), NULLABLE),
+        (f"{key}.chosen", _kind(str, "a model name"), REQUIRED),
+        (f"{key}.candidates", _kind(dict, "an object {model name: scores}"), NULLABLE),
+        (f"{key}.candidates.*", _kind(dict, "an object with cv_rms_px and train_rms_px"), REQUIRED),
+        (f"{key}.candidates.*.cv_rms_px", _number(finite=False), REQUIRED),
+        (f"{key}.candidates.*.train_rms_px", _number(finite=False), REQUIRED),
+    ]
+
+
+_VIEW_ROWS = [
+    ("views", _kind(dict, "an object {camera: [views]}"), NULLABLE),
+    ("views.*", _kind(list, "a list of views"), REQUIRED),
+    ("views.*[]", _kind(dict, "an object with name, corners_px, residuals_px"), REQUIRED),
+    ("views.*[].name", _kind(str, "a string"), REQUIRED),
+    ("views.*[].corners_px", _array((-1, 2)), REQUIRED),
+    ("views.*[].residuals_px", _array((-1, 2)), REQUIRED),
+    ("views.*[]", _one_residual_per_corner, REQUIRED),
+]
+_COMMON_ROWS = [
+    ("board", _kind(dict, "an object with type, cols, rows, square_m"), REQUIRED),
+    ("board.square_m", _number(), OPTIONAL),
+    ("versions", _kind(dict, "an object {name: version}"), OPTIONAL),
+]
+STEREO_ROWS = [
+    *_COMMON_ROWS, *_camera_rows("phone"), *_camera_rows("sensor"),
+    ("T_phone_from_sensor", _array((4, 4), finite=False), REQUIRED),  # then check_rigid_transform
+    ("phone.focus_model", _kind(dict, "an object"), NULLABLE),
+    ("phone.focus_model.bundle_rms_px", _number(finite=False), NULLABLE),
+    ("stereo", _kind(dict, "an object with rms_px, per_view_px, views_used, views_dropped"), REQUIRED),
+    ("stereo.rms_px", _number(finite=False), OPTIONAL),
+    ("stereo.per_view_px", _array((-1, 2)), OPTIONAL),
+    ("stereo.views_used", _texts, OPTIONAL),
+    ("stereo.views_dropped", _texts, OPTIONAL),
+    ("stereo.distortion_models", _kind(dict, "an object {camera: model selection}"), NULLABLE),
+    *_model_rows("stereo.distortion_models.*"),
+    ("stereo.uncertainty", _kind(dict, "an object"), NULLABLE),
+    *((f"stereo.uncertainty.{k}", _number(finite=False), REQUIRED)
+      for k in ("rotation_std_deg", "translation_std", "reprojection_shift_px_2sigma")),
+    ("stereo.uncertainty.translation_unit", _kind(str, "a unit name"), REQUIRED),
+    *_VIEW_ROWS,
+]
+SINGLE_ROWS = [
+    *_COMMON_ROWS, *_camera_rows("camera"),
+    ("camera.views_dropped", _texts, OPTIONAL),
+    *_model_rows("camera.distortion_model"),
+    *_VIEW_ROWS,
+]
+
+
+def _places(doc: object, parts: list[str]) -> list[tuple[str, object]]:
+    """(concrete key path, value) of each value a key path names in doc; absent keys are skipped."""
+    found = [("", doc)]
+    for part in parts:
+        key, items = (part[:-2], True) if part.endswith("[]") else (part, False)
+        step = []
+        for where, obj in found:
+            if not isinstance(obj, dict):
+                continue
+            keys = list(obj) if key == "*" else [key] if key in obj else []
+            for k in keys:
+                w = f"{where}.{k}" if where else str(k)
+                if not items:
+                    step.append((w, obj[k]))
+                elif isinstance(obj[k], list):
+                    step += [(f"{w}[{i}]", x) for i, x in enumerate(obj[k])]
+        found = step
+    return found
+
+
+def check_calibration_doc(doc: dict, rows: list[tuple[str, Check, str]], path: Path) -> None:
+    """Raise CalibrationError "FILE: key.path: expected ..., got ..." at the first row a value breaks."""
+    for key_path, check, presence in rows:
+        *parents, last = key_path.split(".")
+        for where, parent in _places(doc, parents):
+            if not isinstance(parent, dict):  # a null NULLABLE parent: nothing below it to check
+                continue
+            name = f"{where}.{last}" if where else last
+            if last == "*" or last.endswith("[]"):
+                places = _places(parent, [last])
+                places = [(f"{where}.{w}" if where else w, v) for w, v in places]
+            elif last in parent:
+                places = [(name, parent[last])]
+            elif presence == REQUIRED:
+                raise CalibrationError(f"{path}: lacks {name}")
+            else:
+                places = []
+            for w, value in places:
+                if value is None and presence == NULLABLE:
+                    continue
+                problem = check(value)
+                if problem:
+                    raise CalibrationError(f"{path}: {w}: {problem}")
+
+
 def load_any_calibration(path: str | os.PathLike) -> Calibration | CameraCalibration:
     """Read a stereo or a single-camera calibration file."""
     path = Path(path)
@@ -234,15 +418,14 @@ def load_any_calibration(path: str | os.PathLike) -> Calibration | CameraCalibra
         raise CalibrationError(str(e)) from None
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
         raise CalibrationError(f"{path}: not a dfdcap calibration file (schema {d.get('schema') if isinstance(d, dict) else None!r}, expected {SCHEMA})")
-    views = d.get("views", {}) or {}
-    if "camera" in d and "phone" not in d:
+    single = "camera" in d and "phone" not in d
+    check_calibration_doc(d, SINGLE_ROWS if single else STEREO_ROWS, path)
+    views = d.get("views") or {}
+    if single:
         cam, fit = _camera_from(d, "camera", path)
-        return CameraCalibration(cam, fit, dict(d.get("board", {})), list(d["camera"].get("views_dropped", [])),
+        return CameraCalibration(cam, fit, dict(d["board"]), list(d["camera"].get("views_dropped", [])),
                                  dict(d.get("versions", {})), _views_from(views.get("camera", [])),
-                                 dict(d["camera"].get("distortion_model", {})))
-    for key in ("phone", "sensor", "T_phone_from_sensor", "stereo", "board"):
-        if key not in d:
-            raise CalibrationError(f"{path}: calibration file lacks {key!r}")
+                                 dict(d["camera"].get("distortion_model") or {}))
     phone, phone_fit = _camera_from(d, "phone", path)
     sensor, sensor_fit = _camera_from(d, "sensor", path)
     T = check_rigid_transform(d["T_phone_from_sensor"], f"{path}: T_phone_from_sensor")
