@@ -154,6 +154,23 @@ class TestCalibrate:
         assert_one_line_error(cli(*self.args(world, tmp_path / "c.json"), opt, tmp_path / "no" / "x"), 1, "does not exist")
         assert not (tmp_path / "c.json").exists()
 
+    @pytest.mark.parametrize("value, encoding, expect", [
+        ("nan", "utf-8", "focus.csv:3: focus_diopters 'nan'"), ("inf", "utf-8", "focus.csv:3: focus_diopters 'inf'"),
+        ("-2", "utf-8", "focus.csv:3: focus_diopters '-2'"), ("2000", "utf-8", "focus.csv:3: focus_diopters '2000'"),
+        ("2.5", "utf-16", "save it as UTF-8"), ("2.5", "latin-1", "save it as UTF-8"),
+    ])
+    def test_bad_focus_csv(self, cli, world, tmp_path, value, encoding, expect):
+        """NaN/inf focus crashed the focus-model fit ("Residuals are not finite"), -2 and 2000 D were taken
+        as they were, and a UTF-16 or Latin-1 focus.csv raised UnicodeDecodeError."""
+        boards = _copy(world["boards"], tmp_path)
+        lines = (boards / "phone" / "focus.csv").read_text().splitlines()
+        lines[2] = f"{lines[2].split(',')[0]},{value}"
+        lines.append("vue_\u00e9,2.0")  # a name outside ASCII: Latin-1 then is not UTF-8
+        (boards / "phone" / "focus.csv").write_text("\n".join(lines) + "\n", encoding=encoding)
+        args = ["calibrate", boards, "--board", "9x6", "--square", "0.025", "-o", tmp_path / "c.json"]
+        assert_one_line_error(cli(*args), 1, str(boards / "phone" / "focus.csv"), expect)
+        assert not (tmp_path / "c.json").exists()
+
     def test_missing_input(self, cli, world, tmp_path):
         assert_one_line_error(cli("calibrate", tmp_path / "nothing", "--board", "9x6", "-o", tmp_path / "c.json"), 1)
 

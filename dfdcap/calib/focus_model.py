@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from dfdcap.calib.boards import Board, Detection
 from dfdcap.cameras import CameraModel
 from dfdcap.errors import CalibrationError
 
+MAX_FOCUS_DIOPTERS = 100.0  # 1 cm: closer than any phone lens focuses; larger values are typos or other units
 PIN_PX = 0.5  # keep the principal-point drift when its effect over the range is known to this (px, 1 sigma)
 
 
@@ -43,13 +45,7 @@ def read_view_focus(source: Path, names: list[str]) -> dict[str, float]:
     source = Path(source)
     sidecar = source / "phone" / "focus.csv"
     if sidecar.is_file():
-        out = {}
-        with open(sidecar, newline="", encoding="utf-8") as f:
-            for i, row in enumerate(csv.DictReader(f), start=2):
-                try:
-                    out[row["name"].strip()] = float(row["focus_diopters"])
-                except (KeyError, TypeError, ValueError, AttributeError):
-                    raise CalibrationError(f"{sidecar}:{i}: expected 'name,focus_diopters' with a number, got {row}") from None
+        out = read_focus_csv(sidecar)
         return {n: out[n] for n in names if n in out}
     if (source / "session.json").is_file():
         from dfdcap.capture.session import Session
@@ -57,6 +53,37 @@ def read_view_focus(source: Path, names: list[str]) -> dict[str, float]:
         by_index = {f"{r.index:06d}": float(r.focus_diopters) for r in Session(source).phone_frames}
         return {n: by_index[n] for n in names if n in by_index}
     return {}
+
+
+def read_focus_csv(path: Path) -> dict[str, float]:
+    """{name: focus diopters} of a focus.csv sidecar; FILE:LINE errors for values the bundle fit cannot take
+    (NaN or inf make its residuals non-finite) and one line for a file not saved as UTF-8."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Excel's UTF-8) is fine
+        bad = data.find(b"\x00")  # UTF-16 without a byte-order mark decodes, with NULs between the letters
+    except UnicodeDecodeError as e:
+        text, bad = "", e.start
+    if bad >= 0:
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data
+        raise CalibrationError(f"{path}: not UTF-8 text (byte {bad}{': UTF-16?' if utf16 else ': Latin-1?'}); save it as UTF-8")
+    out: dict[str, float] = {}
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            line = reader.line_num
+            try:
+                name, value = row["name"].strip(), row["focus_diopters"].strip()
+                d = float(value)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise CalibrationError(f"{path}:{line}: expected 'name,focus_diopters' with a number, got {row}") from None
+            if not 0.0 <= d <= MAX_FOCUS_DIOPTERS:  # NaN fails too
+                raise CalibrationError(f"{path}:{line}: focus_diopters {value!r} of {name!r} is out of range (expected a "
+                                       f"finite number of diopters from 0 = infinity to {MAX_FOCUS_DIOPTERS:g} = 1 cm)")
+            out[name] = d
+    except csv.Error as e:
+        raise CalibrationError(f"{path}:{reader.line_num}: not a CSV line ({e})") from None
+    return out
 
 
 def _unpack(x: np.ndarray, nd: int, drift: bool):
