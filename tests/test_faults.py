@@ -911,7 +911,7 @@ class TestHandEditedCalibration:
         doc = json.loads(world["cal"].read_text())
         doc["views"] = None
         doc["phone"]["focus_model"] = None
-        doc["stereo"].update(uncertainty=None, distortion_models={"phone": None})
+        doc["stereo"].update(uncertainty=None, distortion_models={"phone": None}, views_used=1)  # a count, as other tools write
         good = tmp_path / "cal.json"
         good.write_text(json.dumps(doc))
         rc, out, err = cli("report", good, "-o", tmp_path / "r.png")

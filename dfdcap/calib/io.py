@@ -260,6 +260,11 @@ def _texts(v: object) -> str | None:
     return None if ok else f"expected a list of strings, got {_short(v)}"
 
 
+def _texts_or_count(v: object) -> str | None:
+    ok = _texts(v) is None or isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    return None if ok else f"expected a list of view names or their count, got {_short(v)}"
+
+
 def _array(shape: tuple[int, ...], finite: bool = True, sizes: tuple[int, ...] = ()) -> Check:
     """Numbers (not strings or booleans) in nested lists of `shape` (-1: any length; [] is an empty array)."""
     dims = "x".join("N" if n < 0 else str(n) for n in shape)
@@ -346,7 +351,7 @@ STEREO_ROWS = [
     ("stereo", _kind(dict, "an object with rms_px, per_view_px, views_used, views_dropped"), REQUIRED),
     ("stereo.rms_px", _number(finite=False), OPTIONAL),
     ("stereo.per_view_px", _array((-1, 2)), OPTIONAL),
-    ("stereo.views_used", _texts, OPTIONAL),
+    ("stereo.views_used", _texts_or_count, OPTIONAL),  # other tools write the count
     ("stereo.views_dropped", _texts, OPTIONAL),
     ("stereo.distortion_models", _kind(dict, "an object {camera: model selection}"), NULLABLE),
     *_model_rows("stereo.distortion_models.*"),

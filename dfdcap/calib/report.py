@@ -36,6 +36,11 @@ def coverage_grid(corners_px: np.ndarray, size: tuple[int, int], cells: tuple[in
     return counts
 
 
+def _count(views: list | int) -> int:
+    """How many views a list of names (dfdcap's files) or a count (other tools') stands for."""
+    return views if isinstance(views, int) else len(views)
+
+
 def _bars(ax, title: str, fit: CameraFit, dropped: list[str]) -> None:
     e = np.asarray(fit.per_view_px, np.float64)
     names = list(fit.view_names) or [str(i) for i in range(len(e))]
@@ -158,7 +163,7 @@ def write_calibration_report(path: str | os.PathLike, png: str | os.PathLike) ->
                f"{u['translation_std']:.5f} {u['translation_unit']} -> up to {u['reprojection_shift_px_2sigma']:.2f} px "
                f"(2 sigma) of reprojected depth" if u else "")
         summary = (
-            f"stereo RMS {cal.stereo.get('rms_px', float('nan')):.3f} px over {len(cal.stereo.get('views_used', []))} pairs "
+            f"stereo RMS {cal.stereo.get('rms_px', float('nan')):.3f} px over {_count(cal.stereo.get('views_used', []))} pairs "
             f"({len(drop)} dropped); phone RMS {cal.phone_fit.rms_px:.3f} px, sensor RMS {cal.sensor_fit.rms_px:.3f} px; "
             f"T_phone_from_sensor t = ({t[0]:.4f}, {t[1]:.4f}, {t[2]:.4f}) {unit}, |t| = {np.linalg.norm(t):.4f} {unit}, "
             f"rotation {np.degrees(np.linalg.norm(rvec)):.2f} deg{unc}"
