@@ -37,6 +37,8 @@ def save_checkpoint(path: str | Path, model_name: str, config: dict, model: nn.M
 def read_checkpoint(path: str | Path) -> dict:
     """Read and check a checkpoint file; any problem is a one-line ModelError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path}: is a folder, not a checkpoint file (a run folder holds best.pt and last.pt)")
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint not found")
     try:
@@ -55,16 +57,36 @@ def read_checkpoint(path: str | Path) -> dict:
                 ) from None
             raise ModelError(f"{path}: not a readable dfdcap checkpoint (the safe loader found {why[:100] or 'no tensors'})") from None
         first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(e).__name__
-        if "zip archive" in first or "central directory" in first:
+        if "zip archive" in first or "central directory" in first or isinstance(e, OSError):
+            # a zip cut short makes torch seek past the end: "[Errno 22] Invalid argument"
             first = f"a PyTorch zip file cut short or damaged: {first}"
         elif len(first) < 12:  # pickle's bare opcode numbers and the like
             first = f"not a PyTorch checkpoint file: {type(e).__name__} {first}"
         raise ModelError(f"{path}: not a readable dfdcap checkpoint ({first[:160]})") from None
     if not isinstance(ckpt, dict) or not {"model", "config", "state_dict"} <= set(ckpt):
         raise ModelError(f"{path}: not a dfdcap checkpoint (expected a dict with model, config, state_dict)")
+    _check_types(path, ckpt)
     if ckpt["model"] not in MODELS:
         raise ModelError(f"{path}: checkpoint is for unknown model {ckpt['model']!r}")
     return ckpt
+
+
+def _check_types(path: Path, ckpt: dict) -> None:
+    """Wrong types in the keys would otherwise fail later as tracebacks (unhashable, not a mapping);
+    non-finite weights would give NaN depth maps that read as results."""
+    bad = f"{path}: not a valid dfdcap checkpoint:"
+    if not isinstance(ckpt["model"], str):
+        raise ModelError(f"{bad} 'model' is a {type(ckpt['model']).__name__}, expected a model name")
+    for key in ("config", "meta"):
+        if key in ckpt and not isinstance(ckpt[key], dict):
+            raise ModelError(f"{bad} {key!r} is a {type(ckpt[key]).__name__}, expected a dict")
+    sd = ckpt["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise ModelError(f"{bad} 'state_dict' must map parameter names to tensors")
+    for k, v in sd.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ModelError(f"{path}: weight {k!r} holds NaN or inf values (a diverged training?); "
+                             "use an earlier checkpoint")
 
 
 def load_checkpoint(path: str | Path, expected_model: str | None = None) -> tuple[nn.Module, dict]:
@@ -75,7 +97,10 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> tupl
     ckpt = read_checkpoint(path)
     if expected_model is not None and ckpt["model"] != expected_model:
         raise ModelError(f"{path}: checkpoint is for model {ckpt['model']!r}, not {expected_model!r}")
-    model = build_model(ckpt["model"], **ckpt["config"])
+    try:
+        model = build_model(ckpt["model"], **ckpt["config"])
+    except ModelError as e:  # e.g. a config key the model does not have, or levels out of range
+        raise ModelError(f"{path}: {e}") from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

@@ -75,10 +75,37 @@ def model_names() -> list[str]:
     return list(MODELS)
 
 
+# Size options and their ranges: (low, high, integer?). Out of range, a network either fails deep in
+# torch (levels 0: IndexError) or is built so large that the process is OOM-killed (levels 30, width 10**5).
+# levels: each level halves the image, and 2**8 = 256 px already exceeds the training crops.
+_INT_WIDTH = (1, 512, True)
+SIZE_LIMITS: dict[str, dict[str, tuple[float, float, bool]]] = {
+    "ddff": {"width": (0.01, 4.0, False)},
+    "lstm-ddff": {"width": (0.01, 4.0, False)},
+    "recurrent-ae": {"width": _INT_WIDTH, "levels": (1, 8, True)},
+    "poolnet": {"width": _INT_WIDTH, "levels": (1, 8, True)},
+    "poolnet-coc": {"width": _INT_WIDTH, "levels": (1, 8, True), "coc_scale_px": (1e-3, 1e3, False)},
+    "fvnet": {"width": _INT_WIDTH, "window": (1, 63, True)},
+}
+
+
+def check_sizes(name: str, cfg: dict) -> None:
+    """Size options out of range -> ModelError naming the option, before anything is built."""
+    for key, (lo, hi, integer) in SIZE_LIMITS.get(name, {}).items():
+        if key not in cfg:
+            continue
+        v = cfg[key]
+        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok_type or not (lo <= v <= hi):  # NaN fails lo <= v
+            kind = "an integer" if integer else "a number"
+            raise ModelError(f"model {name!r}: bad config option {key}={v!r} (expected {kind} from {lo:g} to {hi:g})")
+
+
 def build_model(name: str, **cfg) -> nn.Module:
     """Build a network by registry name with keyword config; unknown name/option -> ModelError."""
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    check_sizes(name, cfg)
     try:
         with warnings.catch_warnings():  # width=0: torch warns about zero-element init; the check below says it
             warnings.filterwarnings("ignore", message="Initializing zero-element tensors")

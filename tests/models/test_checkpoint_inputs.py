@@ -1,0 +1,107 @@
+"""Checkpoints and model options with wrong types, out-of-range sizes or non-finite weights:
+one-line ModelErrors naming the file or option (fuzz findings)."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dfdcap.cli import app
+from dfdcap.errors import ModelError
+from dfdcap.models.checkpoint import load_checkpoint, save_checkpoint
+from dfdcap.models.registry import build_model
+
+
+@pytest.fixture
+def poolnet_ckpt(tmp_path):
+    """A real tiny PoolNet checkpoint as a dict, and a function writing a changed copy to a file."""
+    m = build_model("poolnet", width=4, levels=3)
+    save_checkpoint(tmp_path / "good.pt", "poolnet", {"width": 4, "levels": 3}, m, {"kind": "test"})
+    base = torch.load(tmp_path / "good.pt", weights_only=True)
+
+    def write(name: str, **changes) -> str:
+        ck = {**base, **changes}
+        path = tmp_path / name
+        torch.save(ck, path)
+        return str(path)
+
+    return base, write
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("config", [4], "'config' is a list, expected a dict"),
+    ("state_dict", None, "'state_dict' must map parameter names to tensors"),
+    ("meta", "x", "'meta' is a str, expected a dict"),
+    ("model", ["fvnet"], "'model' is a list, expected a model name"),
+])
+def test_wrong_types_are_one_line_errors(poolnet_ckpt, key, value, expected):
+    _, write = poolnet_ckpt
+    path = write("bad.pt", **{key: value})
+    with pytest.raises(ModelError, match=expected) as e:
+        load_checkpoint(path)
+    assert str(e.value).startswith(path) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"width": 4, "levels": -1}, r"option levels=-1 \(expected an integer from 1 to 8\)"),
+    ({"width": 4, "levels": 30}, "option levels=30"),
+    ({"width": 100000, "levels": 3}, "option width=100000"),
+    ({"width": 4, "levels": 3, "bogus": 1}, "unexpected keyword argument 'bogus'"),
+])
+def test_config_out_of_range_names_the_file(poolnet_ckpt, config, expected):
+    _, write = poolnet_ckpt
+    path = write("bad.pt", config=config)
+    with pytest.raises(ModelError, match=expected) as e:
+        load_checkpoint(path)
+    assert str(e.value).startswith(path)
+
+
+def test_model_key_changed_names_the_file(poolnet_ckpt):
+    _, write = poolnet_ckpt
+    path = write("other.pt", model="fvnet")
+    with pytest.raises(ModelError, match="unexpected keyword argument 'levels'") as e:
+        load_checkpoint(path)
+    assert str(e.value).startswith(path)
+
+
+@pytest.mark.parametrize("name, cfg", [
+    ("poolnet", {"levels": 0}), ("poolnet", {"levels": -1}), ("poolnet", {"levels": 30}),
+    ("poolnet", {"width": 4, "levels": True}), ("poolnet-coc", {"width": 600}), ("recurrent-ae", {"levels": 9}),
+    ("fvnet", {"width": 10**6}), ("fvnet", {"window": 10**6}), ("ddff", {"width": 1000.0}),
+    ("lstm-ddff", {"width": float("nan")}),
+])
+def test_build_model_bounds_sizes(name, cfg):
+    key = next(iter(cfg if len(cfg) == 1 else {"levels": 0}))
+    with pytest.raises(ModelError, match=f"option {key}="):
+        build_model(name, **cfg)
+
+
+@pytest.mark.parametrize("opt", ["levels=0", "levels=-1", "levels=30", "width=100000"])
+def test_cli_set_out_of_range_before_any_file(tmp_path, opt):
+    out = tmp_path / "p.pt"
+    res = CliRunner().invoke(app, ["pretrain", "--model", "poolnet", "--set", "width=4", "--set", opt,
+                                   "--size", "32", "--steps", "1", "-o", str(out)])
+    assert isinstance(res.exception, ModelError) and f"option {opt}" in str(res.exception)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_refused(poolnet_ckpt, value):
+    base, write = poolnet_ckpt
+    sd = {k: (v.clone().fill_(value) if v.is_floating_point() else v) for k, v in base["state_dict"].items()}
+    path = write("nan.pt", state_dict=sd)
+    with pytest.raises(ModelError, match="holds NaN or inf values") as e:
+        load_checkpoint(path)
+    assert str(e.value).startswith(path)
+
+
+def test_cut_short_file(poolnet_ckpt, tmp_path):
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="half.pt: not a readable dfdcap checkpoint .*cut short or damaged"):
+        load_checkpoint(tmp_path / "half.pt")
+
+
+def test_folder_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "run.pt").mkdir()
+    with pytest.raises(ModelError, match="run.pt: is a folder, not a checkpoint file"):
+        load_checkpoint(tmp_path / "run.pt")
