@@ -54,6 +54,9 @@ def _run_items(models, items, baseline, baseline_window, progress, disparity_bf)
             for name, model in models.items():
                 model.eval()
                 preds[name] = model(item["stack"][None], item["focus_m"][None])["depth"][0, 0].float().numpy()
+                if not np.isfinite(preds[name]).all():  # the metrics would mask it: a result that is not one
+                    raise ModelError(f"{name}: the network's depth is NaN or infinite on stack {n} "
+                                     "(damaged or diverged weights?); no metrics for it")
         if baseline:
             stack = item["stack"].numpy().transpose(0, 2, 3, 1)
             preds[CLASSICAL] = classical_dff(stack, item["focus_m"].numpy(), baseline_window)

@@ -243,7 +243,15 @@ def stack_method(checkpoint: str | Path | None, focus_m: list[float], window: in
     from dfdcap.models.shipped import resolve_checkpoint
 
     model, _ = load_checkpoint(resolve_checkpoint(checkpoint))
-    return lambda st: predict_depth(model, st, focus_m)
+
+    def method(st: np.ndarray) -> np.ndarray:
+        depth = predict_depth(model, st, focus_m)
+        if not np.isfinite(depth).all():  # would be written as 0 mm and "frame index nan"
+            raise ModelError(f"{checkpoint}: the network's depth is NaN or infinite on these frames "
+                             "(damaged or diverged weights?); nothing written")
+        return depth
+
+    return method
 
 
 def output_paths(out: str | Path, unit: str = "m") -> tuple[Path, Path]:

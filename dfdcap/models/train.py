@@ -91,6 +91,14 @@ def _check_lr(lr: float) -> None:
         raise ModelError(f"--lr {lr}: expected a learning rate in (0, 1] (e.g. 1e-4)")
 
 
+MAX_BATCH = 1024  # far above what fits a focus-stack network; 100000 got the process OOM-killed
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ModelError(f"--batch-size {batch_size}: expected 1 to {MAX_BATCH} stacks per batch (e.g. 2-16)")
+
+
 def _loader_kw(hw: Hardware) -> dict:
     """DataLoader options: workers that stay up between epochs (each opens its own HDF5 handle)."""
     if hw.workers < 0:
@@ -256,6 +264,7 @@ def pretrain(
     from dfdcap.models.pool import AugmentedPool
 
     _check_lr(lr)
+    _check_batch_size(batch_size)
     crop = size if crop is None else crop
     if steps < 1 or size < 16 or batch_size < 1 or frames < 2 or pool < 1 or not 16 <= crop <= size:
         raise ModelError(f"pretrain: need steps >= 1, size >= 16, 16 <= crop <= size, batch >= 1, frames >= 2, pool >= 1 "
@@ -379,6 +388,7 @@ def finetune(
     from dfdcap.models.splits import plan_finetune_splits, training_record
 
     _check_lr(lr)
+    _check_batch_size(batch_size)
     if epochs < 1 or batch_size < 1 or crop < 16:
         raise ModelError(f"finetune: need epochs >= 1, batch size >= 1 and crop >= 16 px (got {epochs}, {batch_size}, {crop})")
     data, run_dir = Path(data), Path(run_dir)

@@ -105,3 +105,50 @@ def test_folder_is_not_a_checkpoint(tmp_path):
     (tmp_path / "run.pt").mkdir()
     with pytest.raises(ModelError, match="run.pt: is a folder, not a checkpoint file"):
         load_checkpoint(tmp_path / "run.pt")
+
+
+def _overflowing_checkpoint(path) -> None:
+    """Finite weights so large that every activation overflows: the network's depth is NaN."""
+    m = build_model("poolnet", width=4, levels=3)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.fill_(1e30)
+    save_checkpoint(path, "poolnet", {"width": 4, "levels": 3}, m)
+
+
+def test_evaluate_refuses_non_finite_network_depth(cli, h5_dataset, tmp_path):
+    """It used to replace the NaN predictions and print a table (RMS 2.82) with exit 0."""
+    _overflowing_checkpoint(tmp_path / "big.pt")
+    code, out, err = cli("evaluate", tmp_path / "big.pt", "--data", h5_dataset, "--json", tmp_path / "m.json")
+    assert code == 1 and "depth is NaN or infinite" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_predict_refuses_non_finite_network_depth(cli, sim_items, tmp_path):
+    """It used to write an all-zero picture and report 'best-focus frame index nan-nan' with exit 0."""
+    import numpy as np
+
+    from dfdcap.fileio import write_image
+
+    _overflowing_checkpoint(tmp_path / "big.pt")
+    item = sim_items[0]
+    paths = []
+    for i, fr in enumerate(item["stack"]):
+        paths.append(tmp_path / f"f{i}.png")
+        write_image(paths[-1], (fr.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8))
+    focus = ",".join(f"{v:.4f}" for v in item["focus_m"].tolist())
+    out = tmp_path / "out" / "depth.png"
+    code, _, err = cli("predict", tmp_path / "big.pt", *paths, "--focus", focus, "-o", out, "--no-align")
+    assert code == 1 and "big.pt: the network's depth is NaN or infinite" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_batch_size_bounded_before_any_file(cli, h5_dataset, tmp_path, command):
+    """--batch-size 100000 got the process OOM-killed and left a run folder behind."""
+    args = (["-o", tmp_path / "bs.pt", "--size", "32", "--pool", "4", "--steps", "2"] if command == "pretrain"
+            else ["--data", h5_dataset, "-o", tmp_path / "run", "--crop", "32"])
+    code, _, err = cli(command, "--model", "poolnet", "--set", "width=4", "--set", "levels=3",
+                       "--batch-size", "100000", *args)
+    assert code == 1 and "--batch-size 100000: expected 1 to 1024" in err
+    assert not any(tmp_path.iterdir())
