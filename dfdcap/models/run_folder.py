@@ -1,8 +1,9 @@
 """A fine-tune run folder that survives mistakes, crashes and Ctrl-C.
 
 - Checked before anything in it is rewritten (`check_run_folder`): a resume with another --model or
-  another --data, an unreadable run.json or last.ckpt, or --no-resume onto an earlier run is a
-  one-line ModelError and the folder stays as it was.
+  another --data, an unreadable run.json or last.ckpt, --no-resume onto an earlier run, or a resume
+  of a run whose last.ckpt is gone (best.pt would be replaced) is a one-line ModelError and the
+  folder stays as it was.
 - metrics.csv is history: Lightning's CSV logger deletes it when a run resumes; `AppendingCSVLogger`
   keeps it, drops only the rows the resumed run logs again (steps after last.ckpt), and rewrites it
   atomically.
@@ -51,6 +52,14 @@ def _lightning_ckpt_model(path: Path) -> tuple[str | None, int]:
         ) from None
 
 
+RUN_FILES = ("last.ckpt", "best.ckpt", "best.pt", "last.pt", "metrics.csv")  # what a run writes besides run.json
+
+
+def earlier_run_files(run_dir: Path) -> list[str]:
+    """The files of an earlier training run in run_dir (run.json alone is only a run that never started)."""
+    return [name for name in RUN_FILES if (Path(run_dir) / name).is_file()]
+
+
 def check_run_folder(run_dir: Path, model_name: str, data: Path, resume: bool) -> Path | None:
     """Check the run folder before training; returns the last.ckpt to resume from (or None).
 
@@ -84,12 +93,18 @@ def check_run_folder(run_dir: Path, model_name: str, data: Path, resume: bool) -
                 f"use --model {prev.get('model')} to continue it or a new -o folder"
             )
     last = run_dir / "last.ckpt"
+    earlier = earlier_run_files(run_dir)
     if not resume:
-        if last.is_file() or (run_dir / "metrics.csv").is_file():
-            raise ModelError(f"{run_dir}: holds an earlier run (last.ckpt, metrics.csv); continue it with --resume "
-                             "or choose a new -o folder")
+        if earlier:
+            raise ModelError(f"{run_dir}: holds an earlier run ({', '.join(earlier)}); "
+                             f"{'continue it with --resume or ' if last.is_file() else ''}choose a new -o folder")
         return None
     if not last.is_file():
+        # starting over would replace best.pt and cut metrics.csv; metrics.csv alone is an interrupted
+        # first epoch (no checkpoint to resume from, nothing worth keeping): that run starts over
+        if set(earlier) - {"metrics.csv"}:
+            raise ModelError(f"{run_dir}: holds an earlier run ({', '.join(earlier)}) but no last.ckpt to resume from; "
+                             "choose a new -o folder or move it aside")
         return None
     ckpt_model, _ = _lightning_ckpt_model(last)
     if ckpt_model not in (None, model_name):

@@ -161,8 +161,14 @@ def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -
     return trainer
 
 
-def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path,
-         kept: str = "last.ckpt, metrics.csv and run.json hold the last complete epoch (run the same command again to resume)") -> None:
+def _kept(run_dir: Path) -> str:
+    """What an interrupted finetune leaves: before the first epoch ends there is no last.ckpt."""
+    if (run_dir / "last.ckpt").is_file():
+        return "last.ckpt, metrics.csv and run.json hold the last complete epoch (run the same command again to resume)"
+    return "no epoch was complete, so there is no last.ckpt to resume from (the same command starts over)"
+
+
+def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path, kept: str | None = None) -> None:
     """trainer.fit; Ctrl-C (which Lightning turns into exit(1)) becomes TrainingInterrupted (exit 130),
     SIGTERM (which Lightning catches the same way) TrainingInterrupted with exit 143 (128 + 15).
 
@@ -190,7 +196,7 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path,
         raise KeyboardInterrupt
 
     def message(step: int, by: str = "Ctrl-C") -> str:
-        return f"{run_dir}: training stopped by {by} at step {step}; {kept}"
+        return f"{run_dir}: training stopped by {by} at step {step}; {kept if kept is not None else _kept(run_dir)}"
 
     main_thread = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT)
