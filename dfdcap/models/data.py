@@ -130,6 +130,18 @@ def check_trainable(path: str | Path, split: str) -> None:
                        "negative or not finite): nothing to train on")
 
 
+def check_val_crops(path: str | Path, val: Dataset, split: str, crop: int) -> None:
+    """ModelError unless some validation item (centre crop, as validation scores it) has a valid depth
+    pixel: otherwise every val/loss is 0 and best.pt is chosen on nothing. Stops at the first valid item."""
+    from dfdcap.errors import ModelError
+
+    for i in range(len(val)):
+        if bool(val[i]["mask"].any()):
+            return
+    raise ModelError(f"{path}: the {crop}x{crop} centre crops of split {split!r}, on which validation scores, "
+                     "hold no valid depth pixel; use a larger --crop")
+
+
 def pick_split(path: str | Path, wanted: tuple[str, ...]) -> str:
     """The first of `wanted` present in the file; DatasetError naming what is there otherwise."""
     splits = dataset_splits(path)

@@ -63,12 +63,14 @@ class DFFModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, parts, out = self.model_step(batch)
-        bs = batch["stack"].shape[0]
+        valid = batch["mask"] & (batch["depth_m"] > 0)
+        # a batch without a valid pixel scores 0: weight 0 keeps it out of the epoch's mean (not skipped:
+        # under DDP every rank must log the same keys)
+        bs = batch["stack"].shape[0] if bool(valid.any()) else 0
         # sync_dist: under DDP every rank validates its share; the epoch value is their mean, the same on all
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("val/rms", torch.sqrt(masked_mse(out["depth"], batch["depth_m"], batch["mask"])), on_epoch=True,
                  batch_size=bs, sync_dist=True)
-        valid = batch["mask"] & (batch["depth_m"] > 0)
         rel = ((out["depth"] - batch["depth_m"]).abs() / batch["depth_m"].clamp_min(1e-6))[valid]
         self.log("val/absrel", rel.mean() if rel.numel() else rel.sum(), on_epoch=True, batch_size=bs, sync_dist=True)
 

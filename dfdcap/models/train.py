@@ -388,7 +388,7 @@ def finetune(
     from torch.utils.data import Subset
 
     from dfdcap.models.checkpoint import load_checkpoint
-    from dfdcap.models.data import check_trainable, image_size, open_split
+    from dfdcap.models.data import check_trainable, check_val_crops, image_size, open_split
     from dfdcap.models.lightning_module import DFFModule, PlainCheckpoints
     from dfdcap.models.run_folder import check_run_folder
     from dfdcap.models.splits import plan_finetune_splits, training_record
@@ -413,6 +413,13 @@ def finetune(
         init_model, cfg = None, model_config(model_name, config, tiny)
     record = training_record(plan, data, init_meta)
     resumed = check_run_folder(run_dir, model_name, data, resume and not fast_dev_run)  # before anything is written
+    train_ds = open_split(data, train_split, crop, True)
+    val_ds = open_split(data, val_split, crop, False)
+    if plan.held_out:
+        train_ds, val_ds = Subset(train_ds, plan.train_indices), Subset(val_ds, plan.val_indices)
+    if len(train_ds) == 0:
+        raise ModelError(f"{data}: split {train_split!r} is empty")
+    check_val_crops(data, val_ds, val_split, crop)
     plain = PlainCheckpoints(run_dir / "last.pt", run_dir / "best.pt", {"kind": "finetune", **record})
     trainer = _trainer(run_dir, max_epochs=epochs, fast_dev_run=fast_dev_run, progress=progress, plain=plain,
                        precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))
@@ -429,12 +436,6 @@ def finetune(
     module = DFFModule(model_name, cfg, lr=lr, frames=tuple(frames))
     if init_model is not None:  # built from the same config: its weights fit
         module.model.load_state_dict(init_model.state_dict())
-    train_ds = open_split(data, train_split, crop, True)
-    val_ds = open_split(data, val_split, crop, False)
-    if plan.held_out:
-        train_ds, val_ds = Subset(train_ds, plan.train_indices), Subset(val_ds, plan.val_indices)
-    if len(train_ds) == 0:
-        raise ModelError(f"{data}: split {train_split!r} is empty")
     lkw = _loader_kw(hardware)
     train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=len(train_ds) > batch_size, **lkw)
     val = DataLoader(val_ds, batch_size=batch_size, **lkw)
