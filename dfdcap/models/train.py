@@ -225,6 +225,25 @@ def _history(run_dir: Path) -> list[dict]:
     return read_metrics_csv(run_dir / "metrics.csv")
 
 
+MAX_FRAMES = 100  # frames per synthetic stack: DFF stacks use 5-100
+MAX_SIZE = 2048
+
+
+def _check_pool_size(pool: int, frames: int, size: int) -> None:
+    """ModelError, before a run folder is made, for a pool that could never be rendered and held:
+    --frames 100000 or --pool 10^8 rendered for hours into a folder left empty, or ran out of memory."""
+    if frames > MAX_FRAMES or size > MAX_SIZE:
+        raise ModelError(f"pretrain: --frames {frames} / --size {size}: at most {MAX_FRAMES} frames of {MAX_SIZE} px")
+    need = pool * frames * size * size * 3  # uint8 RGB, as the pool holds it
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 1 << 40
+    if need > ram // 2:
+        raise ModelError(f"pretrain: a pool of {pool} stacks of {frames}x{size}x{size} needs {need / 1e9:.1f} GB, more than "
+                         f"half of this machine's {ram / 1e9:.0f} GB; ask for fewer (--pool) or smaller stacks")
+
+
 def pretrain(
     model_name: str,
     out_path: str | Path,
@@ -277,6 +296,7 @@ def pretrain(
                          f"(got {steps}, {size}, {crop}, {batch_size}, {frames}, {pool})")
     if n_checks < 1 or (render_workers is not None and render_workers < 1):
         raise ModelError(f"pretrain: need --checks >= 1 and --render-workers >= 1 (got {n_checks}, {render_workers})")
+    _check_pool_size(pool, frames, size)
     out_path = Path(out_path)
     init_model = None
     if init is not None:  # its config, with `config` changing options that keep the weights' shapes

@@ -152,3 +152,13 @@ def test_batch_size_bounded_before_any_file(cli, h5_dataset, tmp_path, command):
                        "--batch-size", "100000", *args)
     assert code == 1 and "--batch-size 100000: expected 1 to 1024" in err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("opts, needle", [(["--frames", "100000"], "at most 100 frames"),
+                                          (["--pool", "100000000"], "--pool")])
+def test_pretrain_pool_bounded_before_any_file(cli, tmp_path, opts, needle):
+    """--frames 100000 and --pool 10^8 rendered for minutes into an empty <out>_run/ (or ran out of memory)."""
+    code, _, err = cli("pretrain", "--model", "poolnet", "--set", "width=4", "--set", "levels=3", "-o", tmp_path / "p.pt",
+                       "--size", "32", "--steps", "2", *opts)
+    assert code == 1 and needle in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
