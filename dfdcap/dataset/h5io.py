@@ -56,6 +56,8 @@ FORMAT = "dfdcap"
 SCHEMA = 1
 DDFF12_BASELINE_X_FOCAL = 1982.0250823695178 / 7317.020641763665 * 1e-3 * 521.4052  # metres * pixels
 DDFF12_FOCUS_RANGE_M = (0.5, 7.0)
+MAX_DEPTH_M = 1000.0  # a valid depth beyond it is another unit (millimetres), not a scene
+MAX_FOCUS_M = 1e4  # a focus distance beyond it is another unit, not a lens setting
 DDFF12_MAX_DISPARITY = 1.0  # DDFF-12's disparities lie in 0.02-0.28 px; 1.0 px would be 0.14 m
 
 
@@ -209,6 +211,12 @@ def write_dataset(path: str | os.PathLike, attrs: dict, force: bool = False) -> 
         sys.unraisablehook = hook
 
 
+def _first_line(e: BaseException) -> str:
+    """The first line of an h5py/HDF5 message (they run over several lines), without KeyError's quotes."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return (text.strip().splitlines() or [type(e).__name__])[0][:200]
+
+
 def _h5_write_reason(e: BaseException) -> str:
     """HDF5's multi-line write error -> its 'error message' part ('No space left on device')."""
     m = re.search(r"error message = '([^']*)'", str(e))
@@ -262,10 +270,23 @@ class DatasetFile:
         """dfdcap (our attrs), mdff (DDFF-12 keys, float stacks, metres) or ddff12 (uint8 stacks, disparity)."""
         import h5py
 
-        fmt = self._h5.attrs.get("format")
-        if (fmt.decode() if isinstance(fmt, bytes) else fmt) == FORMAT:
+        try:
+            fmt = self._h5.attrs.get("format")
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+            self._h5.close()
+            raise DatasetError(f"{self.path}: attribute 'format' cannot be read ({_first_line(e)})") from None
+        fmt = fmt.decode(errors="replace") if isinstance(fmt, bytes) else fmt
+        if fmt is not None and not isinstance(fmt, str):  # an array's truth value is ambiguous: refuse it
+            self._h5.close()
+            raise DatasetError(f"{self.path}: attribute 'format' is {np.asarray(fmt).dtype} {np.shape(fmt)}, "
+                               f"expected the string {FORMAT!r}")
+        if fmt == FORMAT:
             return "dfdcap"
-        first = self._h5[f"stack_{self.splits[0]}"]
+        try:
+            first = self._node(f"stack_{self.splits[0]}")
+        except DatasetError:
+            self._h5.close()
+            raise
         if not isinstance(first, h5py.Dataset):
             self._h5.close()
             raise DatasetError(f"{self.path}: stack_{self.splits[0]} is a group, expected an array of stacks")
@@ -300,6 +321,25 @@ class DatasetFile:
             out[k] = v.item() if isinstance(v, np.generic) else v
         return out
 
+    def _node(self, key: str):
+        """self._h5[key]; a dangling external link, a soft-link loop or a damaged object header is a
+        DatasetError naming the key (h5py raises KeyError, RuntimeError or OSError)."""
+        try:
+            return self._h5[key]
+        except (KeyError, RuntimeError, OSError, ValueError) as e:
+            raise DatasetError(f"{self.path}: {key} cannot be opened ({_first_line(e)}): a dangling link, "
+                               "a link loop or a damaged file") from None
+
+    def _read(self, key: str, index=()):
+        """self._h5[key][index]; a chunk that cannot be read (a failing compression filter, a file cut
+        short) is a DatasetError naming the key and sample, never h5py's bare OSError."""
+        ds = self._node(key)
+        try:
+            return ds[index]
+        except (OSError, RuntimeError, ValueError, TypeError) as e:
+            where = key if index == () else f"{key}[{index}]"
+            raise DatasetError(f"{self.path}: {where} is damaged ({_first_line(e)})") from None
+
     def _split(self, split: str) -> str:
         if split not in self.splits:
             raise DatasetError(f"{self.path}: no split {split!r} (has {', '.join(self.splits)})")
@@ -312,7 +352,7 @@ class DatasetFile:
         """The h5py dataset `key`, refused with one line unless it is an array of numbers with one of ndims."""
         import h5py
 
-        a = self._h5[key]
+        a = self._node(key)
         if not isinstance(a, h5py.Dataset):
             raise DatasetError(f"{self.path}: {key} is a group, expected an array ({what})")
         if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) or a.ndim not in ndims:
@@ -323,22 +363,33 @@ class DatasetFile:
         """Refuse a split whose arrays do not fit together, with one line naming the file and the array,
         before a reader indexes past an end or broadcasts two shapes (once per split; shapes, and the
         focus distances' values, which are small)."""
+        import h5py
+
         st = self._array(f"stack_{split}", (5,), "stacks (N, frames, H, W, 3)")
         n, S, H, W, C = st.shape
         if C != 3:
             raise DatasetError(f"{self.path}: stack_{split} has {C} colour channels (shape {st.shape}), expected 3 (RGB)")
         if S < 2:
             raise DatasetError(f"{self.path}: stack_{split} holds stacks of {S} frame(s); depth from focus needs at least 2")
+        if st.dtype not in (np.uint8, np.uint16) and not np.issubdtype(st.dtype, np.floating):
+            raise DatasetError(f"{self.path}: stack_{split} is {st.dtype}; stacks must be uint8 (0-255), uint16 "
+                               "(0-65535) or float (0-1 or 0-255)")
+        if n == 0:  # every metric of no stack is nan, which would read as a result
+            raise DatasetError(f"{self.path}: split {split!r} holds 0 stacks")
         fkey = f"focus_{split}"
         if fkey in self._h5:
             fa = self._array(fkey, (2,), f"focus distances (N, frames) = ({n}, {S}) in metres")
             if fa.shape != (n, S):
                 raise DatasetError(f"{self.path}: {fkey} has shape {fa.shape}, but stack_{split} holds {n} stacks of {S} frames")
-            f = fa[:].astype(np.float64)
+            f = self._read(fkey).astype(np.float64)
             bad = ~(np.isfinite(f) & (f > 0))
             if bad.any():
                 i = int(np.argwhere(bad)[0][0])
                 raise DatasetError(f"{self.path}: {fkey}[{i}] holds {f[i].tolist()}; focus distances must be positive metres")
+            if f.size and f.max() > MAX_FOCUS_M:
+                i = int(np.argwhere(f > MAX_FOCUS_M)[0][0])
+                raise DatasetError(f"{self.path}: {fkey}[{i}] holds focus distances up to {f[i].max():.4g}, beyond "
+                                   f"{MAX_FOCUS_M:g} m; focus distances must be metres (millimetres? divide by 1000)")
             flat = np.ptp(f, axis=1) <= 1e-9 * f.max(axis=1) if n else np.zeros(0, bool)
             if flat.any():
                 i = int(np.argmax(flat))
@@ -348,6 +399,9 @@ class DatasetFile:
         if ekey in self._h5:
             dims = (3,) if self.kind == "dfdcap" else (3, 4)
             d = self._array(ekey, dims, f"depth maps (N, H, W) = ({n}, {H}, {W})")
+            if not np.issubdtype(d.dtype, np.floating) and (self.kind != "ddff12" or d.dtype == np.bool_):
+                raise DatasetError(f"{self.path}: {ekey} is {d.dtype}; dfdcap stores depth as float metres (0 = invalid): "
+                                   "millimetres (as TUM-style tools store it)? store depth / 1000 as float32")
             hw = d.shape[1:3] if d.ndim == 3 or d.shape[-1] == 1 else d.shape[2:4]
             if d.shape[0] != n or tuple(hw) != (H, W):
                 raise DatasetError(f"{self.path}: {ekey} has shape {d.shape}, but stack_{split} holds {n} stacks of {W}x{H} px")
@@ -356,6 +410,12 @@ class DatasetFile:
                 a = self._array(key, (len(want),), f"{what} {want}")
                 if a.shape != want:
                     raise DatasetError(f"{self.path}: {key} has shape {a.shape}, expected {what} {want}")
+        pkey = f"provenance_{split}"
+        if pkey in self._h5:
+            p = self._node(pkey)
+            if not isinstance(p, h5py.Dataset) or p.dtype.kind not in "OSU" or p.shape != (n,):
+                what = "a group" if not isinstance(p, h5py.Dataset) else f"{p.dtype} of shape {p.shape}"
+                raise DatasetError(f"{self.path}: {pkey} is {what}, expected {n} JSON strings (one per stack)")
         if self.kind == "dfdcap" and f"depth_{split}" in self._h5 and f"mask_{split}" not in self._h5:
             raise DatasetError(f"{self.path}: depth_{split} without mask_{split} (which pixels hold valid depth)")
 
@@ -363,11 +423,11 @@ class DatasetFile:
         return sum(self.n(s) for s in self.splits)
 
     def n(self, split: str) -> int:
-        return int(self._h5[f"stack_{self._split(split)}"].shape[0])
+        return int(self._node(f"stack_{self._split(split)}").shape[0])
 
     def stack_shape(self, split: str) -> tuple[int, int, int, int]:
         """(S, H, W, 3) of the split's stacks."""
-        return tuple(self._h5[f"stack_{self._split(split)}"].shape[1:])
+        return tuple(self._node(f"stack_{self._split(split)}").shape[1:])
 
     def has_depth(self, split: str) -> bool:
         return f"depth_{split}" in self._h5 or f"disp_{split}" in self._h5
@@ -398,13 +458,27 @@ class DatasetFile:
 
     # per sample ------------------------------------------------------------------------
     def stack(self, split: str, i: int) -> np.ndarray:
-        """(S, H, W, 3) uint8; mDFF's float stacks (0-255, or 0-1) are rounded to uint8."""
-        a = self._h5[f"stack_{self._split(split)}"][i]
+        """(S, H, W, 3) uint8. uint16 stacks (16-bit images) are scaled by 255 / 65535; float stacks
+        (mDFF: 0-255, or 0-1) are rounded to uint8, and refused when their values fit neither range
+        (clipping them would hand on white frames and wrong metrics)."""
+        key = f"stack_{self._split(split)}"
+        a = self._read(key, i)
         if a.dtype == np.uint8:
             return a
-        a = np.nan_to_num(a.astype(np.float32))
-        if a.size and float(a.max()) <= 1.0:
-            a = a * 255.0
+        if a.dtype == np.uint16:
+            if a.size and int(a.max()) <= 255:
+                raise DatasetError(f"{self.path}: {key}[{i}] is uint16 with values 0-{int(a.max())} only: 8-bit values "
+                                   "stored as uint16 (read as 16-bit they are black); store the stacks as uint8")
+            return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        a = a.astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            lo, hi = (float(np.nanmin(a)), float(np.nanmax(a))) if a.size and not np.isnan(a).all() else (0.0, 0.0)
+        top = 1.0 if hi <= 1.0 else 255.0
+        eps = 1e-3 * top
+        if not (lo >= -eps and hi <= top + eps):
+            raise DatasetError(f"{self.path}: {key}[{i}] holds values {lo:.4g} to {hi:.4g}; float stacks must lie in "
+                               "0-1 or 0-255 (convert other ranges to uint8 0-255)")
+        a = np.nan_to_num(a) * (255.0 / top)
         return np.clip(np.round(a), 0, 255).astype(np.uint8)
 
     def focus_m(self, split: str, i: int) -> np.ndarray:
@@ -412,12 +486,14 @@ class DatasetFile:
         key = f"focus_{split}"
         if self.kind == "ddff12" and key not in self._h5:
             return ddff12_focus_m(self.stack_shape(split)[0])
+        if key not in self._h5 and self.kind == "dfdcap":
+            raise DatasetError(f"{self.path}: dfdcap dataset lacks {key} (focus distance of each frame, metres)")
         if key not in self._h5:
             raise DatasetError(
                 f"{self.path}: mDFF-layout file (float stacks, disp_{split} in metres) holds no focus distances; "
                 f"add {key} ({self.n(split)} x {self.stack_shape(split)[0]} metres) or convert it with build-dataset"
             )
-        return self._h5[key][i].astype(np.float32)
+        return self._read(key, i).astype(np.float32)
 
     def depth_m(self, split: str, i: int) -> np.ndarray | None:
         """Depth in metres; for DDFF-12 with ddff_units='disparity', its disparity unchanged."""
@@ -425,10 +501,11 @@ class DatasetFile:
         if self.kind in ("ddff12", "mdff"):
             if f"disp_{split}" not in self._h5:
                 return None
-            disp = self._h5[f"disp_{split}"][i].astype(np.float32)
+            disp = self._read(f"disp_{split}", i).astype(np.float32)
             if disp.ndim == 3:  # some DDFF-12 exports keep a channel axis
                 disp = disp[..., 0] if disp.shape[-1] == 1 else disp[0]
             if self.kind == "mdff":  # mDFF's disp_* already holds metres
+                self._check_depth_range(f"disp_{split}", i, disp)
                 return np.where(np.isfinite(disp) & (disp > 0), disp, np.float32(0)).astype(np.float32)
             if np.nanmax(disp, initial=0.0) > DDFF12_MAX_DISPARITY:
                 raise DatasetError(
@@ -438,20 +515,33 @@ class DatasetFile:
             return disp if self.ddff_units == "disparity" else ddff12_disparity_to_depth_m(disp)
         if f"depth_{split}" not in self._h5:
             return None
-        return self._h5[f"depth_{split}"][i]
+        return self._check_depth_range(f"depth_{split}", i, self._read(f"depth_{split}", i))  # values unchanged
+
+    def _check_depth_range(self, key: str, i: int, d: np.ndarray) -> np.ndarray:
+        """d unchanged, refused when a valid (finite, positive) depth exceeds MAX_DEPTH_M: another unit
+        read as metres would score RMS errors of kilometres as a result."""
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(d) & (d > 0)
+        if valid.any() and float(d[valid].max()) > MAX_DEPTH_M:
+            raise DatasetError(f"{self.path}: {key}[{i}] holds depths up to {float(d[valid].max()):.4g}, beyond "
+                               f"{MAX_DEPTH_M:g} m; depth must be metres (millimetres? divide by 1000)")
+        return d
 
     def mask(self, split: str, i: int) -> np.ndarray | None:
         if self.kind in ("ddff12", "mdff"):
             d = self.depth_m(split, i)
             return None if d is None else d > 0
-        return self._h5[f"mask_{self._split(split)}"][i].astype(bool)
+        key = f"mask_{self._split(split)}"
+        if key not in self._h5:  # a split without ground truth (the layout check refuses depth without mask)
+            return None
+        return self._read(key, i).astype(bool)
 
     def coc_px(self, split: str, i: int) -> np.ndarray | None:
         """(S, H, W) float32 pixels: stored, else derived from depth and focus (exactly what build-dataset
         stores: a CoC map is a function of them); None where neither is possible."""
         key = f"coc_{self._split(split)}"
         if key in self._h5:
-            return self._h5[key][i]
+            return self._read(key, i)
         if not self.has_coc(split):
             return None
         return self.derive_coc(self.depth_m(split, i), self.focus_m(split, i))
@@ -469,8 +559,14 @@ class DatasetFile:
         key = f"provenance_{self._split(split)}"
         if key not in self._h5:
             return {"source": str(self.path), "split": split, "index": int(i)}
-        v = self._h5[key][i]
-        return json.loads(v.decode() if isinstance(v, bytes) else v)
+        v = self._read(key, i)
+        try:
+            d = json.loads(v.decode() if isinstance(v, bytes) else v)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+            raise DatasetError(f"{self.path}: {key}[{i}] is not JSON ({_first_line(e)})") from None
+        if not isinstance(d, dict):
+            raise DatasetError(f"{self.path}: {key}[{i}] is a JSON {type(d).__name__}, expected an object {{...}}")
+        return d
 
     def sessions(self, split: str) -> list[str | None]:
         """Per sample, the session folder (else name) its provenance names; None where there is none."""
@@ -478,7 +574,7 @@ class DatasetFile:
         if key not in self._h5:
             return [None] * self.n(split)
         out: list[str | None] = []
-        for v in self._h5[key][:]:
+        for v in self._read(key):
             try:
                 d = json.loads(v.decode() if isinstance(v, bytes) else v)
             except (json.JSONDecodeError, UnicodeDecodeError):

@@ -154,3 +154,209 @@ class TestMDFFLayout:
             assert f.kind == "ddff12"
             with pytest.raises(DatasetError, match="not DDFF-12 disparities"):
                 f.depth_m("test", 0)
+
+
+# Foreign and damaged files (a fuzz pass): every one is a one-line DatasetError naming the file and the
+# key, exit 1 and no output, or (report) a picture of what can be drawn; never a traceback or nan table.
+
+def _dfdcap(path, splits=None, size=(16, 16)):
+    from conftest import write_h5
+
+    write_h5(path, splits or {"test": 2}, size=size, coc=False)
+    return path
+
+
+def _replace(path, key, data=None, **kw):
+    with h5py.File(path, "a") as f:
+        old = f[key][()] if data is None else data
+        del f[key]
+        if isinstance(old, (h5py.ExternalLink, h5py.SoftLink)):
+            f[key] = old
+        else:
+            f.create_dataset(key, data=old, **kw)
+
+
+def _refused(cli, args, *needles):
+    code, out, err = cli(*args)
+    line = " ".join(err.split())
+    assert code == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in line, err
+
+
+class TestEmptySplit:
+    @pytest.fixture
+    def empty(self, tmp_path):
+        p = _dfdcap(tmp_path / "z.h5")
+        with h5py.File(p, "a") as f:
+            for k in [k for k in f if k.endswith("_test")]:
+                _data = f[k][:0]
+                del f[k]
+                f.create_dataset(k, data=_data, maxshape=(None, *_data.shape[1:]))
+        return p
+
+    def test_evaluate_refuses(self, empty, cli, tiny_ckpt, tmp_path):
+        _refused(cli, ["evaluate", tiny_ckpt, "--data", empty, "--json", tmp_path / "m.json"],
+                 f"{empty}: split 'test' holds 0 stacks")
+        assert not (tmp_path / "m.json").exists()
+
+    def test_report_refuses(self, empty, cli, tmp_path):
+        _refused(cli, ["report", empty, "-o", tmp_path / "r.png"], "split 'test' holds 0 stacks")
+        assert not (tmp_path / "r.png").exists()
+
+
+class TestStackRanges:
+    def test_uint16_scaled_by_its_maximum(self, tmp_path, cli, tiny_ckpt):
+        p8, p16 = _dfdcap(tmp_path / "u8.h5"), _dfdcap(tmp_path / "u16.h5")
+        with h5py.File(p8) as f:
+            u8 = f["stack_test"][:]
+        _replace(p16, "stack_test", u8.astype(np.uint16) * 257)
+        with open_dataset(p16) as f:
+            np.testing.assert_array_equal(f.stack("test", 1), u8[1])
+        docs = []
+        for p in (p8, p16):
+            code, _, err = cli("evaluate", tiny_ckpt, "--data", p, "--json", tmp_path / "m.json")
+            assert code == 0, err
+            docs.append(json.loads((tmp_path / "m.json").read_text())["classical"])
+        assert docs[0] == docs[1]
+
+    def test_uint16_holding_8_bit_values_refused(self, tmp_path):
+        p = _dfdcap(tmp_path / "a.h5")
+        with h5py.File(p) as f:
+            u8 = f["stack_test"][:]
+        _replace(p, "stack_test", u8.astype(np.uint16))
+        with open_dataset(p) as f, pytest.raises(DatasetError, match=r"stack_test\[0\] is uint16 with values 0-\d+ only: 8-bit values"):
+            f.stack("test", 0)
+
+    @pytest.mark.parametrize("scale,shift", [(1000.0, 0.0), (1.0, -30.0), (1 / 255, -0.5)])
+    def test_float_outside_both_ranges_refused(self, tmp_path, scale, shift):
+        p = _dfdcap(tmp_path / "f.h5")
+        with h5py.File(p) as f:
+            u8 = f["stack_test"][:]
+        _replace(p, "stack_test", u8.astype(np.float32) * np.float32(scale) + np.float32(shift))
+        with open_dataset(p) as f, pytest.raises(DatasetError, match=r"stack_test\[0\] holds values .* must lie in 0-1 or 0-255"):
+            f.stack("test", 0)
+
+    def test_other_integer_stacks_refused(self, tmp_path):
+        p = _dfdcap(tmp_path / "i.h5")
+        with h5py.File(p) as f:
+            u8 = f["stack_test"][:]
+        _replace(p, "stack_test", u8.astype(np.int32))
+        with open_dataset(p) as f, pytest.raises(DatasetError, match="stack_test is int32; stacks must be uint8"):
+            f.n("test")
+
+
+class TestBrokenKeys:
+    @pytest.mark.parametrize("cmd", ["evaluate", "report"])
+    @pytest.mark.parametrize("case,needle", [
+        ("prov_int", "provenance_test is int64 of shape (2,), expected 2 JSON strings"),
+        ("prov_json", "provenance_test[0] is not JSON"),
+        ("prov_list", "provenance_test[0] is a JSON list, expected an object"),
+        ("prov_group", "provenance_test is a group"),
+        ("ext_link", "depth_test cannot be opened (Unable to synchronously open object (can't open file))"),
+        ("loop", "depth_test cannot be opened (Special link traversal failed (too many links))"),
+        ("format", "attribute 'format' is int64 (2,), expected the string 'dfdcap'"),
+    ])
+    def test_one_line(self, tmp_path, cli, tiny_ckpt, cmd, case, needle):
+        p = _dfdcap(tmp_path / "d.h5")
+        s = h5py.string_dtype()
+        if case == "prov_int":
+            _replace(p, "provenance_test", np.array([1, 2]))
+        elif case in ("prov_json", "prov_list"):
+            _replace(p, "provenance_test", np.array(["{not json", "{}"] if case == "prov_json" else ["[1]", "[2]"], object), dtype=s)
+        with h5py.File(p, "a") as f:
+            if case == "prov_group":
+                del f["provenance_test"]
+                f.create_group("provenance_test")
+            elif case == "ext_link":
+                del f["depth_test"]
+                f["depth_test"] = h5py.ExternalLink(str(tmp_path / "nothing.h5"), "/x")
+            elif case == "loop":
+                del f["depth_test"]
+                f["depth_test"], f["loop"] = h5py.SoftLink("/loop"), h5py.SoftLink("/depth_test")
+            elif case == "format":
+                f.attrs["format"] = np.array([1, 2])
+        if cmd == "evaluate" and case in ("prov_json", "prov_list"):
+            pytest.skip("evaluate reads provenance only for the session names, where unreadable entries name none")
+        args = ["evaluate", tiny_ckpt, "--data", p] if cmd == "evaluate" else ["report", p, "-o", tmp_path / "r.png"]
+        _refused(cli, args, f"{p}: {needle}")
+
+
+class TestReportDrawsWhatItCan:
+    @pytest.mark.parametrize("case", ["no_f_number", "align_3x5", "val_3_frames", "val_no_depth"])
+    def test_writes_png(self, tmp_path, cli, case):
+        p = _dfdcap(tmp_path / "d.h5", {"train": 2, "val": 1})
+        with h5py.File(p, "a") as f:
+            f.create_dataset("align_train", data=np.tile(np.eye(3, dtype=np.float32), (2, 5, 1, 1)))
+            if case == "no_f_number":
+                del f.attrs["f_number"]
+            elif case == "align_3x5":
+                del f["align_train"]
+                f["align_train"] = np.zeros((3, 5), np.float32)
+            elif case == "val_3_frames":
+                for k in ("stack_val", "focus_val"):
+                    v = f[k][:, :3]
+                    del f[k]
+                    f[k] = v
+            else:
+                del f["depth_val"], f["mask_val"]
+        code, out, err = cli("report", p, "-o", tmp_path / "r.png")
+        assert code == 0 and "Traceback" not in err, err
+        assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+class TestUnits:
+    def test_integer_depth_refused(self, tmp_path, cli, tiny_ckpt):
+        p = _dfdcap(tmp_path / "mm.h5")
+        with h5py.File(p) as f:
+            mm = (f["depth_test"][:] * 1000).astype(np.uint16)
+        _replace(p, "depth_test", mm)
+        _refused(cli, ["evaluate", tiny_ckpt, "--data", p], f"{p}: depth_test is uint16; dfdcap stores depth as float metres",
+                 "store depth / 1000")
+
+    def test_depth_beyond_1000_m_refused(self, tmp_path, cli, tiny_ckpt):
+        p = _dfdcap(tmp_path / "mmf.h5")
+        with h5py.File(p, "a") as f:
+            f["depth_test"][...] = np.where(f["depth_test"][:] > 0, np.float32(1500.0), 0)  # 1.5 km: millimetres
+        _refused(cli, ["evaluate", tiny_ckpt, "--data", p], f"{p}: depth_test[0] holds depths up to", "millimetres? divide by 1000")
+
+    def test_focus_beyond_1e4_m_refused(self, tmp_path, cli, tiny_ckpt):
+        p = _dfdcap(tmp_path / "fh.h5")
+        with h5py.File(p, "a") as f:
+            f["focus_test"][...] = f["focus_test"][:] * 1e30
+        _refused(cli, ["evaluate", tiny_ckpt, "--data", p], f"{p}: focus_test[0] holds focus distances up to", "beyond 10000 m")
+
+
+def _zero_first_chunk(path, key):
+    """Compress `key` with gzip, one chunk per sample, and zero the bytes of sample 0's chunk."""
+    with h5py.File(path, "a") as f:
+        v = f[key][:]
+        del f[key]
+        f.create_dataset(key, data=v, compression="gzip", chunks=(1, *v.shape[1:]))
+    with h5py.File(path) as f:
+        info = f[key].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(bytes(info.size))
+
+
+class TestDamagedChunks:
+    def test_evaluate_and_report(self, tmp_path, cli, tiny_ckpt):
+        p = _dfdcap(tmp_path / "gz.h5")
+        _zero_first_chunk(p, "stack_test")
+        for args in (["evaluate", tiny_ckpt, "--data", p], ["report", p, "-o", tmp_path / "r.png"]):
+            _refused(cli, args, f"{p}: stack_test[0] is damaged (Can't synchronously read data")
+
+    def test_finetune_leaves_no_run_folder(self, tmp_path, cli):
+        p = _dfdcap(tmp_path / "gz.h5", {"train": 2, "val": 1})
+        _zero_first_chunk(p, "stack_train")
+        _refused(cli, ["finetune", "--model", "poolnet", "--data", p, "-o", tmp_path / "run", "--epochs", "1", "--crop", "16"],
+                 f"{p}: stack_train[0] is damaged")
+        assert not (tmp_path / "run").exists()
+
+
+def test_dfdcap_file_without_focus_named_as_such(tmp_path, cli, tiny_ckpt):
+    p = _dfdcap(tmp_path / "nf.h5")
+    with h5py.File(p, "a") as f:
+        del f["focus_test"]
+    _refused(cli, ["evaluate", tiny_ckpt, "--data", p], f"{p}: dfdcap dataset lacks focus_test")
