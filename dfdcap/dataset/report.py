@@ -41,11 +41,11 @@ def _write_dataset_report(h5: str | os.PathLike, png: str | os.PathLike, n_sampl
     png = Path(png)
     with open_dataset(h5) as f:
         picks = _pick(f, n_samples)
-        S = f.stack_shape(picks[0][0])[0]
-        fi = np.unique(np.linspace(0, S - 1, min(S, max_frames)).round().astype(int))
+        # splits may hold stacks of different lengths: frames are picked per row, columns fit the longest
+        nf = max(min(f.stack_shape(s)[0], max_frames) for s, _ in picks)
         has_coc = any(f.has_coc(s) for s, _ in picks)
-        has_align = f"align_{picks[0][0]}" in f._h5
-        ncol = len(fi) + 2 + (2 if has_coc else 0) + (1 if has_align else 0)
+        has_align = any(f"align_{s}" in f._h5 for s, _ in picks)
+        ncol = nf + 2 + (2 if has_coc else 0) + (1 if has_align else 0)
         H, W = f.stack_shape(picks[0][0])[1:3]
         cw = 2.6
         fig, axes = plt.subplots(len(picks), ncol, figsize=(cw * ncol, cw * H / W * len(picks) + 0.8), squeeze=False)
@@ -54,10 +54,12 @@ def _write_dataset_report(h5: str | os.PathLike, png: str | os.PathLike, n_sampl
             depth, mask = f.depth_m(split, i), f.mask(split, i)
             prov = f.provenance(split, i)
             ax = axes[row]
+            S = len(stack)
+            fi = np.unique(np.linspace(0, S - 1, min(S, max_frames)).round().astype(int))
             for c, k in enumerate(fi):
                 ax[c].imshow(stack[k])
                 ax[c].set_title(f"focus {focus[k]:.2f} m", fontsize=8)
-            c = len(fi)
+            c = nf
             valid = depth[mask] if depth is not None and mask is not None and mask.any() else np.array([0.0, 1.0])
             lo, hi = np.percentile(valid, [1, 99])
             if depth is not None:
@@ -85,9 +87,12 @@ def _write_dataset_report(h5: str | os.PathLike, png: str | os.PathLike, n_sampl
                 a.set_yticks([])
         attrs = f.attrs
         title = f"{Path(h5).name}: {f.kind}, " + ", ".join(f"{s} {f.n(s)}" for s in f.splits)
-        if "focal_length_m" in attrs:
-            title += (f"; lens f={1e3 * attrs['focal_length_m']:.2f} mm f/{attrs['f_number']:.1f}, "
-                      f"pitch {1e6 * attrs['pixel_pitch_m']:.2f} um; depth at the {attrs.get('reference_frame', '?')} frame")
+        lens = f.coc_lens()  # None without all three lens attributes; a DatasetError when they are no numbers
+        if lens is not None:
+            title += (f"; lens f={1e3 * lens[0].focal_length_m:.2f} mm f/{lens[0].f_number:.1f}, "
+                      f"pitch {1e6 * lens[1]:.2f} um; depth at the {attrs.get('reference_frame', '?')} frame")
+        elif f.kind == "dfdcap":
+            title += "; lens attributes incomplete (focal_length_m, f_number, pixel_pitch_m)"
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
     with atomic_path(png) as tmp:
@@ -99,13 +104,23 @@ def _write_dataset_report(h5: str | os.PathLike, png: str | os.PathLike, n_sampl
 def _draw_alignment(ax, f, split: str, i: int, prov: dict) -> None:
     """Per slice: the scale of its map to the reference (%, left axis) and the registration's
     correction of the focus-model warp (px, right axis); x marks slices left unregistered."""
-    maps = f._h5[f"align_{split}"][i].astype(np.float64)
-    corr = f._h5[f"align_correction_{split}"][i] if f"align_correction_{split}" in f._h5 else np.zeros(len(maps))
+    S = f.stack_shape(split)[0]
+    key, ckey = f"align_{split}", f"align_correction_{split}"
+    shape = getattr(f._node(key), "shape", None) if key in f._h5 else None
+    if shape != (f.n(split), S, 3, 3):  # a foreign or damaged array: say so in its panel, draw the rest
+        ax.set_axis_off()
+        ax.set_title(f"alignment not drawn: {key} " + ("absent" if shape is None else f"has shape {shape}, "
+                     f"expected {(f.n(split), S, 3, 3)}"), fontsize=7, wrap=True)
+        return
+    maps = f._read(key, i).astype(np.float64)
+    cshape = getattr(f._node(ckey), "shape", None) if ckey in f._h5 else None
+    corr = f._read(ckey, i).astype(np.float64) if cshape == (f.n(split), S) else np.zeros(len(maps))
     scale = np.sqrt(np.abs(np.linalg.det(maps[:, :2, :2])))
     k = np.arange(len(maps))
     ax.plot(k, 100 * (scale - 1), "o-", color="tab:blue", ms=3)
-    status = prov.get("align", {}).get("status", [])
-    bad = [j for j, st in enumerate(status) if str(st).startswith("fallback")]
+    info = prov.get("align") if isinstance(prov.get("align"), dict) else {}
+    status = info.get("status") if isinstance(info.get("status"), list) else []
+    bad = [j for j, st in enumerate(status[:len(maps)]) if str(st).startswith("fallback")]
     if bad:
         ax.plot(bad, 100 * (scale[bad] - 1), "x", color="red", ms=7)
     ax.set_xlabel("slice", fontsize=7)
@@ -115,4 +130,4 @@ def _draw_alignment(ax, f, split: str, i: int, prov: dict) -> None:
     ax2.bar(k, corr, color="tab:orange", alpha=0.4, width=0.5)
     ax2.set_ylabel("registration correction (px)", fontsize=6, color="tab:orange")
     ax2.tick_params(labelsize=6)
-    ax.set_title(f"alignment ({prov.get('align', {}).get('mode', '?')})", fontsize=8)
+    ax.set_title(f"alignment ({info.get('mode', '?')})", fontsize=8)
