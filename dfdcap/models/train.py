@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from dfdcap.errors import ModelError
+from dfdcap.errors import DatasetError, DfdcapError, ModelError
 from dfdcap.fileio import atomic_write_json
 from dfdcap.models.registry import MODELS, TINY_CONFIGS, build_model
 
@@ -212,6 +213,11 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path, kept:
         if trainer.received_sigterm and not hit.is_set():  # Lightning's own SIGTERM handler stopped it
             raise TrainingInterrupted(message(trainer.global_step, "SIGTERM"), exit_code=143) from None
         raise TrainingInterrupted(message(trainer.global_step)) from None
+    except DfdcapError as e:  # raised in a DataLoader worker, torch re-raises it with the worker's traceback
+        lines = str(e).strip().splitlines()
+        if len(lines) > 1 and lines[0].startswith("Caught "):
+            raise type(e)(lines[-1].split(": ", 1)[-1]) from None
+        raise
     finally:
         if own_sigint:
             signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
@@ -443,22 +449,30 @@ def finetune(
     plain = PlainCheckpoints(run_dir / "last.pt", run_dir / "best.pt", {"kind": "finetune", **record})
     trainer = _trainer(run_dir, max_epochs=epochs, fast_dev_run=fast_dev_run, progress=progress, plain=plain,
                        precision=precision, hardware=hardware, extra_callbacks=tuple(callbacks))
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)  # after the hardware check: a refused run leaves no folder
-    if trainer.is_global_zero:
-        atomic_write_json(run_dir / "run.json", {
-            "kind": "finetune", "model": model_name, "config": cfg, "data": str(data.resolve()),
-            "init": str(Path(init).resolve()) if init else None, "epochs": epochs, "batch_size": batch_size,
-            "crop": crop, "frames": list(frames), "lr": lr, "seed": seed, "train_split": train_split, "val_split": val_split,
-            "held_out_val": plan.held_out, "train_sessions": plan.train_sessions, "val_sessions": plan.val_sessions,
-            "world_size": trainer.world_size,
-        })
-    L.seed_everything(seed, workers=True, verbose=False)
-    module = DFFModule(model_name, cfg, lr=lr, frames=tuple(frames))
-    if init_model is not None:  # built from the same config: its weights fit
-        module.model.load_state_dict(init_model.state_dict())
-    lkw = _loader_kw(hardware)
-    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=len(train_ds) > batch_size, **lkw)
-    val = DataLoader(val_ds, batch_size=batch_size, **lkw)
-    _fit(trainer, module, train, val, resumed, run_dir)
+    try:
+        if trainer.is_global_zero:
+            atomic_write_json(run_dir / "run.json", {
+                "kind": "finetune", "model": model_name, "config": cfg, "data": str(data.resolve()),
+                "init": str(Path(init).resolve()) if init else None, "epochs": epochs, "batch_size": batch_size,
+                "crop": crop, "frames": list(frames), "lr": lr, "seed": seed, "train_split": train_split, "val_split": val_split,
+                "held_out_val": plan.held_out, "train_sessions": plan.train_sessions, "val_sessions": plan.val_sessions,
+                "world_size": trainer.world_size,
+            })
+        L.seed_everything(seed, workers=True, verbose=False)
+        module = DFFModule(model_name, cfg, lr=lr, frames=tuple(frames))
+        if init_model is not None:  # built from the same config: its weights fit
+            module.model.load_state_dict(init_model.state_dict())
+        lkw = _loader_kw(hardware)
+        train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=len(train_ds) > batch_size, **lkw)
+        val = DataLoader(val_ds, batch_size=batch_size, **lkw)
+        _fit(trainer, module, train, val, resumed, run_dir)
+    except DatasetError:
+        # a dataset read failing before the first checkpoint (a damaged chunk): a fresh folder would hold
+        # only run.json and hparams.yaml, which describe no run; leave no folder behind
+        if fresh and trainer.is_global_zero and not any((run_dir / k).exists() for k in ("last.ckpt", "last.pt", "best.pt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return TrainResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", trainer.global_step,
                        trainer.current_epoch, plain.best, resumed, _history(run_dir), trainer.is_global_zero)
