@@ -33,6 +33,12 @@ the two apart by the stack dtype (DDFF-12: uint8; mDFF: float) and reads mDFF de
 mDFF files hold no focus distances: reading focus_m of one raises a DatasetError unless the file
 has `focus_<split>` (N, S) metres. A uint8 (DDFF-12-looking) file whose `disp_*` holds values
 above DDFF12_MAX_DISPARITY (i.e. depth nearer than 14 cm) is refused rather than misread.
+
+Foreign stacks: uint16 stacks are 16-bit images, scaled to uint8 by 255 / 65535 (one holding only
+0-255 is refused: 8-bit values in uint16); float stacks must lie in 0-1 or 0-255; other dtypes are
+refused. Depth must be float metres (integer depth, a valid depth above MAX_DEPTH_M or a focus
+distance above MAX_FOCUS_M is another unit, refused with a hint). Every key is opened and read
+through one guard, so a dangling link or a damaged chunk is a DatasetError naming the file and key.
 """
 
 from __future__ import annotations
