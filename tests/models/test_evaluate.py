@@ -160,9 +160,14 @@ class TestMDFFLayout:
 # key, exit 1 and no output, or (report) a picture of what can be drawn; never a traceback or nan table.
 
 def _dfdcap(path, splits=None, size=(16, 16)):
-    from conftest import write_h5
+    import importlib.util
+    from pathlib import Path
 
-    write_h5(path, splits or {"test": 2}, size=size, coc=False)
+    # this folder's conftest by path: a bare `import conftest` finds another folder's in a full run
+    spec = importlib.util.spec_from_file_location("models_conftest", Path(__file__).with_name("conftest.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.write_h5(path, splits or {"test": 2}, size=size, coc=False)
     return path
 
 
