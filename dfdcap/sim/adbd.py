@@ -645,9 +645,36 @@ class _SyncOut:
 # --- a private adb server ------------------------------------------------------------------------
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux: /proc; 32768-60999 elsewhere)."""
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 outside the emulator range 5555-5585."""
-    while True:
+    """A free TCP port on 127.0.0.1 outside the emulator range 5555-5585 and outside the ephemeral range.
+
+    `adb start-server` first connects to its port to see whether a server runs there. A port from the
+    ephemeral range can then be picked as the connection's own source port, and TCP connects the
+    socket to itself: adb reads back its own request and stops with "protocol fault (status 30 30 30
+    63?!)" (seen once in three loaded test runs). Below the range that cannot happen."""
+    import random
+
+    lo, hi = _ephemeral_ports()
+    bottom, top = (10000, lo) if lo > 11000 else (hi + 1, 65536)  # [bottom, top)
+    rng = random.Random()
+    for _ in range(1000 if top - bottom > 1000 else 0):
+        port = rng.randrange(bottom, top)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    while True:  # no room outside the ephemeral range on this machine: any free port
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -333,3 +333,19 @@ def test_dfdcap_record_with_adb_phone(adb_env, tmp_path):
     assert s.status == "complete" and s.meta["rig"]["phone"] == {"kind": "adb", "model": "SimPhone", "serial": sp.serial}
     assert [(r.ramp, r.step) for r in s.phone_frames] == [(r, st) for r in range(2) for st in range(3)]
     assert len(s.probes()) >= 10 and s.phone_camera == sim.camera()
+
+
+def test_private_adb_port_is_outside_the_ephemeral_range():
+    """`adb start-server` connects to its own port first; a port from the kernel's ephemeral range can be
+    that connection's source port, TCP connects it to itself and adb fails with "protocol fault (status
+    30 30 30 63?!)": 11 test errors in one of three loaded runs. The private server's port avoids the range."""
+    import socket
+
+    from dfdcap.sim.adbd import _ephemeral_ports, free_port
+
+    lo, hi = _ephemeral_ports()
+    for _ in range(200):
+        port = free_port()
+        assert not lo <= port <= hi and not 5555 <= port <= 5585
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # and it is free
