@@ -292,26 +292,26 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     atomic_write_bytes(path, encode_image(image, Path(path).suffix or ".png"))
 
 
-def jpeg_complete(path: str | os.PathLike) -> bool:
-    """OpenCV decodes a cut-short JPEG with a grey bottom and no error: check its end marker (FFD9).
-    A file that does not start as a JPEG (FFD8) is not judged here: the decoder says what it is."""
+def _ends_with_marker(path: str | os.PathLike, magic: bytes, end: bytes) -> bool:
+    """False only for a file that starts with `magic` and lacks `end` in its last 64 bytes (cut short);
+    a file of another kind is not judged here: the decoder says what it is."""
     with open(path, "rb") as f:
-        if f.read(2) != b"\xff\xd8":
+        if f.read(len(magic)) != magic:
             return True
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - 64))
-        return b"\xff\xd9" in f.read()
+        return end in f.read()
+
+
+def jpeg_complete(path: str | os.PathLike) -> bool:
+    """OpenCV decodes a cut-short JPEG with a grey bottom and no error: check its end marker (FFD9)."""
+    return _ends_with_marker(path, b"\xff\xd8", b"\xff\xd9")
 
 
 def png_complete(path: str | os.PathLike) -> bool:
     """A cut-short PNG makes libpng print "libpng error: Read Error" on stderr beside dfdcap's own line:
-    check for the IEND chunk first. A file that does not start as a PNG is not judged here."""
-    with open(path, "rb") as f:
-        if f.read(8) != b"\x89PNG\r\n\x1a\n":
-            return True
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 64))
-        return b"IEND" in f.read()
+    check for the IEND chunk first."""
+    return _ends_with_marker(path, b"\x89PNG\r\n\x1a\n", b"IEND")
 
 
 def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
