@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FakePhone
+from device_fakes import FakePhone
 from conftest_sensors import private_openni_redist, real_rgbd_frames
 from dfdcap.capture.sensor_models import DepthRule, clear_invalid_depth, depth_rule, known_latency_ns, sensor_facts
 from dfdcap.capture.session import DeviceInfo, Session, SessionWriter

@@ -156,7 +156,7 @@ def host(dev, **kw):
 
 
 def record(phone, tmp_path, ramps: int, **kw):
-    from tests.capture.conftest import FakeSensor
+    from device_fakes import FakeSensor
     from dfdcap.capture.recorder import record_session
 
     schedule, fps = phone.bracketing_schedule(ramps, None)

@@ -3,7 +3,6 @@ sensor), bounded memory (drops counted), and `dfdcap record` refusing bad input.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -20,22 +19,13 @@ from dfdcap.capture.session import LOCK_NAME, Session, SessionWriter
 from dfdcap.capture.sources import parse_phone_spec, parse_sensor_spec
 from dfdcap.errors import DeviceError
 from dfdcap.lens import FocusSchedule
+from device_fakes import FakePhone, FakeSensor
 from faults_helpers import default_sigint
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
-def _load_fakes():
-    """The device fakes of this folder's conftest.py, under a name no other conftest can shadow."""
-    spec = importlib.util.spec_from_file_location("dfdcap_test_capture_fakes", HERE / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_fakes = _load_fakes()
-FakeSensor, FakePhone = _fakes.FakeSensor, _fakes.FakePhone
 
 
 # --- helpers: what every session must satisfy --------------------------------------------------
@@ -85,11 +75,9 @@ def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout_s: float
 
 RUNNER = textwrap.dedent(
     """
-    import importlib.util, sys
-    spec = importlib.util.spec_from_file_location("fakes", {here!r} + "/conftest.py")
-    fakes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fakes)
-    FakePhone, FakeSensor = fakes.FakePhone, fakes.FakeSensor
+    import sys
+    sys.path.insert(0, {here!r})
+    from device_fakes import FakePhone, FakeSensor
     from dfdcap.capture.recorder import RecordingInterrupted, record_session
     from dfdcap.lens import FocusSchedule
     try:

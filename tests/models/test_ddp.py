@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_h5
+from h5_files import write_h5
 
 RUNNER = Path(__file__).with_name("ddp_finetune_run.py")
 REPO = Path(__file__).resolve().parents[2]

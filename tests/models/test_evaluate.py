@@ -15,6 +15,7 @@ from dfdcap.models.checkpoint import save_checkpoint
 from dfdcap.models.evaluate import _run_items, depth_to_disparity, json_metrics
 from dfdcap.models.metrics import METRIC_NAMES
 from dfdcap.models.registry import TINY_CONFIGS, build_model
+from h5_files import write_h5
 
 KEYS = {"mse", "rms", "log_rms", "absrel", "sqrrel", "delta1", "delta2", "delta3", "badpix", "bumpiness"}
 
@@ -160,14 +161,7 @@ class TestMDFFLayout:
 # key, exit 1 and no output, or (report) a picture of what can be drawn; never a traceback or nan table.
 
 def _dfdcap(path, splits=None, size=(16, 16)):
-    import importlib.util
-    from pathlib import Path
-
-    # this folder's conftest by path: a bare `import conftest` finds another folder's in a full run
-    spec = importlib.util.spec_from_file_location("models_conftest", Path(__file__).with_name("conftest.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.write_h5(path, splits or {"test": 2}, size=size, coc=False)
+    write_h5(path, splits or {"test": 2}, size=size, coc=False)
     return path
 
 

@@ -7,7 +7,7 @@ import pytest
 from dfdcap.errors import ModelError
 from dfdcap.models.train import finetune
 
-from conftest import write_h5
+from h5_files import write_h5
 
 KW = dict(epochs=1, batch_size=1, crop=16, tiny=True, progress=False, lr=1e-3)
 

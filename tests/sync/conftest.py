@@ -13,9 +13,6 @@ from simclocks import SimStamps, simulate  # noqa: E402
 
 from dfdcap.capture.session import ClockProbe, DeviceInfo, PhoneFrameRecord, SensorFrameRecord, SessionWriter  # noqa: E402
 
-TUM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tum_fr1_xyz"
-
-
 def write_stamp_session(out_dir: Path, s: SimStamps, steps: int = 5) -> Path:
     """Index files of a session (no image files: sync reads only the indexes and probes)."""
     dev = DeviceInfo("sim", "sim", "0")

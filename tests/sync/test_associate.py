@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TUM
 
 from dfdcap.errors import SyncError
 from dfdcap.sync.associate import (
@@ -17,6 +17,8 @@ from dfdcap.sync.associate import (
     one_to_one_associate,
 )
 from dfdcap.sync.io import associate_files, parse_timestamp_text
+
+TUM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tum_fr1_xyz"
 
 
 def _cli(*args, cwd=None):
