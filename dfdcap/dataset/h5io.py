@@ -37,7 +37,9 @@ above DDFF12_MAX_DISPARITY (i.e. depth nearer than 14 cm) is refused rather than
 Foreign stacks: uint16 stacks are 16-bit images, scaled to uint8 by 255 / 65535 (one holding only
 0-255 is refused: 8-bit values in uint16); float stacks must lie in 0-1 or 0-255; other dtypes are
 refused. Depth must be float metres (integer depth, a valid depth above MAX_DEPTH_M or a focus
-distance above MAX_FOCUS_M is another unit, refused with a hint). Every key is opened and read
+distance above MAX_FOCUS_M is another unit, refused with a hint; so is a stack whose median valid depth
+lies UNIT_RATIO x beyond its farthest focus distance or below its nearest one: millimetres of a
+close-range scene stay under MAX_DEPTH_M). Every key is opened and read
 through one guard, so a dangling link or a damaged chunk is a DatasetError naming the file and key.
 """
 
@@ -64,6 +66,7 @@ DDFF12_BASELINE_X_FOCAL = 1982.0250823695178 / 7317.020641763665 * 1e-3 * 521.40
 DDFF12_FOCUS_RANGE_M = (0.5, 7.0)
 MAX_DEPTH_M = 1000.0  # a valid depth beyond it is another unit (millimetres), not a scene
 MAX_FOCUS_M = 1e4  # a focus distance beyond it is another unit, not a lens setting
+UNIT_RATIO = 100.0  # a stack's median depth this far beyond its sweep (either way) is another unit
 DDFF12_MAX_DISPARITY = 1.0  # DDFF-12's disparities lie in 0.02-0.28 px; 1.0 px would be 0.14 m
 
 
@@ -521,7 +524,26 @@ class DatasetFile:
             return disp if self.ddff_units == "disparity" else ddff12_disparity_to_depth_m(disp)
         if f"depth_{split}" not in self._h5:
             return None
-        return self._check_depth_range(f"depth_{split}", i, self._read(f"depth_{split}", i))  # values unchanged
+        d = self._check_depth_range(f"depth_{split}", i, self._read(f"depth_{split}", i))  # values unchanged
+        if f"focus_{split}" in self._h5:
+            self._check_depth_units(split, i, d)
+        return d
+
+    def _check_depth_units(self, split: str, i: int, d: np.ndarray) -> None:
+        """Refuse depth and focus distances in different units: a stack's median valid depth lies within
+        UNIT_RATIO x of its sweep in any scene focus can measure; millimetres against metres are 1000 x off."""
+        sample = d[::4, ::4]  # a median of every 16th pixel tells a unit apart, at 1/16 of the cost
+        with np.errstate(invalid="ignore"):
+            valid = sample[np.isfinite(sample) & (sample > 0)]
+        if valid.size == 0:
+            return
+        med = float(np.median(valid))
+        focus = self.focus_m(split, i)
+        near, far = float(focus.min()), float(focus.max())
+        if med > UNIT_RATIO * far or med * UNIT_RATIO < near:
+            raise DatasetError(f"{self.path}: depth_{split}[{i}] has median {med:.4g} against focus distances "
+                               f"{near:.4g}-{far:.4g} (focus_{split}[{i}]): depth and focus must both be metres "
+                               "(one of them in millimetres? divide it by 1000)")
 
     def _check_depth_range(self, key: str, i: int, d: np.ndarray) -> np.ndarray:
         """d unchanged, refused when a valid (finite, positive) depth exceeds MAX_DEPTH_M: another unit

@@ -319,6 +319,26 @@ class TestUnits:
             f["depth_test"][...] = np.where(f["depth_test"][:] > 0, np.float32(1500.0), 0)  # 1.5 km: millimetres
         _refused(cli, ["evaluate", tiny_ckpt, "--data", p], f"{p}: depth_test[0] holds depths up to", "millimetres? divide by 1000")
 
+    @pytest.mark.parametrize("key,factor", [("depth_test", 1000.0), ("focus_test", 1000.0), ("focus_test", 0.001)])
+    def test_depth_and_focus_in_different_units_refused(self, tmp_path, cli, tiny_ckpt, key, factor):
+        """Close-range depth in millimetres stays under 1000 "m" (a 0.3 m scene: 300) and was scored as metres;
+        so were focus distances in millimetres, or in km, against depth in metres."""
+        p = _dfdcap(tmp_path / "u.h5")
+        with h5py.File(p, "a") as f:
+            f[key][...] = f[key][:] * np.float32(factor)
+            assert f["depth_test"][:].max() < 1000 and f["focus_test"][:].max() < 1e4  # the older checks pass
+        _refused(cli, ["evaluate", tiny_ckpt, "--data", p], f"{p}: depth_test[0] has median",
+                 "depth and focus must both be metres")
+
+    def test_scene_beyond_the_sweep_is_read(self, tmp_path, cli, tiny_ckpt):
+        """A scene 20 x beyond the sweep's far end (a background) is a scene, not a unit error."""
+        p = _dfdcap(tmp_path / "far.h5")
+        with h5py.File(p, "a") as f:
+            far = f["focus_test"][:].max()
+            f["depth_test"][...] = np.where(f["depth_test"][:] > 0, np.float32(20 * far), 0)
+        code, out, err = cli("evaluate", tiny_ckpt, "--data", p)
+        assert code == 0, err
+
     def test_focus_beyond_1e4_m_refused(self, tmp_path, cli, tiny_ckpt):
         p = _dfdcap(tmp_path / "fh.h5")
         with h5py.File(p, "a") as f:
