@@ -587,7 +587,9 @@ class DatasetFile:
         key = f"provenance_{self._split(split)}"
         if key not in self._h5:
             return {"source": str(self.path), "split": split, "index": int(i)}
-        v = self._read(key, i)
+        return self._provenance_doc(key, i, self._read(key, i))
+
+    def _provenance_doc(self, key: str, i: int, v) -> dict:
         try:
             d = json.loads(v.decode() if isinstance(v, bytes) else v)
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
@@ -597,17 +599,15 @@ class DatasetFile:
         return d
 
     def sessions(self, split: str) -> list[str | None]:
-        """Per sample, the session folder (else name) its provenance names; None where there is none."""
+        """Per sample, the session folder (else name) its provenance names; None where there is none.
+        Malformed provenance is an error: a sample whose session cannot be read could be a training stack."""
         key = f"provenance_{self._split(split)}"
         if key not in self._h5:
             return [None] * self.n(split)
         out: list[str | None] = []
-        for v in self._read(key):
-            try:
-                d = json.loads(v.decode() if isinstance(v, bytes) else v)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                d = {}
-            name = d.get("session_dir") or d.get("session") if isinstance(d, dict) else None
+        for i, v in enumerate(self._read(key)):
+            d = self._provenance_doc(key, i, v)
+            name = d.get("session_dir") or d.get("session")
             out.append(str(name) if name else None)
         return out
 

@@ -275,10 +275,16 @@ class TestBrokenKeys:
                 f["depth_test"], f["loop"] = h5py.SoftLink("/loop"), h5py.SoftLink("/depth_test")
             elif case == "format":
                 f.attrs["format"] = np.array([1, 2])
-        if cmd == "evaluate" and case in ("prov_json", "prov_list"):
-            pytest.skip("evaluate reads provenance only for the session names, where unreadable entries name none")
         args = ["evaluate", tiny_ckpt, "--data", p] if cmd == "evaluate" else ["report", p, "-o", tmp_path / "r.png"]
         _refused(cli, args, f"{p}: {needle}")
+
+    def test_finetune_refuses_unreadable_provenance(self, tmp_path, cli, tiny_ckpt):
+        """A train stack whose session cannot be read could be the val session's: finetune must not guess."""
+        p = _dfdcap(tmp_path / "d.h5", {"train": 2, "val": 1})
+        _replace(p, "provenance_train", np.array(['{"session": "a"}', "{cut short"], object), dtype=h5py.string_dtype())
+        _refused(cli, ["finetune", "--data", p, "--init", tiny_ckpt, "-o", tmp_path / "run", "--epochs", "1"],
+                 f"{p}: provenance_train[1] is not JSON")
+        assert not (tmp_path / "run").exists()
 
 
 class TestReportDrawsWhatItCan:
