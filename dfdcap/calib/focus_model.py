@@ -86,17 +86,33 @@ def read_focus_csv(path: Path) -> dict[str, float]:
     return out
 
 
-def _unpack(x: np.ndarray, nd: int, drift: bool):
+def _unpack(x: np.ndarray, dist0: np.ndarray, free: np.ndarray, drift: bool):
+    """x -> K entries, k, drift, the full distortion vector (dist0 with its `free` entries from x), poses."""
     fx, fy, cx, cy, k = x[:5]
     dcx, dcy = (x[5], x[6]) if drift else (0.0, 0.0)
     o = 7 if drift else 5
-    return (fx, fy, cx, cy), k, (dcx, dcy), x[o : o + nd], x[o + nd :].reshape(-1, 6)
+    nd = int(free.sum())
+    dist = dist0.copy()
+    dist[free] = x[o : o + nd]
+    return (fx, fy, cx, cy), k, (dcx, dcy), dist, x[o + nd :].reshape(-1, 6)
 
 
-def _residuals(x, obj, img, focus, d_ref, nd, drift):
+def _free_mask(dist: np.ndarray, model) -> np.ndarray:
+    """Which of the stored coefficients the fit may move: the chosen lens model's (DistortionModel or its
+    name; None = all). A coefficient the model fixes (k3 of k1k2+tangential) stays as it is."""
+    from dfdcap.calib.distortion import get_model
+
+    free = np.ones(len(dist), bool) if model is None else np.zeros(len(dist), bool)
+    if model is not None:
+        m = get_model(model) if isinstance(model, str) else model
+        free[[i for i in m.free if i < len(dist)]] = True
+    return free
+
+
+def _residuals(x, obj, img, focus, d_ref, dist0, free, drift):
     import cv2
 
-    (fx, fy, cx, cy), k, (dcx, dcy), dist, poses = _unpack(x, nd, drift)
+    (fx, fy, cx, cy), k, (dcx, dcy), dist, poses = _unpack(x, dist0, free, drift)
     out = []
     for i in range(len(obj)):
         dd = focus[i] - d_ref
@@ -120,8 +136,8 @@ def _sparsity(n_pts: list[int], n_intr: int):
     return A
 
 
-def _bundle(obj, img, focus, d_ref, camera: CameraModel, drift: bool):
-    """Least squares over K_ref, k, [drift], distortion, poses. Returns (x, std of x, rms_px)."""
+def _bundle(obj, img, focus, d_ref, camera: CameraModel, drift: bool, free: np.ndarray):
+    """Least squares over K_ref, k, [drift], the free distortion coefficients, poses. Returns (x, std of x, rms_px)."""
     import cv2
     from scipy.optimize import least_squares
 
@@ -132,11 +148,11 @@ def _bundle(obj, img, focus, d_ref, camera: CameraModel, drift: bool):
         if not ok:
             raise CalibrationError("focus model: a board view's pose could not be found (solvePnP)")
         poses.append(np.r_[r.ravel(), t.ravel()])
-    x0 = np.r_[K[0, 0], K[1, 1], K[0, 2], K[1, 2], 0.0, [0.0, 0.0] if drift else [], dist, np.ravel(poses)]
-    n_intr = 5 + (2 if drift else 0) + len(dist)
+    x0 = np.r_[K[0, 0], K[1, 1], K[0, 2], K[1, 2], 0.0, [0.0, 0.0] if drift else [], dist[free], np.ravel(poses)]
+    n_intr = 5 + (2 if drift else 0) + int(free.sum())
     res = least_squares(
         _residuals, x0, jac_sparsity=_sparsity([len(o) for o in obj], n_intr), x_scale="jac", method="trf",
-        args=(obj, img, focus, d_ref, len(dist), drift), xtol=1e-12, ftol=1e-12, max_nfev=200,
+        args=(obj, img, focus, d_ref, dist, free, drift), xtol=1e-12, ftol=1e-12, max_nfev=200,
     )
     r = res.fun
     dof = max(len(r) - len(res.x), 1)
@@ -147,10 +163,11 @@ def _bundle(obj, img, focus, d_ref, camera: CameraModel, drift: bool):
 
 
 def fit_focus_model(board: Board, dets: dict[str, Detection], focus_by_name: dict[str, float],
-                    camera: CameraModel) -> FocusFit:
+                    camera: CameraModel, model=None) -> FocusFit:
     """K(focus) of the phone from its board detections and each view's focus (diopters).
 
-    camera: the phone's fit over all views (the starting point). Needs >= 2 focus settings.
+    camera: the phone's fit over all views (the starting point); model: its lens model (a
+    DistortionModel or name; the coefficients it fixes stay fixed; None = all free). Needs >= 2 focus settings.
     """
     names = sorted(n for n in dets if n in focus_by_name)
     settings = sorted({round(focus_by_name[n], 6) for n in names})
@@ -162,17 +179,18 @@ def fit_focus_model(board: Board, dets: dict[str, Detection], focus_by_name: dic
     focus = np.array([focus_by_name[n] for n in names], np.float64)
     d_ref = float(np.median(settings))
     span = max(abs(settings[-1] - d_ref), abs(settings[0] - d_ref))
-    x, std, rms = _bundle(obj, img, focus, d_ref, camera, drift=True)
+    dist0 = np.asarray(camera.dist, np.float64).ravel()
+    free = _free_mask(dist0, model)
+    x, std, rms = _bundle(obj, img, focus, d_ref, camera, drift=True, free=free)
     drift = len(settings) >= 3 and max(std[5], std[6]) * span < PIN_PX
     if not drift:
-        x, std, rms = _bundle(obj, img, focus, d_ref, camera, drift=False)
-    (fx, fy, cx, cy), k, (dcx, dcy), dist, _ = _unpack(x, len(camera.dist), drift)
+        x, std, rms = _bundle(obj, img, focus, d_ref, camera, drift=False, free=free)
+    (fx, fy, cx, cy), k, (dcx, dcy), dist, poses = _unpack(x, dist0, free, drift)
     K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
     model = FocusModel(
         d_ref, float(k), float(dcx), float(dcy), float(std[4]),
         float(std[5]) if drift else 0.0, float(std[6]) if drift else 0.0, (settings[0], settings[-1]),
     )
-    poses = _unpack(x, len(camera.dist), drift)[4]
     return FocusFit(CameraModel(K, np.asarray(dist, np.float64), camera.size), model, rms, len(names),
                     {n: poses[i].copy() for i, n in enumerate(names)})
 
@@ -185,15 +203,16 @@ def _pose_T(p: np.ndarray) -> np.ndarray:
     return make_transform(cv2.Rodrigues(np.asarray(p[:3], np.float64))[0], p[3:])
 
 
-def _stereo_residuals(x, obj, img_p, img_s, K_p, dist_p, ns):
-    """x = [T_phone_from_sensor (6), sensor fx fy cx cy, sensor dist (ns), per view sensor_from_board (6)]."""
+def _stereo_residuals(x, obj, img_p, img_s, K_p, dist_p, ds0, free_s):
+    """x = [T_phone_from_sensor (6), sensor fx fy cx cy, the sensor's free dist coefficients, per view sensor_from_board (6)]."""
     import cv2
 
     T_ps = _pose_T(x[:6])
     fx, fy, cx, cy = x[6:10]
     K_s = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-    dist_s = x[10 : 10 + ns]
-    o0 = 10 + ns
+    o0 = 10 + int(free_s.sum())
+    dist_s = ds0.copy()
+    dist_s[free_s] = x[10:o0]
     out = []
     for i in range(len(obj)):
         q = x[o0 + 6 * i : o0 + 6 * i + 6]
@@ -206,10 +225,11 @@ def _stereo_residuals(x, obj, img_p, img_s, K_p, dist_p, ns):
 
 def refit_extrinsics(board: Board, names: list[str], phone: dict[str, Detection], sensor: dict[str, Detection],
                      K_phone: dict[str, np.ndarray], dist_phone: np.ndarray, sensor_cam: CameraModel,
-                     T0: np.ndarray) -> tuple[np.ndarray, CameraModel]:
+                     T0: np.ndarray, sensor_model=None) -> tuple[np.ndarray, CameraModel]:
     """(T_phone_from_sensor 4x4, sensor camera) by a stereo bundle in which every phone view has its
     own K (its focus setting's, fixed), over the corners both cameras saw; the sensor's intrinsics
-    and every pose free (the joint refinement before saw one phone K for all focus settings)."""
+    (the coefficients its lens model `sensor_model` frees) and every pose free (the joint refinement
+    before saw one phone K for all focus settings)."""
     import cv2
     from scipy.optimize import least_squares
     from scipy.sparse import lil_matrix
@@ -217,8 +237,8 @@ def refit_extrinsics(board: Board, names: list[str], phone: dict[str, Detection]
     obj_all = board.object_points().astype(np.float64)
     T0 = np.asarray(T0, np.float64)
     Ksn, ds = sensor_cam.K, np.asarray(sensor_cam.dist, np.float64)
-    ns = len(ds)
-    x0 = [cv2.Rodrigues(T0[:3, :3])[0].ravel(), T0[:3, 3], [Ksn[0, 0], Ksn[1, 1], Ksn[0, 2], Ksn[1, 2]], ds]
+    free_s = _free_mask(ds, sensor_model)
+    x0 = [cv2.Rodrigues(T0[:3, :3])[0].ravel(), T0[:3, 3], [Ksn[0, 0], Ksn[1, 1], Ksn[0, 2], Ksn[1, 2]], ds[free_s]]
     obj, ip, is_, Ks = [], [], [], []
     for n in names:
         s_det = sensor[n]
@@ -233,14 +253,14 @@ def refit_extrinsics(board: Board, names: list[str], phone: dict[str, Detection]
                 continue
             q = np.r_[r.ravel(), t.ravel()]
             err = float(np.sum(_stereo_residuals(np.concatenate(x0[:4] + [q]), [o], [p_pts], [s_pts], [K_phone[n]],
-                                                 dist_phone, ns) ** 2))
+                                                 dist_phone, ds, free_s) ** 2))
             if best is None or err < best[0]:
                 best = (err, o, p_pts, s_pts, q)
         if best is not None:
             obj.append(best[1]), ip.append(best[2]), is_.append(best[3]), Ks.append(K_phone[n]), x0.append(best[4])
     if len(obj) < 3:
         return T0, sensor_cam
-    o0 = 10 + ns
+    o0 = 10 + int(free_s.sum())
     A = lil_matrix((sum(4 * len(o) for o in obj), o0 + 6 * len(obj)), dtype=np.int8)
     r = 0
     for i, o in enumerate(obj):
@@ -249,9 +269,11 @@ def refit_extrinsics(board: Board, names: list[str], phone: dict[str, Detection]
         A[r + 2 * len(o) : r + 4 * len(o), :6] = 1  # phone corners: T
         r += 4 * len(o)
     sol = least_squares(_stereo_residuals, np.concatenate(x0), jac_sparsity=A, x_scale="jac", method="trf",
-                        args=(obj, ip, is_, Ks, dist_phone, ns), xtol=1e-10, ftol=1e-10, max_nfev=50)
+                        args=(obj, ip, is_, Ks, dist_phone, ds, free_s), xtol=1e-10, ftol=1e-10, max_nfev=50)
     fx, fy, cx, cy = sol.x[6:10]
-    cam = CameraModel(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), sol.x[10:o0].copy(), sensor_cam.size)
+    dist_s = ds.copy()
+    dist_s[free_s] = sol.x[10:o0]
+    cam = CameraModel(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), dist_s, sensor_cam.size)
     return _pose_T(sol.x[:6]), cam
 
 
@@ -268,11 +290,18 @@ def attach_focus_model(cal, board: Board, dets: dict[str, Detection], source: Pa
     missing = len(used) - len(focus)
     if missing:
         warnings.append(f"focus model: {missing} phone view(s) without a focus setting left out of it")
-    fit = fit_focus_model(board, {n: dets[n] for n in focus}, focus, cal.phone)
+    # the lens models the calibration names stay: coefficients they fix stay fixed. The one exception is
+    # an automatic choice for the phone: it was made on views at mixed focus, whose breathing hides small
+    # terms (a simulated lens's tangential 5e-4 chose k1k2), so the bundle frees the stored coefficients
+    entries = cal.stereo.get("distortion_models") or {}
+    models = {c: entries.get(c, {}).get("chosen") for c in ("phone", "sensor")}
+    if not entries.get("phone", {}).get("forced"):
+        models["phone"] = None
+    fit = fit_focus_model(board, {n: dets[n] for n in focus}, focus, cal.phone, models["phone"])
     T, sensor_cam = cal.T_phone_from_sensor, cal.sensor
     if sensor is not None:
         pairs = [n for n in cal.stereo.get("views_used", []) if n in focus and n in sensor]
         K_by = {n: fit.model.K_at(fit.camera.K, focus[n]) for n in pairs}
-        T, sensor_cam = refit_extrinsics(board, pairs, dets, sensor, K_by, fit.camera.dist, cal.sensor, T)
+        T, sensor_cam = refit_extrinsics(board, pairs, dets, sensor, K_by, fit.camera.dist, cal.sensor, T, models["sensor"])
     return dataclasses.replace(cal, phone=fit.camera, focus_model=fit.model, focus_fit_rms_px=fit.rms_px,
                                T_phone_from_sensor=T, sensor=sensor_cam)

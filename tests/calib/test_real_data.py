@@ -61,3 +61,30 @@ def test_outlier_rule_drops_the_reference_bad_view(stereo_pairs_dir):
     assert cal.sensor_fit.rms_px < 0.8 * REF_RMS_LEFT and cal.phone_fit.rms_px < 0.8 * REF_RMS_RIGHT
     assert any("dropped view 02" in w for w in run.warnings)
     assert np.linalg.norm(cal.T_phone_from_sensor[:3, 3]) == pytest.approx(REF_T_NORM, rel=0.003)
+
+
+def _pairs_with_focus(stereo_pairs_dir, tmp_path, focus: dict[str, float], header: str = "name,focus_diopters"):
+    """The real pairs (symlinks) plus a phone/focus.csv giving each named view its focus."""
+    import os
+
+    for cam in ("phone", "sensor"):
+        (tmp_path / cam).mkdir()
+        for p in sorted((stereo_pairs_dir / cam).iterdir()):
+            os.symlink(os.readlink(p), tmp_path / cam / p.name)
+    lines = [header] + [f"{n},{d:g}" for n, d in focus.items()]
+    (tmp_path / "phone" / "focus.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def test_focus_model_keeps_the_chosen_lens_model(stereo_pairs_dir, tmp_path):
+    """The focus-breathing bundle (views at 3 focus settings) freed every distortion coefficient: with
+    k1k2 chosen, the phone came out with tangential and k3 terms (k3 0.095 on this set) and the sensor's
+    refit too, while the file still said k1k2. Coefficients the model fixes stay 0 now."""
+    names = sorted(p.stem for p in (stereo_pairs_dir / "phone").iterdir())
+    root = _pairs_with_focus(stereo_pairs_dir, tmp_path, {n: 2 + 2 * (i % 3) for i, n in enumerate(names)})
+    cal = calibrate_rig(root, CalibrateOptions(Board("checkerboard", 9, 6, 1.0), distortion="k1k2")).calibration
+    assert cal.focus_model is not None
+    assert cal.stereo["distortion_models"]["phone"]["chosen"] == "k1k2"
+    np.testing.assert_array_equal(np.ravel(cal.phone.dist)[2:], 0)
+    np.testing.assert_array_equal(np.ravel(cal.sensor.dist)[2:], 0)
+    assert np.ravel(cal.phone.dist)[0] != 0
