@@ -1,7 +1,8 @@
 """The phone's intrinsics as a function of focus (focus breathing) from board views at several focus settings.
 
-Each phone view carries the focus it was taken at: from `phone/focus.csv` (a sidecar with
-`name,focus_diopters` lines, as `dfdcap sim checkerboard --focus-diopters` writes it) or, for a
+Each phone view carries the focus it was taken at: from `phone/focus.csv` (in the phone folder
+`--dirs` names; a sidecar with `name,focus_diopters` lines, name = the image's file name with or without
+its extension, as `dfdcap sim checkerboard --focus-diopters` writes it) or, for a
 recorded session, from `phone/frames.csv`. With at least two focus settings the phone is refitted
 in one bundle adjustment over all its views: shared K_ref (fx, fy, cx, cy at the reference focus),
 distortion, the breathing slope k and principal-point drift (dfdcap.breathing.FocusModel:
@@ -40,13 +41,18 @@ class FocusFit:
     poses: dict = dataclasses.field(default_factory=dict)  # view name -> (6,) rvec, tvec of camera_from_board
 
 
-def read_view_focus(source: Path, names: list[str]) -> dict[str, float]:
-    """{view name: focus diopters} of the phone views, from phone/focus.csv or a session's frames.csv ({} if neither)."""
+def read_view_focus(source: Path, names: list[str], phone_dir: str = "phone") -> dict[str, float]:
+    """{view name: focus diopters} of the phone views, from <phone_dir>/focus.csv or a session's frames.csv
+    ({} if neither). A focus.csv that names none of the views is refused: it was meant for a focus model."""
     source = Path(source)
-    sidecar = source / "phone" / "focus.csv"
+    sidecar = source / phone_dir / "focus.csv"
     if sidecar.is_file():
         out = read_focus_csv(sidecar)
-        return {n: out[n] for n in names if n in out}
+        found = {n: out[n] for n in names if n in out}
+        if out and names and not found:
+            raise CalibrationError(f"{sidecar}: names none of the {len(names)} phone views with the board found (its first: "
+                                   f"{next(iter(out))!r}; the views: {names[0]!r}, ...): a name is an image's file name")
+        return found
     if (source / "session.json").is_file():
         from dfdcap.capture.session import Session
 
@@ -67,7 +73,10 @@ def read_focus_csv(path: Path) -> dict[str, float]:
     if bad >= 0:
         utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data
         raise CalibrationError(f"{path}: not UTF-8 text (byte {bad}{': UTF-16?' if utf16 else ': Latin-1?'}); save it as UTF-8")
+    from dfdcap.calib.boards import IMAGE_SUFFIXES
+
     out: dict[str, float] = {}
+    lines: dict[str, int] = {}
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         for row in reader:
@@ -80,7 +89,12 @@ def read_focus_csv(path: Path) -> dict[str, float]:
             if not 0.0 <= d <= MAX_FOCUS_DIOPTERS:  # NaN fails too
                 raise CalibrationError(f"{path}:{line}: focus_diopters {value!r} of {name!r} is out of range (expected a "
                                        f"finite number of diopters from 0 = infinity to {MAX_FOCUS_DIOPTERS:g} = 1 cm)")
-            out[name] = d
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:  # "v01.jpg": the view is named by its stem
+                name = Path(name).stem
+            if name in out and out[name] != d:
+                raise CalibrationError(f"{path}:{line}: {name!r} has focus_diopters {value} here but {out[name]:g} at line "
+                                       f"{lines[name]}; one focus per view")
+            out[name], lines[name] = d, line
     except csv.Error as e:
         raise CalibrationError(f"{path}:{reader.line_num}: not a CSV line ({e})") from None
     return out
@@ -278,11 +292,11 @@ def refit_extrinsics(board: Board, names: list[str], phone: dict[str, Detection]
 
 
 def attach_focus_model(cal, board: Board, dets: dict[str, Detection], source: Path, warnings: list[str],
-                       sensor: dict[str, Detection] | None = None):
+                       sensor: dict[str, Detection] | None = None, phone_dir: str = "phone"):
     """The calibration with its phone refitted as K(focus) when the views carry >= 2 focus settings
     (phone K and dist become those at the model's ref_diopters; with the sensor's detections,
     T_phone_from_sensor is refitted on the bundle's phone poses); unchanged otherwise."""
-    focus = read_view_focus(source, sorted(dets))
+    focus = read_view_focus(source, sorted(dets), phone_dir)
     used = [n for n in cal.phone_fit.view_names if n in dets] or sorted(dets)
     focus = {n: focus[n] for n in used if n in focus}
     if len({round(v, 6) for v in focus.values()}) < 2:

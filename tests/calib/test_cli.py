@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.calib.conftest import DATA, NAMES
+from tests.faults_helpers import assert_one_line_error
 
 
 def test_calibrate_writes_file_yaml_and_report(stereo_pairs_dir, tmp_path, monkeypatch, cli):
@@ -144,3 +145,39 @@ def test_session_folder_pairs_by_frame_index(tmp_path, monkeypatch, cli):
     d = json.loads(out.read_text())
     assert len(d["stereo"]["views_used"]) == 13
     assert np.linalg.norm(np.array(d["T_phone_from_sensor"])[:3, 3]) == pytest.approx(3.3449, rel=0.01)
+
+
+def _pairs(tmp_path, dirs=("phone", "sensor"), focus_lines=None):
+    """The real pairs (symlinks) in dirs[0]/ and dirs[1]/, and dirs[0]/focus.csv with focus_lines after its header."""
+    root = tmp_path / "boards"
+    for d, side in zip(dirs, ("right", "left")):
+        (root / d).mkdir(parents=True)
+        for n in NAMES:
+            os.symlink(DATA / f"{side}{n}.jpg", root / d / f"{n}.jpg")
+    if focus_lines is not None:
+        (root / dirs[0] / "focus.csv").write_text("\n".join(["name,focus_diopters", *focus_lines]) + "\n")
+    return root
+
+
+def test_focus_csv_in_the_dirs_folder_with_file_names(tmp_path, cli):
+    """A focus.csv naming views by file name ('01.jpg') or lying in the phone folder --dirs names was
+    ignored without a word: no focus model, exit 0. Both are read now."""
+    lines = [f"{n}.jpg,{2 + 2 * (i % 3)}" for i, n in enumerate(NAMES)]
+    root = _pairs(tmp_path, ("right", "left"), lines)
+    out = tmp_path / "c.json"
+    code, stdout, err = cli("calibrate", root, "--board", "9x6", "--square", "1.0", "-o", out, "--dirs", "right,left")
+    assert code == 0, err
+    assert json.loads(out.read_text())["phone"].get("focus_model") and "focus breathing" in stdout
+
+
+@pytest.mark.parametrize("lines, expect", [
+    ([f"{n},{2 + 2 * (i % 3)}" for i, n in enumerate(NAMES)] + ["01,9"], "focus.csv:15: '01' has focus_diopters 9"),
+    ([f"left{n}.jpg,{2 + 2 * (i % 3)}" for i, n in enumerate(NAMES)], "names none of the 13 phone views"),
+])
+def test_focus_csv_that_cannot_be_meant(tmp_path, cli, lines, expect):
+    """A view given two focus settings took the last one silently; a focus.csv naming no view was ignored."""
+    root = _pairs(tmp_path, focus_lines=lines)
+    out = tmp_path / "c.json"
+    assert_one_line_error(cli("calibrate", root, "--board", "9x6", "--square", "1.0", "-o", out), 1,
+                          str(root / "phone" / "focus.csv"), expect)
+    assert not out.exists()
