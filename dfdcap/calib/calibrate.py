@@ -501,7 +501,8 @@ def calibrate_rig(path: Path, options: CalibrateOptions, dirs: tuple[str, str] =
     warnings = list(inputs.warnings)
     found = _detect([("phone", inputs.phone), ("sensor", inputs.sensor)], options, warnings)
     cal = fit_rig(found["phone"], found["sensor"], options, warnings)
-    cal = attach_focus_model(cal, options.board, found["phone"], Path(path), warnings, found["sensor"], dirs[0])  # views at >= 2 focus settings
+    cal = attach_focus_model(cal, options.board, found["phone"], Path(path), warnings, found["sensor"], dirs[0],
+                             options.min_views)  # views at >= 2 focus settings
     return CalibrationRun(cal, warnings, len(inputs.phone) + len(inputs.sensor))
 
 

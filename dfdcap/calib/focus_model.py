@@ -292,16 +292,21 @@ def refit_extrinsics(board: Board, names: list[str], phone: dict[str, Detection]
 
 
 def attach_focus_model(cal, board: Board, dets: dict[str, Detection], source: Path, warnings: list[str],
-                       sensor: dict[str, Detection] | None = None, phone_dir: str = "phone"):
+                       sensor: dict[str, Detection] | None = None, phone_dir: str = "phone", min_views: int = 4):
     """The calibration with its phone refitted as K(focus) when the views carry >= 2 focus settings
     (phone K and dist become those at the model's ref_diopters; with the sensor's detections,
-    T_phone_from_sensor is refitted on the bundle's phone poses); unchanged otherwise."""
+    T_phone_from_sensor is refitted on the bundle's phone poses); unchanged otherwise. The refit
+    uses only the views with a focus setting: fewer than min_views (--min-views) are refused."""
     focus = read_view_focus(source, sorted(dets), phone_dir)
     used = [n for n in cal.phone_fit.view_names if n in dets] or sorted(dets)
     focus = {n: focus[n] for n in used if n in focus}
     if len({round(v, 6) for v in focus.values()}) < 2:
         return cal
     missing = len(used) - len(focus)
+    if len(focus) < min_views:  # 2 of 13 views gave fx +1.2 % and k3 1.2 on OpenCV's stereo set
+        raise CalibrationError(f"{source / phone_dir / 'focus.csv'}: only {len(focus)} of the {len(used)} phone views have a "
+                               f"focus setting; the focus model refits the phone on them and needs at least {min_views} "
+                               f"(--min-views): give every view its focus")
     if missing:
         warnings.append(f"focus model: {missing} phone view(s) without a focus setting left out of it")
     # the lens models the calibration names stay: coefficients they fix stay fixed. The one exception is

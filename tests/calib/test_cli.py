@@ -173,9 +173,11 @@ def test_focus_csv_in_the_dirs_folder_with_file_names(tmp_path, cli):
 @pytest.mark.parametrize("lines, expect", [
     ([f"{n},{2 + 2 * (i % 3)}" for i, n in enumerate(NAMES)] + ["01,9"], "focus.csv:15: '01' has focus_diopters 9"),
     ([f"left{n}.jpg,{2 + 2 * (i % 3)}" for i, n in enumerate(NAMES)], "names none of the 13 phone views"),
+    (["01,2", "02,4"], "only 2 of the 13 phone views have a focus setting"),
 ])
 def test_focus_csv_that_cannot_be_meant(tmp_path, cli, lines, expect):
-    """A view given two focus settings took the last one silently; a focus.csv naming no view was ignored."""
+    """A view given two focus settings took the last one silently; a focus.csv naming no view was ignored;
+    one giving 2 of 13 views a focus refitted the phone on those 2 (fx +1.2 %, k3 1.2) with exit 0."""
     root = _pairs(tmp_path, focus_lines=lines)
     out = tmp_path / "c.json"
     assert_one_line_error(cli("calibrate", root, "--board", "9x6", "--square", "1.0", "-o", out), 1,
