@@ -314,6 +314,23 @@ def png_complete(path: str | os.PathLike) -> bool:
     return _ends_with_marker(path, b"\x89PNG\r\n\x1a\n", b"IEND")
 
 
+MAX_IMAGE_PIXELS = 1 << 30  # OpenCV's own limit (CV_IO_MAX_IMAGE_PIXELS): 3 GB a colour frame
+
+
+def imread(path: str | os.PathLike, flag: int) -> np.ndarray | None:
+    """cv2.imread, with an image larger than OpenCV decodes (a header claiming 50000x30000 px, a
+    decompression bomb of a few MB) refused in one line: OpenCV raises an assertion for it."""
+    import cv2
+
+    try:
+        return cv2.imread(str(path), flag)
+    except cv2.error as e:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(e):
+            raise DfdcapError(f"{path}: image larger than {MAX_IMAGE_PIXELS:,} pixels (what OpenCV decodes); "
+                              "shrink it first") from None
+        raise DfdcapError(f"{path}: cannot read image ({str(e).strip().splitlines()[-1][:100]})") from None
+
+
 def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     """Read an image as RGB uint8 (or as stored, e.g. uint16 depth, with unchanged=True)."""
     import cv2
@@ -329,7 +346,7 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     # are in that frame, so an EXIF Orientation tag (which IMREAD_COLOR would apply) must not turn one image
     # (IMREAD_UNCHANGED ignores the tag already)
     flag = cv2.IMREAD_UNCHANGED if unchanged else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    img = cv2.imread(str(path), flag)
+    img = imread(path, flag)
     if img is None:
         raise DfdcapError(f"{path}: cannot read image (not an image, or damaged)")
     if img.ndim == 3 and img.shape[2] == 3:

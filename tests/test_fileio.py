@@ -95,3 +95,42 @@ def test_symlink_is_written_through(tmp_path):
     link.symlink_to(tmp_path / "data" / "out.json")  # dangling until written
     atomic_write_text(link, "{}")
     assert link.is_symlink() and (tmp_path / "data" / "out.json").read_text() == "{}"
+
+
+def _huge_png(path: Path, w: int = 50000, h: int = 30000) -> Path:
+    """A PNG whose header claims w x h pixels (1.5 G: beyond OpenCV's limit) around a few bytes of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+SWEEP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "focal_stack_pcb" / "sweep7"
+
+
+@pytest.mark.parametrize("command", ["predict", "align", "calibrate"])
+def test_image_beyond_opencvs_limit_is_one_line(tmp_path, cli, command):
+    """OpenCV raises an assertion (CV_IO_MAX_IMAGE_PIXELS) for such a header: predict and align printed a
+    traceback, and calibrate stopped with OpenCV's assertion text. Now one line naming the file
+    (calibrate: the view is skipped as unreadable, with the reason)."""
+    from tests.faults_helpers import assert_one_line_error
+
+    huge = _huge_png(tmp_path / "huge.png")
+    if command == "predict":
+        res = cli("predict", "--classical", SWEEP / "pcb_001.jpg", huge, "--focus", "0.1,0.2", "-o", tmp_path / "d.png")
+        assert_one_line_error(res, 1, str(huge), "larger than 1,073,741,824 pixels")
+    elif command == "align":
+        res = cli("align", SWEEP / "pcb_001.jpg", huge, "-o", tmp_path / "out")
+        assert_one_line_error(res, 1, str(huge), "larger than 1,073,741,824 pixels")
+        assert not (tmp_path / "out").exists()
+    else:
+        (tmp_path / "single").mkdir()
+        huge.rename(tmp_path / "single" / "huge.png")
+        res = cli("calibrate", "--single", tmp_path / "single", "--board", "9x6", "--square", "1", "-o", tmp_path / "c.json")
+        assert_one_line_error(res, 1, "huge.png: unreadable (image larger than")

@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from dfdcap.errors import CalibrationError
-from dfdcap.fileio import jpeg_complete
+from dfdcap.errors import CalibrationError, DfdcapError
+from dfdcap.fileio import imread, jpeg_complete
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 DEFAULT_DICTIONARY = "DICT_5X5_100"
@@ -374,7 +374,10 @@ def detect_file(path: str | os.PathLike, name: str, board: Board, max_detect_px:
         return f"unreadable (a link to {os.readlink(path)}, which does not exist)"
     if Path(path).suffix.lower() in (".jpg", ".jpeg") and not jpeg_complete(path):
         return "unreadable (JPEG cut short: an interrupted copy?)"
-    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)  # the sensor's pixel grid (fileio.read_image)
+    try:
+        gray = imread(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)  # the sensor's pixel grid (fileio.read_image)
+    except DfdcapError as e:  # larger than OpenCV decodes
+        return f"unreadable ({str(e).removeprefix(f'{path}: ')})"
     if gray is None:
         return "unreadable (not an image?)"
     if half_window and 2 * half_window + 5 >= min(gray.shape):  # cornerSubPix's own limit, else an OpenCV assertion
