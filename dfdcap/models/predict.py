@@ -259,6 +259,8 @@ def output_paths(out: str | Path, unit: str = "m") -> tuple[Path, Path]:
     beside it: <stem>_mm.png (unit "m") or <stem>_index.png. Another suffix is refused: writing
     x.png for -o x.tiff would leave the user looking for a file that is not there."""
     out = Path(out)
+    if out.is_dir():  # else "-o results/" wrote results.png and results_mm.png beside the folder
+        raise ModelError(f"{out}: is a folder; name the depth picture, e.g. -o {out / 'depth.png'}")
     if not out.suffix:
         out = out.with_suffix(".png")
     elif out.suffix.lower() not in (".png", ".jpg", ".jpeg"):

@@ -81,6 +81,14 @@ class TestClassicalThroughPredict:
         assert code == 1 and "d.tif" in err and ".png or .jpg" in err
         assert list(tmp_path.glob("d*")) == []
 
+    def test_output_folder_refused(self, cli, stack_files, tmp_path):
+        """-o results/ (a folder) wrote results.png and results_mm.png beside the folder, exit 0."""
+        paths, focus, _ = stack_files
+        (tmp_path / "results").mkdir()
+        code, out, err = cli("predict", "--classical", *paths, "--focus", _csv(focus), "-o", f"{tmp_path / 'results'}/")
+        assert code == 1 and "results: is a folder" in err and "results/depth.png" in err, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["results"] and not any((tmp_path / "results").iterdir())
+
     def test_exactly_one_focus_option(self, cli, stack_files):
         paths, focus, _ = stack_files
         code, _, err = cli("predict", "--classical", *paths, "--focus", _csv(focus), "--index")
