@@ -331,8 +331,9 @@ def imread(path: str | os.PathLike, flag: int) -> np.ndarray | None:
         raise DfdcapError(f"{path}: cannot read image ({str(e).strip().splitlines()[-1][:100]})") from None
 
 
-def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
-    """Read an image as RGB uint8 (or as stored, e.g. uint16 depth, with unchanged=True)."""
+def read_image(path: str | os.PathLike, unchanged: bool = False, keep_depth: bool = False) -> np.ndarray:
+    """Read an image as RGB uint8 (or as stored, e.g. uint16 depth, with unchanged=True; keep_depth: RGB
+    as uint16 where the file holds 16 bits, uint8 otherwise)."""
     import cv2
 
     # checked before decoding: OpenCV and libjpeg print their own warnings on these, a second line
@@ -346,17 +347,22 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
     # are in that frame, so an EXIF Orientation tag (which IMREAD_COLOR would apply) must not turn one image
     # (IMREAD_UNCHANGED ignores the tag already)
     flag = cv2.IMREAD_UNCHANGED if unchanged else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    if keep_depth and not unchanged:
+        flag |= cv2.IMREAD_ANYDEPTH
     img = imread(path, flag)
     if img is None:
         raise DfdcapError(f"{path}: cannot read image (not an image, or damaged)")
+    if keep_depth and not unchanged and img.dtype not in (np.uint8, np.uint16):  # a float TIFF: no agreed scale
+        raise DfdcapError(f"{path}: {img.dtype} pixels; expected 8- or 16-bit images")
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # 6x faster than a strided numpy copy
     return img
 
 
-def read_images_one_size(paths: Sequence[str | os.PathLike]) -> list[np.ndarray]:
-    """Images that must share one size (a focal sweep): RGB uint8 each; the error names the odd file."""
-    frames = [read_image(p) for p in paths]
+def read_images_one_size(paths: Sequence[str | os.PathLike], keep_depth: bool = False) -> list[np.ndarray]:
+    """Images that must share one size (a focal sweep): RGB uint8 each (keep_depth: uint16 where a file
+    holds 16 bits); the error names the odd file."""
+    frames = [read_image(p, keep_depth=keep_depth) for p in paths]
     for p, f in zip(paths[1:], frames[1:]):
         if f.shape[:2] != frames[0].shape[:2]:
             (h, w), (h0, w0) = f.shape[:2], frames[0].shape[:2]

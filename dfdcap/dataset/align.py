@@ -287,7 +287,8 @@ def alignment_record(a: SliceAlignment, size: tuple[int, int], name: str) -> dic
 def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, reference: int | None = None,
                 opts: AlignOptions = AlignOptions(), progress=None, force: bool = False) -> dict:
     """`dfdcap align`: register a focal sweep's frames (given in sweep order) to its middle frame
-    (or `reference`), write the aligned frames (same names, PNG) and alignment.json into out_dir.
+    (or `reference`), write the aligned frames (same names, RGB PNG, 16-bit for 16-bit inputs) and
+    alignment.json into out_dir.
 
     An out_dir that holds alignment.json or a frame of the same name is refused unless force; then
     the earlier alignment's frames go and the new ones take their place. Everything is written in a
@@ -314,8 +315,10 @@ def align_files(paths: list[str | os.PathLike], out_dir: str | os.PathLike, refe
     if opts.motion not in MOTIONS:
         raise DatasetError(f"align: motion {opts.motion!r}: expected one of {', '.join(MOTIONS)}")
     check_writable_folder(nearest_existing(out.parent), "output folder's parent")  # before the work, not after it
-    frames = read_images_one_size(paths)
-    result = align_stack(frames, ref, None, opts)
+    frames = read_images_one_size(paths, keep_depth=True)  # 16-bit frames are aligned and written as 16-bit
+    as8 = [f if f.dtype == np.uint8 else (f.astype(np.float32) * np.float32(1 / 257) + 0.5).astype(np.uint8) for f in frames]
+    result = align_stack(as8, ref, None, opts)
+    del as8
     h, w = frames[0].shape[:2]
     doc = {
         "reference": ref, "reference_frame": str(paths[ref]), "size": [w, h], "motion": opts.motion,

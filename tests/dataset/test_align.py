@@ -150,3 +150,21 @@ class TestAlignCommand:
         write_image(tmp_path / "a.png", np.zeros((32, 32, 3), np.uint8))
         code, out, err = cli("align", tmp_path / "a.png", "-o", tmp_path / "out")
         assert code == 1 and "at least 2 frames" in out + err and "Traceback" not in out + err
+
+    def test_16_bit_frames_stay_16_bit(self, cli, tmp_path):
+        """16-bit frames (a real PCB sweep scaled to 16 bits) were read as 8-bit and written back as 8-bit PNGs:
+        the low byte of every pixel lost with exit 0. The aligned frames keep the input's 16 bits and colours."""
+        from pathlib import Path
+
+        sweep = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "focal_stack_pcb" / "sweep7"
+        paths = []
+        for k in (1, 2, 3):
+            bgr = cv2.resize(cv2.imread(str(sweep / f"pcb_00{k}.jpg")), (256, 192), interpolation=cv2.INTER_AREA)
+            paths.append(tmp_path / f"s{k}.png")
+            cv2.imwrite(str(paths[-1]), bgr.astype(np.uint16) * 257 + np.uint16(100))  # low byte not a copy of the high one
+        code, out, err = cli("align", *paths, "-o", tmp_path / "out")
+        assert code == 0, out + err
+        ref = cv2.imread(str(tmp_path / "out" / "s2.png"), cv2.IMREAD_UNCHANGED)
+        assert ref.dtype == np.uint16
+        np.testing.assert_array_equal(ref, cv2.imread(str(paths[1]), cv2.IMREAD_UNCHANGED))  # the reference: untouched
+        assert cv2.imread(str(tmp_path / "out" / "s1.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
