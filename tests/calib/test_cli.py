@@ -147,7 +147,7 @@ def test_session_folder_pairs_by_frame_index(tmp_path, monkeypatch, cli):
     assert np.linalg.norm(np.array(d["T_phone_from_sensor"])[:3, 3]) == pytest.approx(3.3449, rel=0.01)
 
 
-def _pairs(tmp_path, dirs=("phone", "sensor"), focus_lines=None):
+def _focus_pairs(tmp_path, dirs=("phone", "sensor"), focus_lines=None):
     """The real pairs (symlinks) in dirs[0]/ and dirs[1]/, and dirs[0]/focus.csv with focus_lines after its header."""
     root = tmp_path / "boards"
     for d, side in zip(dirs, ("right", "left")):
@@ -163,7 +163,7 @@ def test_focus_csv_in_the_dirs_folder_with_file_names(tmp_path, cli):
     """A focus.csv naming views by file name ('01.jpg') or lying in the phone folder --dirs names was
     ignored without a word: no focus model, exit 0. Both are read now."""
     lines = [f"{n}.jpg,{2 + 2 * (i % 3)}" for i, n in enumerate(NAMES)]
-    root = _pairs(tmp_path, ("right", "left"), lines)
+    root = _focus_pairs(tmp_path, ("right", "left"), lines)
     out = tmp_path / "c.json"
     code, stdout, err = cli("calibrate", root, "--board", "9x6", "--square", "1.0", "-o", out, "--dirs", "right,left")
     assert code == 0, err
@@ -178,7 +178,7 @@ def test_focus_csv_in_the_dirs_folder_with_file_names(tmp_path, cli):
 def test_focus_csv_that_cannot_be_meant(tmp_path, cli, lines, expect):
     """A view given two focus settings took the last one silently; a focus.csv naming no view was ignored;
     one giving 2 of 13 views a focus refitted the phone on those 2 (fx +1.2 %, k3 1.2) with exit 0."""
-    root = _pairs(tmp_path, focus_lines=lines)
+    root = _focus_pairs(tmp_path, focus_lines=lines)
     out = tmp_path / "c.json"
     assert_one_line_error(cli("calibrate", root, "--board", "9x6", "--square", "1.0", "-o", out), 1,
                           str(root / "phone" / "focus.csv"), expect)
