@@ -319,9 +319,14 @@ MAX_IMAGE_PIXELS = 1 << 30  # OpenCV's own limit (CV_IO_MAX_IMAGE_PIXELS): 3 GB 
 
 def imread(path: str | os.PathLike, flag: int) -> np.ndarray | None:
     """cv2.imread, with an image larger than OpenCV decodes (a header claiming 50000x30000 px, a
-    decompression bomb of a few MB) refused in one line: OpenCV raises an assertion for it."""
+    decompression bomb of a few MB) refused in one line: OpenCV raises an assertion for it. OpenCV's
+    own warnings (a float TIFF: "can not handle images with 32-bit samples") are kept quiet: the
+    caller says what is wrong in one line."""
     import cv2
 
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)
     try:
         return cv2.imread(str(path), flag)
     except cv2.error as e:
@@ -329,6 +334,8 @@ def imread(path: str | os.PathLike, flag: int) -> np.ndarray | None:
             raise DfdcapError(f"{path}: image larger than {MAX_IMAGE_PIXELS:,} pixels (what OpenCV decodes); "
                               "shrink it first") from None
         raise DfdcapError(f"{path}: cannot read image ({str(e).strip().splitlines()[-1][:100]})") from None
+    finally:
+        log.setLogLevel(level)
 
 
 def read_image(path: str | os.PathLike, unchanged: bool = False, keep_depth: bool = False) -> np.ndarray:
@@ -351,6 +358,9 @@ def read_image(path: str | os.PathLike, unchanged: bool = False, keep_depth: boo
         flag |= cv2.IMREAD_ANYDEPTH
     img = imread(path, flag)
     if img is None:
+        stored = imread(path, cv2.IMREAD_UNCHANGED)  # decodes what IMREAD_COLOR refuses: 32-bit samples
+        if stored is not None and stored.dtype not in (np.uint8, np.uint16):
+            raise DfdcapError(f"{path}: {stored.dtype} pixels; expected 8- or 16-bit images (convert it to 8 or 16 bits)")
         raise DfdcapError(f"{path}: cannot read image (not an image, or damaged)")
     if keep_depth and not unchanged and img.dtype not in (np.uint8, np.uint16):  # a float TIFF: no agreed scale
         raise DfdcapError(f"{path}: {img.dtype} pixels; expected 8- or 16-bit images")

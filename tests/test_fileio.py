@@ -134,3 +134,19 @@ def test_image_beyond_opencvs_limit_is_one_line(tmp_path, cli, command):
         huge.rename(tmp_path / "single" / "huge.png")
         res = cli("calibrate", "--single", tmp_path / "single", "--board", "9x6", "--square", "1", "-o", tmp_path / "c.json")
         assert_one_line_error(res, 1, "huge.png: unreadable (image larger than")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+def test_32_bit_tiff_is_named_one_line(tmp_path, capfd, dtype):
+    """A float or 32-bit integer TIFF printed OpenCV's "[ WARN ...] can not handle images with 32-bit samples"
+    beside "cannot read image (not an image, or damaged)": two lines, the second wrong."""
+    import cv2
+    import numpy as np
+
+    from dfdcap.errors import DfdcapError
+    from dfdcap.fileio import read_image
+
+    assert cv2.imwrite(str(tmp_path / "f.tiff"), (np.random.default_rng(0).random((20, 30, 3)) * 1000).astype(dtype))
+    with pytest.raises(DfdcapError, match=f"f.tiff: {dtype} pixels; expected 8- or 16-bit images"):
+        read_image(tmp_path / "f.tiff")
+    assert "WARN" not in capfd.readouterr().err
