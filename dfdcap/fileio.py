@@ -333,7 +333,7 @@ def imread(path: str | os.PathLike, flag: int) -> np.ndarray | None:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(e):
             raise DfdcapError(f"{path}: image larger than {MAX_IMAGE_PIXELS:,} pixels (what OpenCV decodes); "
                               "shrink it first") from None
-        raise DfdcapError(f"{path}: cannot read image ({str(e).strip().splitlines()[-1][:100]})") from None
+        raise DfdcapError(f"{path}: cannot read image ({(e.err or str(e)).strip()[:100]})") from None
     finally:
         log.setLogLevel(level)
 

@@ -161,7 +161,7 @@ def register(ref_rgb: np.ndarray, src_rgb: np.ndarray, H0: np.ndarray, opts: Ali
             Hs, cc = _ecc(r, m, _scaled(H, s), opts.motion, opts)
         except cv2.error as e:
             if li == len(scales) - 1:
-                raise DatasetError(f"ECC registration did not converge ({str(e).strip().splitlines()[-1][:80]})") from None
+                raise DatasetError(f"ECC registration did not converge ({(e.err or str(e)).strip()[:100]})") from None
             continue
         H = _scaled(Hs, 1.0 / s)
     return H, cc

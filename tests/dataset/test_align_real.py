@@ -64,3 +64,21 @@ def test_scale_runs_monotonically_across_the_other_sweep():
     scales = np.array([a.scale for a in res])
     assert np.all(np.diff(scales) > 0), scales
     assert scales[0] < 0.99 and scales[-1] > 1.01
+
+
+def test_a_slice_that_cannot_register_says_why_in_full(tmp_path):
+    """A flat frame beside a real slice falls back to the prior; its status gave OpenCV's text cut at 80
+    characters, source path included ("…ecc.cpp:589: error: (-7:Iterations do")."""
+    import json
+
+    import cv2
+
+    from dfdcap.dataset.align import align_files
+
+    real = read_image(SWEEP / "pcb_000.JPG")[::4, ::4]
+    cv2.imwrite(str(tmp_path / "a.png"), real[..., ::-1])
+    cv2.imwrite(str(tmp_path / "flat.png"), np.full_like(real, 128))
+    align_files([tmp_path / "a.png", tmp_path / "flat.png"], tmp_path / "out", reference=1)
+    status = json.loads((tmp_path / "out" / "alignment.json").read_text())["frames"][0]["status"]
+    assert status.startswith("fallback: ECC registration did not converge (") and status.endswith(")"), status
+    assert ".cpp" not in status and "error: (" not in status, status
