@@ -369,9 +369,37 @@ def read_image(path: str | os.PathLike, unchanged: bool = False, keep_depth: boo
     return img
 
 
+def physical_memory_bytes() -> int:
+    """This machine's RAM (1 TiB where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_decoded_size(paths: Sequence[str | os.PathLike], bytes_per_pixel: int) -> None:
+    """Refuse, from the image headers alone, images that decoded together would fill more than half of this
+    machine's memory (twenty 30000x30000 frames are 54 GB, a few MB each as files): the process would be
+    killed mid-work instead. Files whose header cannot be read are left to the decoder to name."""
+    from PIL import Image
+
+    total = 0
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                total += im.size[0] * im.size[1] * bytes_per_pixel
+        except Exception:  # noqa: BLE001 - not an image PIL knows: read_image says what is wrong with it
+            continue
+    ram = physical_memory_bytes()
+    if total > ram // 2:
+        raise DfdcapError(f"{paths[0]}: these {len(paths)} images need {total / 1e9:.1f} GB decoded, more than half of "
+                          f"this machine's {ram / 1e9:.0f} GB; downscale them (or give fewer) first")
+
+
 def read_images_one_size(paths: Sequence[str | os.PathLike], keep_depth: bool = False) -> list[np.ndarray]:
     """Images that must share one size (a focal sweep): RGB uint8 each (keep_depth: uint16 where a file
-    holds 16 bits); the error names the odd file."""
+    holds 16 bits); the error names the odd file. Refused before decoding when they would not fit in memory."""
+    check_decoded_size(paths, 6 if keep_depth else 3)
     frames = [read_image(p, keep_depth=keep_depth) for p in paths]
     for p, f in zip(paths[1:], frames[1:]):
         if f.shape[:2] != frames[0].shape[:2]:

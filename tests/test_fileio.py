@@ -150,3 +150,18 @@ def test_32_bit_tiff_is_named_one_line(tmp_path, capfd, dtype):
     with pytest.raises(DfdcapError, match=f"f.tiff: {dtype} pixels; expected 8- or 16-bit images"):
         read_image(tmp_path / "f.tiff")
     assert "WARN" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["predict", "align"])
+def test_images_that_would_fill_memory_are_refused_before_decoding(tmp_path, cli, command, monkeypatch):
+    """Frames just under OpenCV's pixel limit, or very many frames, were decoded until the process was killed.
+    Here: 600x400 headers against a machine said to have 2 MB, so 3 frames (2.2 MB decoded) must not fit."""
+    import dfdcap.fileio as fileio
+    from tests.faults_helpers import assert_one_line_error
+
+    monkeypatch.setattr(fileio, "physical_memory_bytes", lambda: 2_000_000)
+    frames = [_huge_png(tmp_path / f"f{i}.png", 600, 400) for i in range(3)]
+    args = ["--classical", *frames, "--index", "-o", tmp_path / "d.png"] if command == "predict" else [*frames, "-o", tmp_path / "out"]
+    res = cli(command, *args)
+    assert_one_line_error(res, 1, str(frames[0]), "these 3 images need", "more than half of this machine's")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "d.png").exists()

@@ -19,7 +19,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from dfdcap.errors import DatasetError, DfdcapError, ModelError
-from dfdcap.fileio import atomic_write_json
+from dfdcap.fileio import atomic_write_json, physical_memory_bytes
 from dfdcap.models.registry import MODELS, TINY_CONFIGS, build_model
 
 DEFAULT_LR = 1e-3
@@ -241,10 +241,7 @@ def _check_pool_size(pool: int, frames: int, size: int) -> None:
     if frames > MAX_FRAMES or size > MAX_SIZE:
         raise ModelError(f"pretrain: --frames {frames} / --size {size}: at most {MAX_FRAMES} frames of {MAX_SIZE} px")
     need = pool * frames * size * size * 3  # uint8 RGB, as the pool holds it
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        ram = 1 << 40
+    ram = physical_memory_bytes()
     if need > ram // 2:
         raise ModelError(f"pretrain: a pool of {pool} stacks of {frames}x{size}x{size} needs {need / 1e9:.1f} GB, more than "
                          f"half of this machine's {ram / 1e9:.0f} GB; ask for fewer (--pool) or smaller stacks")
