@@ -56,13 +56,13 @@ def name_the_target(e: BaseException, tmp: Path, target: Path) -> None:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
+    if is_special_file(path):  # /dev/null, /dev/stdout, a FIFO: written into; a rename would replace the node
+        yield path  # checked before resolving links: /dev/stdout into a pipe resolves to 'pipe:[N]', no path
+        return
     if path.is_symlink():  # write where the link points; a rename would replace the link itself
         path = Path(os.path.realpath(path))
     if path.is_dir():  # else the error would name the temporary file, not the user's path
         raise DfdcapError(f"{path}: is a folder, expected a file name")
-    if is_special_file(path):  # /dev/null, /dev/stdout, a FIFO: written into; a rename would replace the node
-        yield path
-        return
     try:
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as e:

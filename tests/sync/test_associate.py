@@ -39,6 +39,13 @@ class TestTum:
         _, n, n1, n2 = associate_files(TUM / "rgb.txt", TUM / "depth.txt")
         assert (n, n1, n2) == (792, 798, 798)
 
+    def test_output_to_dev_stdout_when_stdout_is_a_pipe(self):
+        """`-o /dev/stdout` into a pipe: /dev/stdout links to /proc/self/fd/1, which reads 'pipe:[N]'; resolving
+        that link named a file that does not exist (error: /proc/N/fd/pipe:[M]: No such file or directory)."""
+        r = _cli(TUM / "rgb.txt", TUM / "depth.txt", "-o", "/dev/stdout")
+        assert r.returncode == 0, r.stderr.decode()
+        assert r.stdout == (TUM / "associate_reference.txt").read_bytes()
+
     def test_windows_encodings(self, tmp_path):
         """TUM files saved by a Windows editor: a UTF-8 byte-order mark read its '# comment' line as data
         ("'\\ufeff#' is not a timestamp"); UTF-16 gets one line saying so."""
