@@ -483,7 +483,7 @@ def evaluate(
     models: list[str] = typer.Argument(..., help="checkpoint(s): a .pt file (runs/x/best.pt) or a shipped name (fvnet); several -> one column each"),
     data: Path = typer.Option(..., "--data", help="dataset.h5 (build-dataset's file, DDFF-12 or mDFF)"),
     split: Optional[str] = typer.Option(None, "--split", help="default: test, else val, else train"),
-    max_samples: Optional[int] = typer.Option(None, "--max-samples"),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="score only the split's first N stacks (default: all)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the metrics here as JSON (deltas, badpix as fractions)"),
 ) -> None:
     """Print the DDFF-12 metric table of network(s) beside the classical depth-from-focus baseline."""
