@@ -32,7 +32,7 @@ far past it a pixel lies: a small head reads that from the end frames' volume fe
 each extra bin its score relative to its end frame's (starting well below it, so an untrained
 extension changes little). The output can then leave the swept range by up to r of it. It is
 off in the shipped weights: trained on synthetic stacks (23k more steps) it cut their RMS by
-8-16 % per seed, but its far bin fired on backgrounds inside the sweep in sessions recorded on the
+4 % on the test seed and 8-16 % on four other seeds, but its far bin fired on backgrounds inside the sweep in sessions recorded on the
 simulated close-range rig (measurements in dfdcap/models/weights/fvnet.json, "tried").
 `--set reach=0.25` with `pretrain --init` or a model built from scratch trains it.
 """
