@@ -41,6 +41,7 @@ MODES = ("many-to-one", "one-to-one")
 SYNC_INPUTS = ("sensor/frames.csv", "phone/frames.csv", "clock/phone_probes.csv")
 SESSION_KEYS = ("schema", "status", "sensor_latency_ns", "recorder", "focus_schedule")  # + rig.sensor.latency_ns
 MAX_SENSOR_LATENCY_NS = 1_000_000_000  # a fixed sensor latency beyond +-1 s is a wrong unit, not a latency
+MAX_GAP_NS = 60_000_000_000  # the largest pairing gap `dfdcap sync --max-gap-ms` takes (60 s)
 
 
 # --- TUM timestamp files -------------------------------------------------------------------
@@ -430,6 +431,29 @@ def _whole(v, what: str, path: Path, none: bool = False) -> int | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
         raise SyncError(f"{path}: {what} {v!r} is not a whole number")
     return int(v)
+
+
+def previous_settings(doc, path: Path) -> tuple[str, int | None, int | None]:
+    """The pairing mode, max gap (ns) and sensor latency (ns) an earlier sync.json was computed with,
+    for recomputing it the same way (`dfdcap report SESSION`); a hand-edited or foreign value is a
+    SyncError naming the key, never a traceback or a nonsense setting (a max gap of 0 pairs nothing)."""
+    if not isinstance(doc, dict):
+        raise SyncError(f"{path}: expected a JSON object, found {type(doc).__name__}; run `dfdcap sync` again")
+    a, s = doc.get("association", {}), doc.get("sensor", {})
+    for key, v in (("association", a), ("sensor", s)):
+        if not isinstance(v, dict):
+            raise SyncError(f"{path}: {key} {v!r} is not an object; run `dfdcap sync` again")
+    mode = a.get("mode", "many-to-one")
+    if mode not in MODES:
+        raise SyncError(f"{path}: association.mode {mode!r}: expected one of {', '.join(MODES)}")
+    gap = _whole(a.get("max_gap_ns"), "association.max_gap_ns", path, none=True)
+    if gap is not None and not 0 < gap <= MAX_GAP_NS:
+        raise SyncError(f"{path}: association.max_gap_ns {gap} is out of range: expected 1 to {MAX_GAP_NS} ns (60 s)")
+    latency = _whole(s.get("latency_ns"), "sensor.latency_ns", path, none=True)
+    if latency is not None and abs(latency) > MAX_SENSOR_LATENCY_NS:
+        raise SyncError(f"{path}: sensor.latency_ns {latency} is out of range: expected a latency within "
+                        f"+-{MAX_SENSOR_LATENCY_NS} ns (+-1000 ms)")
+    return mode, gap, latency
 
 
 def _why_unpaired(session, pfit: PhoneFit, sfit: SensorFit) -> str:

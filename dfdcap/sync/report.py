@@ -19,7 +19,7 @@ def write_sync_report(session_dir: str | os.PathLike, png: str | os.PathLike) ->
     import matplotlib.pyplot as plt
 
     from dfdcap.capture.session import Session
-    from dfdcap.sync.io import compute_sync
+    from dfdcap.sync.io import compute_sync, previous_settings
 
     session_dir, png = Path(session_dir), Path(png)
     try:
@@ -28,10 +28,8 @@ def write_sync_report(session_dir: str | os.PathLike, png: str | os.PathLike) ->
         raise SyncError(str(e)) from None
     mode, max_gap, latency = "many-to-one", None, None
     if (session_dir / "sync.json").is_file():
-        prev = read_json(session_dir / "sync.json")
-        mode = prev.get("association", {}).get("mode", mode)
-        max_gap = prev.get("association", {}).get("max_gap_ns")
-        latency = prev.get("sensor", {}).get("latency_ns")
+        path = session_dir / "sync.json"
+        mode, max_gap, latency = previous_settings(read_json(path), path)
     doc, pfit, sfit = compute_sync(session, mode, max_gap, latency)
 
     fig, ax = plt.subplots(2, 2, figsize=(13, 8.5))

@@ -64,3 +64,25 @@ def test_bad_sessions(stamp_session, tmp_path):
         read_sync(stamp_session)
     r = _run("sync", stamp_session)
     assert r.returncode == 1 and "no clock probes" in r.stderr
+
+
+@pytest.mark.parametrize("doc, says", [
+    ([], "expected a JSON object, found list"),
+    ({"association": "x"}, "association 'x' is not an object"),
+    ({"association": {"max_gap_ns": "abc"}}, "association.max_gap_ns 'abc' is not a whole number"),
+    ({"association": {"max_gap_ns": -5}}, "association.max_gap_ns -5 is out of range"),
+    ({"association": {"max_gap_ns": 0}}, "association.max_gap_ns 0 is out of range"),
+    ({"sensor": {"latency_ns": 1e30}}, "sensor.latency_ns .* is out of range"),
+    ({"sensor": []}, "sensor \\[\\] is not an object"),
+])
+def test_report_refuses_malformed_sync_settings(stamp_session, tmp_path, cli, doc, says):
+    """report SESSION recomputes the sync with the settings of the session's sync.json: a hand-edited one
+    gave an AttributeError/ValueError/OverflowError traceback, or (max gap 0) a plot of nothing paired."""
+    import re
+
+    (stamp_session / "sync.json").write_text(json.dumps(doc))
+    png = tmp_path / "sync.png"
+    code, _, err = cli("report", stamp_session, "-o", png)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(says, err) and "sync.json" in err, err
+    assert not png.exists()
