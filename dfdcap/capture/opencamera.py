@@ -144,6 +144,17 @@ def group_ramps(names: list[str], n: int, ignore: set[str] = frozenset()) -> lis
     return [ramps[k] for k in sorted(ramps)]
 
 
+def check_bracket_length(names: list[str], stamps: set[str], n: int, folder: Path) -> None:
+    """A bracket (one stamp) holding a photo _i with i >= n was taken with more than n photos: its focus
+    follows Open Camera's rule for that count, so reading its first n with -n n gives each the wrong focus."""
+    for name in names:
+        p = parse_photo_name(name)
+        if p is not None and p.stamp in stamps and p.index >= n:
+            count = 1 + max(q.index for q in map(parse_photo_name, names) if q is not None and q.stamp == p.stamp)
+            raise SessionError(f"{folder / name}: focus bracket {p.stamp} has at least {count} photos, not -n {n}: "
+                               f"give the bracket's photo count (Open Camera's focus per photo depends on it)")
+
+
 def check_photo(info: ExifInfo, path: Path, first: tuple[ExifInfo, Path] | None, warnings: list[str] | None) -> None:
     """Refuse a cut-short JPEG and a photo whose size differs from the first's; warn (into `warnings`)
     when DateTimeOriginal is there but no date (its time then comes from the name)."""
@@ -590,8 +601,10 @@ def import_opencamera(folder: str | Path, settings: BracketingSettings, out_dir:
             raise SessionError(f"--utc-offset {utc_offset!r}: expected +HH:MM or -HH:MM with hours 0 to "
                                f"{MAX_UTC_OFFSET_H} and minutes 0 to 59, e.g. +05:30")
     n = settings.n_images
-    groups = group_ramps(sorted(p.name for p in folder.iterdir() if p.is_file()), n)
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    groups = group_ramps(names, n)
     complete = [g for g in groups if g.complete(n)]
+    check_bracket_length(names, {g.stamp for g in complete}, n, folder)
     skipped = [g.stamp for g in groups if not g.complete(n)]
     if not complete:
         raise SessionError(f"{folder}: no complete focus bracket of {n} photos IMG_<date>_<time>_0..{n - 1}.jpg "

@@ -315,6 +315,23 @@ def test_import_opencamera_folder(tmp_path, cli):
     assert code == 1 and "Open Camera offers" in err and not (tmp_path / "s2").exists()
 
 
+def test_import_opencamera_refuses_a_smaller_n_than_the_brackets(tmp_path, cli):
+    """Brackets of 4 photos imported with -n 3 (or 2) read as 2 brackets of 3 photos, each given the focus of
+    Open Camera's 3-photo rule (exit 0, wrong focus on every photo); now refused, naming a photo beyond -n."""
+    from dfdcap.sim.opencamera import SimOpenCamera
+
+    cam = SimOpenCamera(small_rig().phone(), tmp_path / "phone", settings=BracketingSettings(2.0, 8.0, 4), time_scale=0.02)
+    for _ in range(2):
+        cam.press()
+        cam.wait_idle()
+    folder = tmp_path / "phone" / "sdcard" / "DCIM" / "OpenCamera"
+    for n in ("3", "2"):
+        code, out, err = cli("import-opencamera", folder, "--source-diopters", "2", "--target-diopters", "8",
+                             "-n", n, "-o", tmp_path / "sessions")
+        assert code == 1 and f"has at least 4 photos, not -n {n}" in err and f"_{n}.jpg" in err, err
+        assert not (tmp_path / "sessions").exists() or not any((tmp_path / "sessions").iterdir())
+
+
 # --- the whole chain ------------------------------------------------------------------------------
 
 
