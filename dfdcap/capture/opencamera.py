@@ -118,13 +118,21 @@ def ramp_records(infos: list[ExifInfo], names: list[PhotoName], settings: Bracke
     focus = settings.focus_diopters()
     times = [frame_time_ns(info, names[0], step, utc_offset_s) for step, info in enumerate(infos)]
     stuck = next((k for k in range(1, len(times)) if times[k][1] and times[k - 1][1] and times[k][0] <= times[k - 1][0]), None)
-    if stuck is not None:
-        info = infos[stuck]
+    # a photo without an EXIF time among photos with one (edited, re-saved): its name time is another clock
+    # (whole seconds, and the UTC offset of --utc-offset rather than the photos' own), so mixed times can go backwards
+    bare = next((k for k, (_, exif) in enumerate(times) if not exif), None) if any(e for _, e in times) else None
+    if stuck is not None or bare is not None:
+        k = stuck if stuck is not None else bare
+        info, where = infos[k], wheres[k] if wheres else names[k].name
         if warnings is not None:
-            warnings.append(f"{wheres[stuck] if wheres else names[stuck].name}: EXIF time {info.datetime_original}."
-                            f"{info.subsec_original} is not after the previous photo's in its focus bracket; the "
-                            f"bracket's times are taken from its name + {FRAME_PERIOD_S} s a photo")
-        times = [frame_time_ns(info, names[0], step, utc_offset_s, use_exif=False) for step, info in enumerate(infos)]
+            why = (f"EXIF time {info.datetime_original}.{info.subsec_original} is not after the previous photo's"
+                   if stuck is not None else "no EXIF time (DateTimeOriginal + SubSecTimeOriginal), unlike the others")
+            warnings.append(f"{where}: {why} in its focus bracket; the bracket's times are taken from its name "
+                            f"+ {FRAME_PERIOD_S} s a photo")
+        # one UTC offset for the whole bracket: the first the photos state, else --utc-offset
+        offset = next((o for o in (parse_utc_offset(i.offset_original or "") for i in infos) if o is not None),
+                      utc_offset_s or 0)
+        times = [frame_time_ns(info, names[0], step, offset, use_exif=False) for step, info in enumerate(infos)]
     recs = [PhoneFrameRecord(first_index + step, t, focus[step], focus[step], info.exposure_ns or 0, info.iso or 0,
                              "UNKNOWN", ramp, step, f"frames/{first_index + step}.{name.ext}")
             for step, ((t, _), info, name) in enumerate(zip(times, infos, names))]

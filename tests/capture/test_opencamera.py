@@ -332,6 +332,33 @@ def test_import_opencamera_refuses_a_smaller_n_than_the_brackets(tmp_path, cli):
         assert not (tmp_path / "sessions").exists() or not any((tmp_path / "sessions").iterdir())
 
 
+def test_import_opencamera_photo_without_exif_time_among_others(tmp_path, cli):
+    """A photo re-saved without EXIF inside a bracket whose others have EXIF times (with OffsetTimeOriginal)
+    took its time from its name in UTC: an hour off its neighbours, the bracket's times going backwards,
+    exit 0 and no word. Now the whole bracket takes its times from its name, in the photos' own UTC offset,
+    with a warning naming the photo."""
+    import cv2
+
+    from dfdcap.sim.opencamera import SimOpenCamera
+
+    cam = SimOpenCamera(small_rig().phone(), tmp_path / "phone", settings=BracketingSettings(2.0, 8.0, 4),
+                        time_scale=0.02, write_offset_tag=True)
+    cam.press()
+    cam.wait_idle()
+    folder = tmp_path / "phone" / "sdcard" / "DCIM" / "OpenCamera"
+    photo = sorted(folder.glob("IMG_*_1.jpg"))[0]
+    assert cv2.imwrite(str(photo), cv2.imread(str(photo)))  # re-saved: no EXIF left
+    code, out, err = cli("import-opencamera", folder, "--source-diopters", "2", "--target-diopters", "8",
+                         "-n", "4", "-o", tmp_path / "sessions")
+    assert code == 0, err
+    assert f"{photo}: no EXIF time" in " ".join(err.split()), err
+    (path,) = (tmp_path / "sessions").iterdir()
+    t = [r.t_phone_ns for r in Session(path).phone_frames]
+    assert [b - a for a, b in zip(t, t[1:])] == [500_000_000] * 3, t
+    truth = sorted(cam.wall_ns(t_host) for t_host, _f, _d in cam.truth.values())
+    assert abs(t[0] - truth[0]) < 1_100_000_000  # the name's whole second, in the photos' own UTC offset
+
+
 # --- the whole chain ------------------------------------------------------------------------------
 
 
