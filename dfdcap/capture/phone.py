@@ -646,6 +646,22 @@ def _match_recording(recordings: list[dict], probes, where: str) -> dict:
     return hits[0]
 
 
+def _saved_recording(path: Path) -> dict:
+    """phone/recording.json (which phone and recording the session came from), {} when absent; a hand-edited
+    one whose serial, recording_id or dir is not text is a SessionError naming the key."""
+    if not path.is_file():
+        return {}
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise SessionError(f"{path}: expected a JSON object, found {type(doc).__name__}; delete it and give "
+                           "--phone and --recording")
+    for key in ("serial", "recording_id", "dir"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise SessionError(f"{path}: {key} {doc[key]!r} is not text; fix it, or delete the file and give "
+                               "--phone and --recording")
+    return doc
+
+
 def resume_pull(session_dir: str | os.PathLike, serial: str | None = None, recording_id: str | None = None, *,
                 adb_port: int | None = None, delete: bool = True, wait_s: float = 60.0,
                 progress: bool = True) -> PullResult:
@@ -657,7 +673,7 @@ def resume_pull(session_dir: str | os.PathLike, serial: str | None = None, recor
     """
     session = Session(session_dir)
     path = session.path
-    saved = read_json(path / RECORDING_FILE) if (path / RECORDING_FILE).is_file() else {}
+    saved = _saved_recording(path / RECORDING_FILE)
     rig_phone = session.rig_entry("phone")
     if rig_phone.get("kind") == "sim":  # no phone to ask: "no phone connected" would send the user looking for one
         raise DeviceError(f"{path}: recorded with the simulated phone, which writes its frames into the session "

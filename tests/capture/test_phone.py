@@ -349,3 +349,20 @@ def test_private_adb_port_is_outside_the_ephemeral_range():
         assert not lo <= port <= hi and not 5555 <= port <= 5585
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))  # and it is free
+
+
+@pytest.mark.parametrize("doc, says", [
+    ("[]", "expected a JSON object, found list"),
+    ('{"serial": ["a"]}', "serial ['a'] is not text"),
+    ('{"recording_id": 5, "serial": "x"}', "recording_id 5 is not text"),
+])
+def test_pull_refuses_a_malformed_recording_json(tmp_path, cli, doc, says):
+    """A hand-edited phone/recording.json (a list, a serial that is a list) gave an AttributeError or
+    TypeError traceback in `dfdcap pull`; now one line naming the file and the key, before any phone is asked."""
+    with SessionWriter.create(tmp_path, "edited", DeviceInfo("none", "-", "-"), DeviceInfo("adb", "Pixel", "x"),
+                              SCHEDULE.to_dict()) as w:
+        pass
+    (w.path / "phone" / "recording.json").write_text(doc)
+    code, _, err = cli("pull", w.path)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "recording.json" in err and says in " ".join(err.split()), err
