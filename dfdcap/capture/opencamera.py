@@ -478,6 +478,14 @@ def resume_opencamera_pull(session_dir, serial: str | None = None, *, adb_port: 
         ramps, utc = side["ramps"], side.get("utc_offset_s")
     except (KeyError, TypeError) as e:
         raise SessionError(f"{side_path}: malformed ({e})") from None
+    if "imported_from" in side:  # no phone to ask: "no phone connected" would send the user looking for one
+        raise SessionError(f"{session.path}: made by import-opencamera from {side['imported_from']}, which copied "
+                           "its photos into the session; there is nothing on a phone to pull")
+    if side.get("serial") is not None and not isinstance(side["serial"], str):
+        raise SessionError(f"{side_path}: serial {side['serial']!r} is not text; fix it or give --phone SERIAL")
+    if not isinstance(ramps, list) or not all(isinstance(r, dict) and isinstance(r.get("files"), list)
+                                              and isinstance(r.get("sizes"), list) for r in ramps):
+        raise SessionError(f"{side_path}: ramps: expected a list of {{\"files\": [...], \"sizes\": [...]}}, one per ramp")
     device = find_device(adb_client(adb_port), serial or side.get("serial"))
     where = f"phone {device.serial} ({session.path.name})"
     t0 = time.monotonic()

@@ -359,6 +359,33 @@ def test_import_opencamera_photo_without_exif_time_among_others(tmp_path, cli):
     assert abs(t[0] - truth[0]) < 1_100_000_000  # the name's whole second, in the photos' own UTC offset
 
 
+def test_pull_of_an_imported_or_edited_opencamera_session(tmp_path, cli):
+    """`dfdcap pull` of an import-opencamera session said 'no phone connected' (with a phone: a KeyError
+    traceback, its ramps have no sizes); a hand-edited phone/opencamera.json with a list as serial or
+    numbers as ramps gave TypeError tracebacks. Each is now one line naming the session or the file."""
+    import json
+
+    from dfdcap.sim.opencamera import SimOpenCamera
+
+    cam = SimOpenCamera(small_rig().phone(), tmp_path / "phone", settings=BracketingSettings(2.0, 8.0, 4), time_scale=0.02)
+    cam.press()
+    cam.wait_idle()
+    folder = tmp_path / "phone" / "sdcard" / "DCIM" / "OpenCamera"
+    code, _, err = cli("import-opencamera", folder, "--source-diopters", "2", "--target-diopters", "8",
+                       "-n", "4", "-o", tmp_path / "sessions")
+    assert code == 0, err
+    (path,) = (tmp_path / "sessions").iterdir()
+    code, _, err = cli("pull", path)
+    assert code == 1 and "made by import-opencamera" in err and "nothing on a phone to pull" in " ".join(err.split()), err
+    side = path / "phone" / "opencamera.json"
+    doc = json.loads(side.read_text())
+    del doc["imported_from"]
+    for edit, says in (({"serial": ["a"]}, "serial ['a'] is not text"), ({"serial": "x", "ramps": [1, 2]}, "ramps: expected a list")):
+        side.write_text(json.dumps(doc | edit))
+        code, _, err = cli("pull", path)
+        assert code == 1 and "Traceback" not in err and "opencamera.json" in err and says in " ".join(err.split()), err
+
+
 # --- the whole chain ------------------------------------------------------------------------------
 
 
