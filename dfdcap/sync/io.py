@@ -261,7 +261,9 @@ def stated_counts(meta: dict) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for key, name in (("phone", "phone_frames"), ("sensor", "sensor_frames_written"), ("probes", "probes")):
         v = rec.get(name)
-        out[key] = int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        # a count that is no whole number (a hand-edited nan, inf, 2.5, "x") says nothing
+        whole = isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+        out[key] = int(v) if whole and not isinstance(v, bool) else None
     sched = meta.get("focus_schedule")
     if out["phone"] is None and meta.get("status") == "complete" and isinstance(sched, dict):
         steps, ramps = sched.get("steps"), sched.get("ramps")

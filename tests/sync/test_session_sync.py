@@ -86,3 +86,19 @@ def test_report_refuses_malformed_sync_settings(stamp_session, tmp_path, cli, do
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert re.search(says, err) and "sync.json" in err, err
     assert not png.exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 2.5, "x"])
+def test_sync_ignores_a_recorder_count_that_is_no_whole_number(stamp_session, cli, value):
+    """session.json's recorder.sensor_frames_written as NaN (JSON NaN, hand-edited) gave 'ValueError: cannot
+    convert float NaN to integer' in sync and report; inf an OverflowError. A count that is no whole number
+    now says nothing (as a missing one does)."""
+    from dfdcap.sync.io import stated_counts
+
+    meta = json.loads((stamp_session / "session.json").read_text())
+    meta.setdefault("recorder", {})["sensor_frames_written"] = value
+    (stamp_session / "session.json").write_text(json.dumps(meta))
+    assert stated_counts(meta)["sensor"] is None
+    code, _, err = cli("sync", stamp_session)
+    assert code == 0 and "Traceback" not in err, err
+    assert (stamp_session / "sync.json").is_file()
