@@ -11,6 +11,9 @@ from dfdcap.errors import DfdcapError, SyncError
 from dfdcap.fileio import atomic_path, read_json
 
 
+RECORDED = ("sensor", "phone", "clock", "truth")  # a session's subfolders that hold what was recorded
+
+
 def write_sync_report(session_dir: str | os.PathLike, png: str | os.PathLike) -> Path:
     """Fit the session's clocks (with the settings of its sync.json, if any) and plot them."""
     import matplotlib
@@ -22,6 +25,13 @@ def write_sync_report(session_dir: str | os.PathLike, png: str | os.PathLike) ->
     from dfdcap.sync.io import compute_sync, previous_settings
 
     session_dir, png = Path(session_dir), Path(png)
+    try:  # a PNG among the recorded frames (sensor/depth/<t>.png) would replace one of them
+        part = png.resolve().relative_to(session_dir.resolve()).parts[0]
+    except (ValueError, IndexError):
+        part = None
+    if part in RECORDED:
+        raise SyncError(f"{png}: the report PNG would be written among the session's recorded data ({part}/), "
+                        f"where it could replace a frame; write it beside session.json or elsewhere")
     try:
         session = Session(session_dir)
     except DfdcapError as e:

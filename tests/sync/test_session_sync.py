@@ -102,3 +102,21 @@ def test_sync_ignores_a_recorder_count_that_is_no_whole_number(stamp_session, cl
     code, _, err = cli("sync", stamp_session)
     assert code == 0 and "Traceback" not in err, err
     assert (stamp_session / "sync.json").is_file()
+
+
+def test_report_png_not_written_among_the_recorded_frames(stamp_session, cli):
+    """report SESSION -o SESSION/sensor/depth/<t>.png replaced a recorded depth frame with the report picture
+    (exit 0: 'wrote ...'); an output inside sensor/, phone/, clock/ or truth/ is now refused."""
+    import cv2
+
+    frame = stamp_session / "sensor" / "depth" / "1000.png"
+    frame.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(frame), np.full((4, 6), 1234, np.uint16))
+    before = frame.read_bytes()
+    code, _, err = cli("report", stamp_session, "-o", frame)
+    assert code == 1 and "recorded data (sensor/)" in err and "Traceback" not in err, err
+    assert frame.read_bytes() == before
+    code, _, err = cli("report", stamp_session, "-o", stamp_session / "phone" / "new.png")
+    assert code == 1 and not (stamp_session / "phone" / "new.png").exists(), err
+    code, _, err = cli("report", stamp_session, "-o", stamp_session / "beside.png")
+    assert code == 0 and (stamp_session / "beside.png").is_file(), err
