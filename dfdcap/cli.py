@@ -61,7 +61,7 @@ def record(
     output: Path = typer.Option(Path("sessions"), "-o", "--output", help="folder that receives the session folder"),
     name: Optional[str] = typer.Option(None, "--name", help="session name (letters, digits, . _ -)"),
     stacks: int = typer.Option(5, "--stacks", help=f"focus ramps (one stack each), 1 to {MAX_STACKS}"),
-    steps: int = typer.Option(5, "--steps", help=f"frames per ramp, 2 to {MAX_STEPS}"),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"frames per ramp, 2 to {MAX_STEPS} (default 5; Open Camera: the phone's setting)"),
     near: Optional[float] = typer.Option(None, "--near", help="nearest focus distance, m (default by sensor preset)"),
     far: Optional[float] = typer.Option(None, "--far", help="farthest focus distance, m (default by sensor preset)"),
     spacing: str = typer.Option("diopters", "--spacing", help="diopters or metres"),

@@ -331,12 +331,16 @@ class OpenCameraPhone(Phone):
         near, far = 1.0 / max(s.source_diopters, s.target_diopters), 1.0 / min(s.source_diopters, s.target_diopters)
         return FocusSchedule(near, far, s.n_images, ramps)
 
-    def bracketing_schedule(self, ramps: int, wanted: FocusSchedule | None) -> tuple[FocusSchedule, float]:
+    def bracketing_schedule(self, ramps: int, wanted: FocusSchedule | None,
+                            steps: int | None = None) -> tuple[FocusSchedule, float]:
         """(schedule, frames per second) of a recording of `ramps` ramps. wanted (near/far/steps given
         by the user): Open Camera must be set to source 1/near D, target 1/far D, steps photos, or an
-        edited backup is pushed and DeviceError says how to restore it. None: the phone's settings."""
+        edited backup is pushed and DeviceError says how to restore it. None: the phone's settings,
+        with `steps` photos if given (the phone's source and target kept)."""
         if wanted is not None:
             self._require(BracketingSettings(1.0 / wanted.near_m, 1.0 / wanted.far_m, wanted.steps))
+        elif steps is not None:
+            self._require(BracketingSettings(self.settings.source_diopters, self.settings.target_diopters, steps))
         return self.schedule(ramps), 1.0 / self.frame_period_s
 
     # Phone interface --------------------------------------------------------------------------------

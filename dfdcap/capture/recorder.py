@@ -669,7 +669,7 @@ def record_from_specs(
     *,
     name: str | None = None,
     ramps: int = 5,
-    steps: int = 5,
+    steps: int | None = None,
     near_m: float | None = None,
     far_m: float | None = None,
     spacing: str = "diopters",
@@ -681,7 +681,8 @@ def record_from_specs(
     stats: RecordStats | None = None,
 ) -> Path:
     """What `dfdcap record` does: check every input (nothing is written if one is bad), open the
-    sensor and the phone, record one session, close the devices; returns the session folder."""
+    sensor and the phone, record one session, close the devices; returns the session folder.
+    steps None: 5 frames a ramp (Open Camera: the phone's own photo count)."""
     from dfdcap.capture.limits import check_record_counts
     from dfdcap.capture.sources import open_phone, open_sensor, parse_phone_spec, parse_sensor_spec
 
@@ -696,6 +697,7 @@ def record_from_specs(
 
         if sim.scene not in SCENE_PRESETS:
             raise DfdcapError(f"unknown scene {sim.scene!r}: expected one of {', '.join(SCENE_PRESETS)}")
+    steps_given, steps = steps is not None, 5 if steps is None else steps
     check_record_counts(ramps, steps, near_m, far_m)
     if not 0.1 <= phone_fps <= 1000:  # 1e-6 fps would wait days for the second frame
         raise DfdcapError(f"--fps must be between 0.1 and 1000 frames/s, got {phone_fps}")
@@ -711,7 +713,8 @@ def record_from_specs(
     rig = build_sim_rig(sim, phone_fps) if uses_sim else None
     with open_sensor(sensor_spec, rig=rig) as sensor, open_phone(phone_spec, rig=rig, image_size=sim.phone_size) as phone:
         if p_spec.kind == "opencamera":  # Open Camera's own focus rule and pace (capture/opencamera.py)
-            schedule, phone_fps = phone.bracketing_schedule(ramps, schedule if near_m or far_m else None)
+            schedule, phone_fps = phone.bracketing_schedule(ramps, schedule if near_m or far_m else None,
+                                                            steps if steps_given else None)
         return record_session(
             sensor, phone, schedule, out_dir, name, phone_fps=phone_fps,
             truth_rig=rig.truth_rig if rig is not None and s_spec.kind == p_spec.kind == "sim" else None,

@@ -400,6 +400,19 @@ def _calibration_from_truth(rig: dict, path: Path) -> Path:
 
 
 @needs_adb
+def test_record_steps_alone_is_asked_of_open_camera(tmp_path, monkeypatch, cli):
+    """`record --phone opencamera:sim --steps 4` with the app set to 5 photos recorded stacks of 5 (exit 0):
+    only --near/--far were compared with the phone's settings. --steps alone now asks for that photo count
+    (the phone's source and target kept): an edited backup is pushed and the record stops, writing nothing."""
+    monkeypatch.setenv("DFDCAP_SIM_OPENCAMERA_PERIOD_S", str(PERIOD_S))
+    code, _, err = cli("record", "--phone", "opencamera:sim", "--stacks", "1", "--steps", "4", "--phone-size", "64x48",
+                       "-o", tmp_path / "sessions")
+    err = " ".join(err.split())
+    assert code == 1 and "asked Focus Bracketing 10 D -> 2 D, 4 photos" in err and "Restore settings" in err, err
+    assert not (tmp_path / "sessions").exists() or not any((tmp_path / "sessions").iterdir())
+
+
+@needs_adb
 @pytest.mark.slow
 def test_record_sync_build_against_truth(tmp_path, monkeypatch):
     """`dfdcap record --phone opencamera:sim`, `dfdcap sync`, `dfdcap build-dataset --fuse median`:
