@@ -27,6 +27,8 @@ def write_report(path: Path, output: Path | None = None) -> Path:
         return write_dataset_report(path, output or path.with_suffix(".png"))
     if path.suffix == ".json":
         d = read_json(path)
+        if path.name in ("session.json", "sync.json") and (path.parent / "session.json").is_file():
+            raise DfdcapError(f"{path}: a file of the session {path.parent}; give the session folder for its sync report")
         if isinstance(d, dict) and ("T_phone_from_sensor" in d or "phone" in d or "camera" in d):
             from dfdcap.calib.report import write_calibration_report
 

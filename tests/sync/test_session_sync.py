@@ -120,3 +120,15 @@ def test_report_png_not_written_among_the_recorded_frames(stamp_session, cli):
     assert code == 1 and not (stamp_session / "phone" / "new.png").exists(), err
     code, _, err = cli("report", stamp_session, "-o", stamp_session / "beside.png")
     assert code == 0 and (stamp_session / "beside.png").is_file(), err
+
+
+def test_report_of_a_session_file_names_the_session(stamp_session, tmp_path, cli):
+    """report SESSION/sync.json was taken for a calibration file (it has a 'phone' key) and said only
+    '...sync.json: lacks board'; session.json 'not a calibration file, ...'. Both now name the session
+    folder to give instead."""
+    sync_session(stamp_session)
+    for name in ("sync.json", "session.json"):
+        code, _, err = cli("report", stamp_session / name, "-o", tmp_path / "r.png")
+        err = " ".join(err.split())
+        assert code == 1 and f"a file of the session {stamp_session}; give the session folder" in err, err
+    assert not (tmp_path / "r.png").exists()
