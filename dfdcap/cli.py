@@ -116,7 +116,7 @@ def sim_checkerboard(
     baseline: Optional[float] = typer.Option(None, "--baseline", help="phone-sensor baseline, m (default 0.04)"),
     jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", help="write JPEG at this quality (1-100) instead of PNG"),
     focus_diopters: Optional[str] = typer.Option(None, "--focus-diopters", help="phone focus settings cycled over the views, diopters: 0.5,2,3.5 (default: one locked setting); `calibrate` then fits K(focus)"),
-    force: bool = typer.Option(False, "--force", help="replace an existing OUT_DIR that holds files (after the new one is complete)"),
+    force: bool = typer.Option(False, "--force", help="replace an earlier board folder OUT_DIR (one with truth.json), after the new one is complete"),
 ) -> None:
     """Write calibration board image pairs (phone + sensor) at random poses, with the true poses.
 
@@ -134,6 +134,10 @@ def sim_checkerboard(
     check_square(square, "--square")
     size = parse_size(phone_size, "--phone-size") if phone_size else None
     check_output_folder(out_dir, force=force, what="board folder")
+    if force and out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "truth.json").is_file():
+        # --force replaces the whole folder: only one written here before (a session or `sessions/` would be lost)
+        raise DfdcapError(f"{out_dir}: holds files but no truth.json, so it is no board folder of `dfdcap sim "
+                          "checkerboard`; --force replaces only such a folder: choose another OUT_DIR")
     from dfdcap.sim.boards import BoardSpec, write_board_pairs
 
     from dfdcap.sim.rig import SENSOR_PRESETS, RigConfig

@@ -64,6 +64,17 @@ class TestSimCheckerboardFolder:
         assert truth["board"]["cols"] == 9 and len(truth["views"]) == 2
         assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary folder left
 
+    def test_force_does_not_replace_a_folder_of_something_else(self, cli, tmp_path):
+        """--force replaced any folder that held files: `sim checkerboard sessions --force` deleted every
+        recorded session. It replaces only a board folder (one with truth.json) now."""
+        out = tmp_path / "sessions"
+        (out / "20260101T000000_000000Z_sim").mkdir(parents=True)
+        (out / "20260101T000000_000000Z_sim" / "session.json").write_text("{}")
+        before = snapshot(tmp_path)
+        assert_one_line_error(cli("sim", "checkerboard", out, "--views", "1", "--force", *SMALL), 1, str(out),
+                              "no truth.json")
+        assert snapshot(tmp_path) == before
+
     def test_an_empty_existing_folder_is_used(self, cli, tmp_path):
         out = tmp_path / "b"
         out.mkdir()
