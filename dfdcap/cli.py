@@ -19,8 +19,8 @@ from dfdcap.capture.limits import MAX_STACKS, MAX_STEPS
 from dfdcap.errors import DfdcapError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Record depth-from-focus datasets and train DFF networks.")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, emoji=False)
+out = Console(emoji=False)
 
 
 @app.callback()
@@ -340,7 +340,7 @@ def devices() -> None:
         out.print(", ".join(parts) + (f" (could not check: {', '.join(unchecked)})" if unchecked else "") + ".",
                   soft_wrap=True, highlight=False)
     for problem in rep.problems:
-        console.print(f"[yellow]note:[/yellow] {problem}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 def _parse_floats(text: str, option: str, n: int) -> tuple[float, ...]:

@@ -90,3 +90,13 @@ def test_other_runtime_errors_are_not_called_out_of_memory(cli, monkeypatch, tmp
     monkeypatch.setattr(train, "pretrain", bug)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         cli("pretrain", "--model", "poolnet", "-o", tmp_path / "p.pt")
+
+
+def test_paths_with_emoji_codes_are_printed_as_they_are(cli, tmp_path):
+    """rich replaced ':smile:' in a printed path by an emoji: 'error: .../😄/x: not a session folder' named a
+    folder that does not exist, and the adb port -1 printed as '127.0.0.1👎'. Output is now printed verbatim."""
+    folder = tmp_path / ":smile:" / "x"
+    rc, out, err = cli("sync", folder)
+    assert rc == 1 and f"{folder}: not a session folder" in " ".join(err.split()), err
+    rc, out, err = cli("associate", tmp_path / ":thumbs_up:.txt", tmp_path / "b.txt")
+    assert rc == 1 and ":thumbs_up:.txt" in err, err

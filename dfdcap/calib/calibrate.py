@@ -202,7 +202,7 @@ def _detect(cameras: Sequence[tuple[str, Sequence[tuple[str, Path]]]], options: 
         from rich.console import Console
         from rich.progress import Progress
 
-        progress = Progress(console=Console(stderr=True), transient=True)
+        progress = Progress(console=Console(stderr=True, emoji=False), transient=True)
         progress.start()
         task = progress.add_task("finding board corners", total=total)
     try:

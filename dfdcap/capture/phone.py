@@ -543,7 +543,7 @@ def _progress(enabled: bool):
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     return Progress(TextColumn("[bold]pulling[/bold] {task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), console=Console(stderr=True), disable=not enabled, transient=True)
+                    TransferSpeedColumn(), console=Console(stderr=True, emoji=False), disable=not enabled, transient=True)
 
 
 def pull_recording(device, remote_dir: str, writer: SessionWriter, where: str, *, delete: bool = True,

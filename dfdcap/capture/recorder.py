@@ -297,7 +297,7 @@ def _progress(enabled: bool):
             "sensor {task.fields[written]} written, lost at sensor {task.fields[lost]}, "
             "recorder dropped {task.fields[dropped]}, queue {task.fields[queue]}; phone {task.fields[phone]}"
         ),
-        console=Console(stderr=True),
+        console=Console(stderr=True, emoji=False),
         disable=not enabled,
         refresh_per_second=5,
     )
@@ -309,7 +309,7 @@ def _status(enabled: bool, text: str):
 
     from rich.console import Console
 
-    return Console(stderr=True).status(text) if enabled else contextlib.nullcontext()
+    return Console(stderr=True, emoji=False).status(text) if enabled else contextlib.nullcontext()
 
 
 def _phone_notes(phone: Phone, notes: list[str], progress: bool) -> None:
@@ -328,7 +328,7 @@ def _warn(enabled: bool, text: str) -> None:
 
         from rich.markup import escape
 
-        Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(text)}", soft_wrap=True, highlight=False, markup=True)
+        Console(stderr=True, emoji=False).print(f"[yellow]warning:[/yellow] {escape(text)}", soft_wrap=True, highlight=False, markup=True)
 
 
 def _session_extra(sensor: Sensor, phone_fps: float) -> dict:
