@@ -56,6 +56,7 @@ RECORDING_FILE = "phone/recording.json"  # in the session: which phone recording
 
 
 def _adbutils():
+    adb_server_port()  # adbutils reads $ANDROID_ADB_SERVER_PORT with int() (at import, too): say what is wrong first
     try:
         import adbutils
     except ImportError as e:  # pragma: no cover - adbutils is a dependency
@@ -76,10 +77,12 @@ def adb_server_port(adb_port: int | None = None) -> int:
     if adb_port:
         return int(adb_port)
     env = os.environ.get("ANDROID_ADB_SERVER_PORT")
-    try:
-        return int(env) if env else DEFAULT_ADB_PORT
-    except ValueError:
-        raise DeviceError(f"ANDROID_ADB_SERVER_PORT={env!r} is not a port number") from None
+    if env is None:
+        return DEFAULT_ADB_PORT
+    port = int(env) if env.strip().isdigit() else -1
+    if not 1 <= port <= 65535:
+        raise DeviceError(f"ANDROID_ADB_SERVER_PORT={env!r} is not a port number (1 to 65535; unset it for adb's 5037)")
+    return port
 
 
 def adb_client(adb_port: int | None = None, host: str = "127.0.0.1"):

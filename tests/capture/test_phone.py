@@ -366,3 +366,18 @@ def test_pull_refuses_a_malformed_recording_json(tmp_path, cli, doc, says):
     code, _, err = cli("pull", w.path)
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "recording.json" in err and says in " ".join(err.split()), err
+
+
+@pytest.mark.parametrize("value", ["abc", "", "-1", "0", "99999"])
+def test_bad_adb_server_port_variable_is_named(tmp_path, cli, monkeypatch, value):
+    """$ANDROID_ADB_SERVER_PORT=abc (or empty) made adbutils' import fail: `dfdcap devices` noted 'phone:
+    ValueError: invalid literal for int()', and -1/0/99999 were handed to `adb -P`, which failed. Each is now
+    named as not a port number, by devices and by the commands that talk to a phone."""
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", value)
+    code, out, err = cli("devices")
+    assert code == 0 and f"ANDROID_ADB_SERVER_PORT={value!r} is not a port number" in " ".join(err.split()), out + err
+    with SessionWriter.create(tmp_path, "s", DeviceInfo("none", "-", "-"), DeviceInfo("adb", "Pixel", "x"),
+                              SCHEDULE.to_dict()) as w:
+        pass
+    code, _, err = cli("pull", w.path)
+    assert code == 1 and "is not a port number" in err and len(err.strip().splitlines()) == 1, err
