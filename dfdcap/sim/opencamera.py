@@ -63,6 +63,7 @@ from dfdcap.capture.opencamera_focus import (
     settings_to_xml,
 )
 from dfdcap.capture.session import PhoneFrameRecord, SessionWriter
+from dfdcap.errors import DeviceError
 from dfdcap.fileio import encode_image
 from dfdcap.sim.adbd import FakeAdbd, PrivateAdbServer
 from dfdcap.sim.phone import PlannedFrame
@@ -326,13 +327,27 @@ class SimOpenCameraDevice:
         self.close()
 
 
+def _period_from_env() -> float:
+    """The simulated app's seconds per photo: $DFDCAP_SIM_OPENCAMERA_PERIOD_S (tests shorten it), else 0.5 s."""
+    text = os.environ.get(PERIOD_ENV)
+    if text is None:
+        return FRAME_PERIOD_S
+    try:
+        period = float(text)
+    except ValueError:
+        period = float("nan")
+    if not 0.001 <= period <= 10:  # nan, inf, 0 and negatives too
+        raise DeviceError(f"{PERIOD_ENV}={text!r}: expected seconds per photo from 0.001 to 10 (unset: Open Camera's 0.5)")
+    return period
+
+
 class SimOpenCameraPhone(OpenCameraPhone):
     """`--phone opencamera:sim`: the host side (OpenCameraPhone) against a SimOpenCameraDevice it owns;
     fetch() also writes the simulator's truth (rig.json with the wall clock, each frame's true depth)."""
 
     def __init__(self, rig, *, time_scale: float | None = None, **kw):
         if time_scale is None:
-            time_scale = float(os.environ.get(PERIOD_ENV, FRAME_PERIOD_S)) / FRAME_PERIOD_S
+            time_scale = _period_from_env() / FRAME_PERIOD_S
         self.device = SimOpenCameraDevice(rig, time_scale=time_scale).__enter__()
         try:
             super().__init__(self.device.serial, adb_port=self.device.adb_port,

@@ -412,6 +412,17 @@ def test_record_steps_alone_is_asked_of_open_camera(tmp_path, monkeypatch, cli):
     assert not (tmp_path / "sessions").exists() or not any((tmp_path / "sessions").iterdir())
 
 
+@pytest.mark.parametrize("value", ["abc", "nan", "0", "-1", "inf", "1e6"])
+def test_bad_sim_period_variable_is_named(tmp_path, monkeypatch, cli, value):
+    """$DFDCAP_SIM_OPENCAMERA_PERIOD_S=abc gave a ValueError traceback, nan an AttributeError, 0 a
+    ZeroDivisionError, -1/inf 'recorder: need phone_fps > 0 ...' (naming no variable), 1e6 waited for ever.
+    Now one line naming the variable, before any device starts."""
+    monkeypatch.setenv("DFDCAP_SIM_OPENCAMERA_PERIOD_S", value)
+    code, _, err = cli("record", "--phone", "opencamera:sim", "--stacks", "1", "-o", tmp_path / "sessions")
+    assert code == 1 and f"DFDCAP_SIM_OPENCAMERA_PERIOD_S={value!r}: expected seconds per photo" in err, err
+    assert not (tmp_path / "sessions").exists()
+
+
 @needs_adb
 @pytest.mark.slow
 def test_record_sync_build_against_truth(tmp_path, monkeypatch):
