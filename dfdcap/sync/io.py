@@ -285,6 +285,19 @@ def quality_of(session, pfit: PhoneFit, sfit: SensorFit, probes: np.ndarray) -> 
     }
 
 
+def _check_ramp_times(session) -> None:
+    """A ramp's frames are taken one after another: t_phone_ns must increase with the step. A repeated or
+    earlier time (an edited or damaged index) would pair that frame with the depth of another moment."""
+    last: dict[int, object] = {}
+    for r in sorted(session.phone_frames, key=lambda r: (r.ramp, r.step)):
+        prev = last.get(r.ramp)
+        if prev is not None and r.t_phone_ns <= prev.t_phone_ns:
+            raise SyncError(f"{session.path}/phone/frames.csv: frame {r.index} (ramp {r.ramp}, step {r.step}) has "
+                            f"t_phone_ns {r.t_phone_ns}, not after frame {prev.index} (step {prev.step}, "
+                            f"{prev.t_phone_ns}): a ramp's frames are taken one after another; an edited or damaged index?")
+        last[r.ramp] = r
+
+
 def compute_sync(session, mode: str = "many-to-one", max_gap_ns: int | None = None, sensor_latency_ns: int | None = None) -> tuple[dict, PhoneFit, SensorFit]:
     """Fit both clocks of a loaded Session and pair its frames. Returns (sync.json dict, fits)."""
     path = session.path
@@ -298,6 +311,7 @@ def compute_sync(session, mode: str = "many-to-one", max_gap_ns: int | None = No
         raise SyncError(f"{path}/sensor/frames.csv: no sensor frames")
     if not session.phone_frames:
         raise SyncError(f"{path}/phone/frames.csv: no phone frames")
+    _check_ramp_times(session)
     pfit = fit_phone_clock(probes, source=str(path / "clock" / "phone_probes.csv"))
     # sensor rows in file order are the arrival order; Session sorts by index (the same for a recorder)
     sf = session.sensor_frames

@@ -132,3 +132,22 @@ def test_report_of_a_session_file_names_the_session(stamp_session, tmp_path, cli
         err = " ".join(err.split())
         assert code == 1 and f"a file of the session {stamp_session}; give the session folder" in err, err
     assert not (tmp_path / "r.png").exists()
+
+
+def test_sync_refuses_phone_times_that_do_not_increase_in_a_ramp(stamp_session, cli):
+    """A phone frame whose t_phone_ns repeats its predecessor's in the ramp (an edited or damaged index) was
+    paired with the depth of another moment, exit 0; 0 was just 'unmatched'. Now one line naming the frames."""
+    path = stamp_session / "phone" / "frames.csv"
+    lines = path.read_text().splitlines()
+    head = lines[0].split(",")
+    t = head.index("t_phone_ns")
+    rows = [r.split(",") for r in lines[1:]]
+    ramp, step = head.index("ramp"), head.index("step")
+    k = next(k for k in range(1, len(rows)) if rows[k][ramp] == rows[k - 1][ramp])
+    rows[k][t] = rows[k - 1][t]  # two frames of one ramp: one time
+    path.write_text("\n".join([lines[0]] + [",".join(r) for r in rows]) + "\n")
+    code, _, err = cli("sync", stamp_session)
+    err = " ".join(err.split())
+    assert code == 1 and f"frame {rows[k][0]} (ramp {rows[k][ramp]}, step {rows[k][step]})" in err, err
+    assert f"not after frame {rows[k - 1][0]}" in err, err
+    assert not (stamp_session / "sync.json").exists()
