@@ -107,6 +107,12 @@ def frame_time_ns(info: ExifInfo, name: PhotoName, step: int, utc_offset_s: int 
     return local_to_epoch_ns(name.local_time, offset) + int(step * FRAME_PERIOD_S * 1e9), False
 
 
+def _time_warned(info: ExifInfo) -> bool:
+    """Whether check_photo already warned that this photo's EXIF time is unusable (not a date, wrong type)."""
+    return bool((info.datetime_original and info.local_time() is None)
+                or {"DateTimeOriginal", "SubSecTimeOriginal"} & set(info.ignored))
+
+
 def ramp_records(infos: list[ExifInfo], names: list[PhotoName], settings: BracketingSettings, ramp: int,
                  first_index: int, utc_offset_s: int | None, warnings: list[str] | None = None,
                  wheres: list[str] | None = None) -> tuple[list[PhoneFrameRecord], bool]:
@@ -124,7 +130,7 @@ def ramp_records(infos: list[ExifInfo], names: list[PhotoName], settings: Bracke
     if stuck is not None or bare is not None:
         k = stuck if stuck is not None else bare
         info, where = infos[k], wheres[k] if wheres else names[k].name
-        if warnings is not None:
+        if warnings is not None and (stuck is not None or not _time_warned(info)):
             why = (f"EXIF time {info.datetime_original}.{info.subsec_original} is not after the previous photo's"
                    if stuck is not None else "no EXIF time (DateTimeOriginal + SubSecTimeOriginal), unlike the others")
             warnings.append(f"{where}: {why} in its focus bracket; the bracket's times are taken from its name "
