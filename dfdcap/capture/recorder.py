@@ -672,8 +672,8 @@ def record_from_specs(
     steps: int | None = None,
     near_m: float | None = None,
     far_m: float | None = None,
-    spacing: str = "diopters",
-    phone_fps: float = 10.0,
+    spacing: str | None = None,
+    phone_fps: float | None = None,
     sensor_format: str = DEFAULT_SENSOR_FORMAT,
     png: str | None = None,
     sim: SimOptions = SimOptions(),
@@ -682,7 +682,8 @@ def record_from_specs(
 ) -> Path:
     """What `dfdcap record` does: check every input (nothing is written if one is bad), open the
     sensor and the phone, record one session, close the devices; returns the session folder.
-    steps None: 5 frames a ramp (Open Camera: the phone's own photo count)."""
+    steps None: 5 frames a ramp (Open Camera: the phone's own photo count); spacing None: diopters;
+    phone_fps None: 10 frames/s. Open Camera has its own pace and focus rule: spacing and phone_fps are refused."""
     from dfdcap.capture.limits import check_record_counts
     from dfdcap.capture.sources import open_phone, open_sensor, parse_phone_spec, parse_sensor_spec
 
@@ -698,6 +699,13 @@ def record_from_specs(
         if sim.scene not in SCENE_PRESETS:
             raise DfdcapError(f"unknown scene {sim.scene!r}: expected one of {', '.join(SCENE_PRESETS)}")
     steps_given, steps = steps is not None, 5 if steps is None else steps
+    if p_spec.kind == "opencamera":  # options the app does not take: silently ignored, the user would think they applied
+        for option, v, why in (("--spacing", spacing, "spaces the focus by its own rule (log-spaced in metres)"),
+                               ("--fps", phone_fps, "takes a photo every 0.5 s")):
+            if v is not None:
+                raise DfdcapError(f"{option} {v}: Open Camera {why}; leave {option} out")
+    spacing = "diopters" if spacing is None else spacing
+    phone_fps = 10.0 if phone_fps is None else phone_fps
     check_record_counts(ramps, steps, near_m, far_m)
     if not 0.1 <= phone_fps <= 1000:  # 1e-6 fps would wait days for the second frame
         raise DfdcapError(f"--fps must be between 0.1 and 1000 frames/s, got {phone_fps}")

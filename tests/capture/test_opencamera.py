@@ -412,6 +412,17 @@ def test_record_steps_alone_is_asked_of_open_camera(tmp_path, monkeypatch, cli):
     assert not (tmp_path / "sessions").exists() or not any((tmp_path / "sessions").iterdir())
 
 
+@pytest.mark.parametrize("opt, says", [(("--fps", "5"), "--fps 5.0: Open Camera takes a photo every 0.5 s"),
+                                       (("--spacing", "metres"), "--spacing metres: Open Camera spaces the focus")])
+def test_record_refuses_options_open_camera_does_not_take(tmp_path, monkeypatch, cli, opt, says):
+    """--fps and --spacing with --phone opencamera:... were silently ignored (exit 0: 2 photos/s, the app's
+    own focus rule), the user believing they applied. Now refused, before any device starts."""
+    monkeypatch.setenv("DFDCAP_SIM_OPENCAMERA_PERIOD_S", str(PERIOD_S))
+    code, _, err = cli("record", "--phone", "opencamera:sim", "--stacks", "1", *opt, "-o", tmp_path / "sessions")
+    assert code == 1 and says in " ".join(err.split()), err
+    assert not (tmp_path / "sessions").exists()
+
+
 @pytest.mark.parametrize("value", ["abc", "nan", "0", "-1", "inf", "1e6"])
 def test_bad_sim_period_variable_is_named(tmp_path, monkeypatch, cli, value):
     """$DFDCAP_SIM_OPENCAMERA_PERIOD_S=abc gave a ValueError traceback, nan an AttributeError, 0 a
