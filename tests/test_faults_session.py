@@ -90,6 +90,18 @@ class TestOutOfRange:
         _set_field(sess / rel, line, column, BIG)
         _refused_everywhere(cli, world, sess, tmp_path, f"{rel}:{line}", column, "out of range", build="probes" not in rel)
 
+    @pytest.mark.parametrize("rel,line,column,value", [
+        ("sensor/frames.csv", 2, "t_host_ns", str(-(2**63) + 1)),  # wrapped silently in the clock fit, exit 0
+        ("phone/frames.csv", 3, "focus_diopters", "1e308"),  # build-dataset blamed the focal length
+        ("phone/frames.csv", 3, "ramp", "-1"),
+        ("phone/frames.csv", 3, "step", "-1"),
+        ("sensor/frames.csv", 2, "index", "-4"),
+    ])
+    def test_value_no_device_writes(self, cli, world, sess, tmp_path, rel, line, column, value):
+        """Values that parse as 64-bit numbers but no clock, lens or counter gives."""
+        _set_field(sess / rel, line, column, value)
+        _refused_everywhere(cli, world, sess, tmp_path, f"{rel}:{line}", column, "out of range")
+
     @pytest.mark.parametrize("latency", [10**30, -10**12, 1_000_000_001])
     def test_sensor_latency_beyond_a_second(self, cli, sess, latency):
         _edit_json(sess / "session.json", sensor_latency_ns=latency)

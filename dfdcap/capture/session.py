@@ -489,6 +489,23 @@ def _int64(v: str) -> int:
     return n
 
 
+def _time_ns(v: str) -> int:
+    """A clock reading in ns: within +-2^62 (146 years), so that differences of two stay inside int64
+    (a time near -2^63 wrapped silently in the clock fit)."""
+    n = int(v)
+    if not -(2**62) <= n <= 2**62:
+        raise _OutOfRange(f"{v} is out of range (a time in ns, at most 2^62 = {2**62} from 0)")
+    return n
+
+
+def _count(v: str) -> int:
+    """An index, ramp, step, exposure or ISO: a whole number >= 0 (0 where a phone does not say)."""
+    n = _int64(v)
+    if n < 0:
+        raise _OutOfRange(f"{v} is out of range (a whole number >= 0)")
+    return n
+
+
 def _index_text(path: Path) -> str:
     """The text of an index file: UTF-8 (a byte-order mark allowed); UTF-16 and binary data are errors
     naming what they are, since a decoder's byte offset means nothing to whoever saved the file."""
@@ -582,8 +599,8 @@ def _check_rows(path: Path, rows: list[dict], numbers: list[int], unique: tuple[
 def _diopters(v: str) -> float:
     """A focus value: finite and >= 0 (0 = infinity), or NaN for a frame without a focus reading."""
     d = float(v)
-    if not (d >= 0 and d < math.inf) and not math.isnan(d):
-        raise _OutOfRange(f"{v} is out of range (diopters: finite and >= 0, 0 = infinity; nan = unknown)")
+    if not (0 <= d <= MAX_DIOPTERS) and not math.isnan(d):
+        raise _OutOfRange(f"{v} is out of range (diopters: 0 = infinity to {MAX_DIOPTERS:g} = 1 mm; nan = unknown)")
     return d
 
 
@@ -597,10 +614,11 @@ def _field(column: str, kind, value: str):
         raise ValueError(f"{column} {value[:40]!r} is not a number") from None
 
 
-_SENSOR_TYPES = {"index": _int64, "t_host_ns": _int64, "t_device_ns": _int64}
+MAX_DIOPTERS = 1000.0  # a focus nearer than 1 mm is another unit or a corrupt value, not a lens setting
+_SENSOR_TYPES = {"index": _count, "t_host_ns": _time_ns, "t_device_ns": _time_ns}
 _PHONE_TYPES = {
-    "index": _int64, "t_phone_ns": _int64, "focus_diopters_requested": _diopters, "focus_diopters": _diopters,
-    "exposure_ns": _int64, "iso": _int64, "ramp": _int64, "step": _int64,
+    "index": _count, "t_phone_ns": _time_ns, "focus_diopters_requested": _diopters, "focus_diopters": _diopters,
+    "exposure_ns": _count, "iso": _count, "ramp": _count, "step": _count,
 }
 
 
@@ -701,7 +719,7 @@ class Session:
 
     def probes(self) -> np.ndarray:
         """(N, 3) int64: t_host_send_ns, t_phone_ns, t_host_recv_ns."""
-        rows = _read_csv(self.path / "clock" / "phone_probes.csv", PROBE_COLUMNS, {c: _int64 for c in PROBE_COLUMNS},
+        rows = _read_csv(self.path / "clock" / "phone_probes.csv", PROBE_COLUMNS, {c: _time_ns for c in PROBE_COLUMNS},
                          torn_ok=self.torn_ok)
         return np.array([[r[c] for c in PROBE_COLUMNS] for r in rows], dtype=np.int64).reshape(-1, 3)
 
