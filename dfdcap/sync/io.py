@@ -305,12 +305,13 @@ def compute_sync(session, mode: str = "many-to-one", max_gap_ns: int | None = No
         raise SyncError(f"{path}: a phone-only session (no sensor recorded): there are no two clocks to sync; its "
                         "photos need no sync (dfdcap predict and align take them as they are)")
     probes = session.probes()
+    live = " yet: the session is still being recorded" if session.effective_status == "recording" else ""
     if len(probes) == 0:
-        raise SyncError(f"{path}/clock/phone_probes.csv: no clock probes; the phone clock cannot be fitted")
+        raise SyncError(f"{path}/clock/phone_probes.csv: no clock probes{live or '; the phone clock cannot be fitted'}")
     if not session.sensor_frames:
-        raise SyncError(f"{path}/sensor/frames.csv: no sensor frames")
+        raise SyncError(f"{path}/sensor/frames.csv: no sensor frames{live}")
     if not session.phone_frames:
-        raise SyncError(f"{path}/phone/frames.csv: no phone frames")
+        raise SyncError(f"{path}/phone/frames.csv: no phone frames{live}")
     _check_ramp_times(session)
     pfit = fit_phone_clock(probes, source=str(path / "clock" / "phone_probes.csv"))
     # sensor rows in file order are the arrival order; Session sorts by index (the same for a recorder)

@@ -7,7 +7,10 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from dfdcap.capture.session import LOCK_NAME
+from dfdcap.errors import SyncError
 from dfdcap.sync.io import read_sync, sync_session
 
 HOLD_LOCK = """
@@ -69,3 +72,21 @@ def test_session_killed_while_recording_is_interrupted(stamp_session):
     for clock in ("phone", "sensor"):
         assert res.quality[clock]["verdict"] == "suspect"
         assert any("interrupted session (killed" in r for r in res.quality[clock]["reasons"])
+
+
+def test_live_session_without_phone_frames_says_it_is_still_recording(stamp_session):
+    """At the start of a recording (no phone frame indexed yet) sync said only "no phone frames"."""
+    _set_meta(stamp_session, status="recording")
+    index = stamp_session / "phone" / "frames.csv"
+    index.write_text(index.read_text().splitlines(keepends=True)[0])  # the header alone
+    lock = stamp_session / LOCK_NAME
+    child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(SyncError, match="no phone frames yet: the session is still being recorded"):
+            sync_session(stamp_session)
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(SyncError, match=r"no phone frames$"):  # writer gone: nothing more will come
+        sync_session(stamp_session)
