@@ -621,9 +621,14 @@ def check_output_dir(out_dir: str | os.PathLike) -> Path:
     return out_dir
 
 
+MAX_SESSION_NAME = 200  # the folder is <28-character UTC stamp>_<name>, and a file name holds 255 bytes
+
+
 def check_session_name(name: str) -> str:
     if not name or not set(name) <= _NAME_CHARS or name in (".", ".."):
         raise SessionError(f"session name {name!r}: use letters, digits, '.', '_' and '-' only")
+    if len(name) > MAX_SESSION_NAME:
+        raise SessionError(f"session name {name[:20]}... ({len(name)} characters): at most {MAX_SESSION_NAME}")
     return name
 
 

@@ -330,6 +330,7 @@ def test_sensor_and_phone_specs(tmp_path):
         (["--scene", "moon"], "unknown scene 'moon'"),
         (["--sensor-preset", "kinect"], "sensor preset 'kinect'"),
         (["--name", "a/b"], "session name 'a/b'"),
+        (["--name", "a" * 240], "(240 characters): at most 200"),  # left NEW/ behind, failing on the session folder
         (["--png", "tiny"], "PNG preset 'tiny'"),
     ],
 )
