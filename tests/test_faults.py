@@ -365,6 +365,14 @@ class TestBuildDataset:
         assert_one_line_error(cli(*self.args(world["session"], world["cal"], tmp_path / name)), 1, "name it .h5")
         assert list(tmp_path.iterdir()) == []
 
+    @pytest.mark.parametrize("name", ["c.pcd", "c.txt"])
+    def test_point_cloud_not_named_ply(self, cli, world, tmp_path, name):
+        """export and --ply wrote PLY under any name (a .pcd that was not one)."""
+        assert_one_line_error(cli("export", world["h5"], "-o", tmp_path / name), 1, "name it .ply")
+        args = self.args(world["session"], world["cal"], tmp_path / "d.h5", "--ply", tmp_path / name)
+        assert_one_line_error(cli(*args), 1, "name it .ply")
+        assert list(tmp_path.iterdir()) == []
+
     def test_output_is_a_folder_even_with_force(self, cli, world, tmp_path):
         assert_one_line_error(cli(*self.args(world["session"], world["cal"], tmp_path, "--force")), 1, "folder")
 
