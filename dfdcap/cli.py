@@ -555,6 +555,9 @@ def pull(
     """Fetch a session's phone frames that are still on the phone (resumes; verifies size and sha256)."""
     from dfdcap.capture.phone import resume_pull
 
+    for option, value in (("--phone", phone), ("--recording", recording)):
+        if value is not None and not value.strip():
+            raise DfdcapError(f"{option}: empty; give a value or leave the option out")
     r = resume_pull(session, phone, recording, delete=not keep_on_phone)
     for note in r.notes:  # kept in session.json's phone_pull as well
         console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)

@@ -368,6 +368,13 @@ def test_pull_refuses_a_malformed_recording_json(tmp_path, cli, doc, says):
     assert "recording.json" in err and says in " ".join(err.split()), err
 
 
+@pytest.mark.parametrize("option", ["--phone", "--recording"])
+def test_pull_refuses_an_empty_option(tmp_path, cli, option):
+    """--phone '' said "phone : not connected"; --recording '' was taken as not given."""
+    code, _, err = cli("pull", tmp_path, option, "")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and f"{option}: empty" in err, err
+
+
 @pytest.mark.parametrize("value", ["abc", "", "-1", "0", "99999"])
 def test_bad_adb_server_port_variable_is_named(tmp_path, cli, monkeypatch, value):
     """$ANDROID_ADB_SERVER_PORT=abc (or empty) made adbutils' import fail: `dfdcap devices` noted 'phone:
