@@ -705,7 +705,7 @@ def record_from_specs(
             raise DfdcapError(f"unknown scene {sim.scene!r}: expected one of {', '.join(SCENE_PRESETS)}")
     steps_given, steps = steps is not None, 5 if steps is None else steps
     if p_spec.kind == "opencamera":  # options the app does not take: silently ignored, the user would think they applied
-        for option, v, why in (("--spacing", spacing, "spaces the focus by its own rule (log-spaced in metres)"),
+        for option, v, why in (("--spacing", spacing, "spaces the focus by its own rule"),
                                ("--fps", phone_fps, "takes a photo every 0.5 s")):
             if v is not None:
                 raise DfdcapError(f"{option} {v}: Open Camera {why}; leave {option} out")
