@@ -601,9 +601,9 @@ def build_dataset_cmd(
         raise DfdcapError(f"{output}: the dataset is an HDF5 file: name it .h5 (or .hdf5)")
     if ply:
         check_output_file(ply, what="point cloud")
-        if ply.suffix.lower() != ".ply":
-            raise DfdcapError(f"{ply}: --ply writes a PLY point cloud: name it .ply")
     check_distinct({"dataset": output, "--ply point cloud": ply}, [calib])
+    if ply and ply.suffix.lower() != ".ply":  # the file is PLY whatever its name
+        raise DfdcapError(f"{ply}: --ply writes a PLY point cloud: name it .ply")
     try:
         cal = load_calibration(calib)
     except DfdcapError as e:
@@ -650,9 +650,9 @@ def export(
     from dfdcap.fileio import check_distinct, check_output_file
 
     check_output_file(output, what="point cloud")
+    check_distinct({"point cloud": output}, [dataset])
     if output.suffix.lower() != ".ply":  # the file is PLY whatever its name: x.pcd would mislead a viewer
         raise DfdcapError(f"{output}: export writes a PLY point cloud: name it .ply")
-    check_distinct({"point cloud": output}, [dataset])
     path, n = export_ply(dataset, output, split, index)
     out.print(f"wrote {path} ({n} points)")
 
