@@ -184,11 +184,11 @@ def sync(
     """Fit the phone and sensor clocks of a session, pair phone frames with depth frames, write sync.json."""
     from dfdcap.errors import SyncError
     from dfdcap.fileio import check_output_file
-    from dfdcap.sync.io import sync_session
+    from dfdcap.sync.io import MAX_GAP_NS, sync_session
     from dfdcap.sync.summary import print_sync_summary
 
-    if max_gap_ms is not None and not 0 < max_gap_ms <= 60_000:
-        raise SyncError(f"--max-gap-ms: expected a gap in (0, 60000] ms, got {max_gap_ms}")
+    if max_gap_ms is not None and not 0 < max_gap_ms <= MAX_GAP_NS / 1e6:
+        raise SyncError(f"--max-gap-ms: expected a gap in (0, {MAX_GAP_NS / 1e6:g}] ms, got {max_gap_ms}")
     if sensor_latency_ms is not None and not abs(sensor_latency_ms) <= 1000:
         raise SyncError(f"--sensor-latency-ms: expected a latency within +-1000 ms, got {sensor_latency_ms}")
     if (session / "session.json").is_file():
