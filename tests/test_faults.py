@@ -928,7 +928,8 @@ class TestHandEditedCalibration:
 
 class TestWrongFieldTypes:
     @pytest.mark.parametrize("field, value", [("K", [["abc", 0, 1], [0, 1, 1], [0, 0, 1]]), ("dist", "x"),
-                                              ("size", [0, 0]), ("K", [[-5, 0, 32], [0, 50, 24], [0, 0, 1]])])
+                                              ("size", [0, 0]), ("K", [[-5, 0, 32], [0, 50, 24], [0, 0, 1]]),
+                                              ("size", [10**9, 10**9])])  # the report drew it; build-dataset allocated rays
     def test_calibration_camera_field(self, cli, world, tmp_path, field, value):
         doc = json.loads(world["cal"].read_text())
         doc["phone"][field] = value

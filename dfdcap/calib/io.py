@@ -286,10 +286,14 @@ def _array(shape: tuple[int, ...], finite: bool = True, sizes: tuple[int, ...] =
     return check
 
 
+MAX_IMAGE_SIDE = 65536  # no camera's side is longer; 10^9 would be allocated as rays by build-dataset
+
+
 def _image_size(v: object) -> str | None:
     ok = (isinstance(v, list) and len(v) == 2
-          and all(_is_number(x) and math.isfinite(x) and x >= 1 and float(x).is_integer() for x in v))
-    return None if ok else f"expected [width, height] as two positive whole numbers, got {_short(v)}"
+          and all(_is_number(x) and math.isfinite(x) and 1 <= x <= MAX_IMAGE_SIDE and float(x).is_integer() for x in v))
+    return None if ok else (f"expected [width, height] as two whole numbers from 1 to {MAX_IMAGE_SIDE}, "
+                            f"got {_short(v)}")
 
 
 def _one_name_per_view(cam: dict) -> str | None:
