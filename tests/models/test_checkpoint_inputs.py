@@ -126,17 +126,10 @@ def test_evaluate_refuses_non_finite_network_depth(cli, h5_dataset, tmp_path):
 
 def test_predict_refuses_non_finite_network_depth(cli, sim_items, tmp_path):
     """It used to write an all-zero picture and report 'best-focus frame index nan-nan' with exit 0."""
-    import numpy as np
-
-    from dfdcap.fileio import write_image
+    from stack_pngs import write_stack_pngs
 
     _overflowing_checkpoint(tmp_path / "big.pt")
-    item = sim_items[0]
-    paths = []
-    for i, fr in enumerate(item["stack"]):
-        paths.append(tmp_path / f"f{i}.png")
-        write_image(paths[-1], (fr.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8))
-    focus = ",".join(f"{v:.4f}" for v in item["focus_m"].tolist())
+    paths, focus = write_stack_pngs(sim_items[0], tmp_path)
     out = tmp_path / "out" / "depth.png"
     code, _, err = cli("predict", tmp_path / "big.pt", *paths, "--focus", focus, "-o", out, "--no-align")
     assert code == 1 and "big.pt: the network's depth is NaN or infinite" in err

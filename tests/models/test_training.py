@@ -9,12 +9,13 @@ from typer.testing import CliRunner
 
 from dfdcap.cli import app
 from dfdcap.errors import ModelError
-from dfdcap.fileio import read_image, write_image
+from dfdcap.fileio import read_image
 from dfdcap.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from dfdcap.models.evaluate import evaluate
 from dfdcap.models.registry import TINY_CONFIGS, build_model
 from dfdcap.models.shipped import resolve_checkpoint
 from dfdcap.models.train import finetune, pretrain
+from stack_pngs import write_stack_pngs
 
 
 @pytest.fixture(scope="module")
@@ -222,11 +223,7 @@ class TestPredict:
         m = build_model("poolnet", **TINY_CONFIGS["poolnet"])
         save_checkpoint(tmp_path / "p.pt", "poolnet", TINY_CONFIGS["poolnet"], m)
         item = sim_items[0]
-        paths = []
-        for i, fr in enumerate(item["stack"]):
-            paths.append(tmp_path / f"f{i}.png")
-            write_image(paths[-1], (fr.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8))
-        focus = ",".join(f"{v:.4f}" for v in item["focus_m"].tolist())
+        paths, focus = write_stack_pngs(item, tmp_path)
         out = tmp_path / "out" / "depth.png"
         res = CliRunner().invoke(app, ["predict", str(tmp_path / "p.pt"), *map(str, paths), "--focus", focus, "-o", str(out),
                                        "--no-align"])
