@@ -25,7 +25,7 @@ from dfdcap.breathing import FocusModel
 from dfdcap.dataset.align import align_dataset_stack
 from dfdcap.dataset.fusion import FUSE_MODES, fuse_depth
 from dfdcap.dataset.h5io import Sample, write_dataset
-from dfdcap.dataset.reproject import Reprojected, reproject_depth
+from dfdcap.dataset.reproject import Reprojected, reproject_depth_averaged
 from dfdcap.dataset.stack_pool import SampleLayout, ordered_samples
 from dfdcap.dataset.stacks import REFERENCE_FRAME, OutputGeometry, coc_maps, make_geometry, reference_position, split_ramps
 from dfdcap.dataset.validate import check_depth_png, check_files_exist
@@ -372,7 +372,7 @@ def build_sample(
         out_camera = geometry.camera(rig.phone_at(ref.focus_diopters))
     depths = np.stack([s.read_sensor_depth_m(by_index[i], depth_scale_m) for i in sensor_ids])
     depth_sensor = fuse_depth(depths, opts.fuse, rig.sensor)
-    rep = reproject_depth(depth_sensor, rig.sensor, out_camera, rig.T_phone_from_sensor, edge_rel=opts.edge_rel)
+    rep = reproject_depth_averaged(depth_sensor, rig.sensor, out_camera, rig.T_phone_from_sensor, edge_rel=opts.edge_rel)
     hidden = hidden_from_sensor(rep.depth_m, out_camera, depth_sensor, rig.sensor, rig.T_phone_from_sensor, opts.edge_rel)
     rep = Reprojected(np.where(hidden, np.float32(0), rep.depth_m), rep.mask & ~hidden)
     frames = []

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dfdcap.cameras import CameraModel, invert_transform, make_transform, transform_points
-from dfdcap.dataset.reproject import project_points_f32, reproject_depth
+from dfdcap.dataset.reproject import project_points_f32, reproject_depth, reproject_depth_averaged, supersample_factor
 from dfdcap.errors import DatasetError
 
 from dataset_scene import render_depth
@@ -115,6 +115,51 @@ class TestReprojectSynthetic:
         depth[:10] = np.nan
         rep = reproject_depth(depth, SENSOR, SENSOR, make_transform(np.zeros(3), [0, 0, -2.0]))
         assert not rep.mask.any()
+
+
+class TestReprojectToACoarserTarget:
+    """A target coarser than the source (a small phone view or --size): several noisy sensor points
+    land in one target pixel and the z-buffer keeps the nearest, the most negative noise draw.
+    reproject_depth_averaged renders k times finer and averages each pixel's surface."""
+
+    def test_supersample_factor(self):
+        assert supersample_factor(SENSOR, PHONE) == 1  # the phone is denser: nothing to do
+        assert supersample_factor(SENSOR, SENSOR) == 1
+        assert supersample_factor(SENSOR, SENSOR.scaled(0.4)) == 3  # odd: the centre sub-pixel is the pixel centre
+        assert supersample_factor(SENSOR, SENSOR.scaled(0.25)) == 5
+        assert supersample_factor(SENSOR, SENSOR.scaled(0.01)) == 31  # capped
+
+    def test_noisy_plane_is_not_pulled_nearer(self):
+        rng = np.random.default_rng(0)
+        depth_s, _ = render_depth(SENSOR, np.eye(4))
+        noisy = (depth_s * (1 + 0.004 * rng.standard_normal(depth_s.shape))).astype(np.float32)  # 0.4 % noise
+        small = SENSOR.scaled(0.4)
+        truth, _ = render_depth(small, np.eye(4))
+        signed = {}
+        for name, fn in (("nearest", reproject_depth), ("averaged", reproject_depth_averaged)):
+            rep = fn(noisy, SENSOR, small, np.eye(4))
+            m = rep.mask
+            assert m.mean() > 0.9
+            signed[name] = float(np.median((rep.depth_m[m] - truth[m]) / truth[m]))
+        assert signed["nearest"] < -0.002  # measured -0.71 %: the nearest of ~6 noisy points
+        assert abs(signed["averaged"]) < 0.0005, signed  # measured -0.002 %
+
+    def test_same_surface_and_occlusion_as_the_pixel_centre(self):
+        depth_s, _ = render_depth(SENSOR, np.eye(4))
+        phone = PHONE.scaled(0.1)  # 192x108, fx 150 < the sensor's 525
+        depth_p, sid = render_depth(phone, T_PS)
+        rep = reproject_depth_averaged(depth_s, SENSOR, phone, T_PS)
+        m = rep.mask
+        rel = np.abs(rep.depth_m[m] - depth_p[m]) / depth_p[m]
+        assert np.median(rel) < 0.001
+        leaks, wrong = occlusion_leaks(rep, depth_p, sid)
+        assert leaks.sum() == 0 and wrong.sum() < 0.01 * m.sum()
+        same = reproject_depth(depth_s, SENSOR, phone, T_PS)
+        assert (same.mask != m).mean() < 0.03
+        assert reproject_depth_averaged(depth_s, SENSOR, PHONE, T_PS, supersample=1).depth_m.tobytes() == \
+            reproject_depth(depth_s, SENSOR, PHONE, T_PS).depth_m.tobytes()
+        with pytest.raises(DatasetError, match="odd"):
+            reproject_depth_averaged(depth_s, SENSOR, phone, T_PS, supersample=2)
 
 
 def _reference_reproject(depth, sensor, phone, T, tol=0.03, max_fp=12.0):
