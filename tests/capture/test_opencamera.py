@@ -437,8 +437,10 @@ def test_bad_sim_period_variable_is_named(tmp_path, monkeypatch, cli, value):
 @needs_adb
 @pytest.mark.slow
 def test_record_sync_build_against_truth(tmp_path, monkeypatch):
-    """`dfdcap record --phone opencamera:sim`, `dfdcap sync`, `dfdcap build-dataset --fuse median`:
-    the dataset depth in the phone's view against the simulator's true depth."""
+    """`dfdcap record --phone opencamera:sim`, `dfdcap sync`, `dfdcap build-dataset` (one sensor frame a
+    stack, the default) and `--fuse median`: the dataset depth in the phone's view against the
+    simulator's true depth. The 252x189 phone view is coarser than the sensor (~4 sensor points a
+    pixel): the nearest-point z-buffer alone gave a median error of 0.6-0.7 % without --fuse."""
     from dfdcap.dataset.h5io import open_dataset
 
     monkeypatch.setenv("DFDCAP_SIM_OPENCAMERA_PERIOD_S", str(PERIOD_S))
@@ -451,18 +453,20 @@ def test_record_sync_build_against_truth(tmp_path, monkeypatch):
     assert s.status == "complete" and len(s.phone_frames) == 15 and s.meta["rig"]["phone"]["kind"] == "opencamera"
     assert res.exit_code == 0 and runner.invoke(app, ["sync", str(path)]).exit_code == 0
     cal = _calibration_from_truth(s.truth_rig(), tmp_path / "cal.json")
-    res = runner.invoke(app, ["build-dataset", str(path), "--calib", str(cal), "--fuse", "median", "-o", str(tmp_path / "d.h5")])
-    assert res.exit_code == 0, res.output
-    with open_dataset(tmp_path / "d.h5") as f:
-        n = f.n("train")
-        assert n >= 1  # a stack whose middle photo has no sensor frame within half a period is skipped
-        for i in range(n):
-            prov = f.provenance("train", i)
-            depth, mask = f.depth_m("train", i), f.mask("train", i)
-            truth = s.read_truth_phone_depth(prov["reference_phone_index"])
-            assert mask.mean() > 0.3
-            rel = np.abs(depth[mask] - truth[mask]) / truth[mask]
-            assert np.median(rel) <= 0.005
+    for fuse in ("none", "median"):
+        out = tmp_path / f"d_{fuse}.h5"
+        res = runner.invoke(app, ["build-dataset", str(path), "--calib", str(cal), "--fuse", fuse, "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        with open_dataset(out) as f:
+            n = f.n("train")
+            assert n >= 1  # a stack whose middle photo has no sensor frame within half a period is skipped
+            for i in range(n):
+                prov = f.provenance("train", i)
+                depth, mask = f.depth_m("train", i), f.mask("train", i)
+                truth = s.read_truth_phone_depth(prov["reference_phone_index"])
+                assert mask.mean() > 0.3
+                rel = np.abs(depth[mask] - truth[mask]) / truth[mask]
+                assert np.median(rel) <= 0.005, (fuse, np.median(rel))
 
 
 @needs_adb
