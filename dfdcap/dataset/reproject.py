@@ -777,16 +777,35 @@ def reproject_depth_averaged(
     W, H = phone.size
     if fine.depth_m.shape != (H * k, W * k):  # scaled() rounds the size; the blocks need it exact
         raise DatasetError(f"reproject_depth_averaged: {W}x{H} scaled by {k} is not {W * k}x{H * k}")
-    z = fine.depth_m.reshape(H, k, W, k)
+    depth = np.empty((H, W), np.float32)
+    mask = np.empty((H, W), bool)
+    _block_surface_mean(fine.depth_m, fine.mask, k, np.float32(edge_rel), depth, mask)
+    return Reprojected(depth, mask)
+
+
+@_kernel
+def _block_surface_mean(zf, mf, k, tol, depth, mask):
+    """Per k x k block: the centre sub-pixel's mask, the mean of the valid sub-pixels within tol of its depth."""
+    H, W = depth.shape
     c = k // 2
-    zc = z[:, c, :, c]
-    mask = fine.mask.reshape(H, k, W, k)[:, c, :, c].copy()
-    same = fine.mask.reshape(H, k, W, k) & (np.abs(z - zc[:, None, :, None]) <= np.float32(edge_rel) * zc[:, None, :, None])
-    n = same.sum(axis=(1, 3))
-    total = np.where(same, z, np.float32(0)).sum(axis=(1, 3), dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        depth = np.where(mask & (n > 0), total / np.maximum(n, 1), 0.0).astype(np.float32)
-    return Reprojected(depth, mask & (depth > 0))
+    for y in range(H):
+        for x in range(W):
+            zc = zf[y * k + c, x * k + c]
+            if not mf[y * k + c, x * k + c] or not zc > 0:
+                depth[y, x] = 0.0
+                mask[y, x] = False
+                continue
+            lim = tol * zc
+            total = 0.0
+            n = 0
+            for dy in range(k):
+                for dx in range(k):
+                    z = zf[y * k + dy, x * k + dx]
+                    if mf[y * k + dy, x * k + dx] and abs(z - zc) <= lim:
+                        total += z
+                        n += 1
+            depth[y, x] = total / n
+            mask[y, x] = True
 
 
 def warm_up() -> None:
@@ -801,5 +820,6 @@ def warm_up() -> None:
     depth = np.full((12, 16), 1.0, np.float32)
     for source in (pinhole, distorted):
         reproject_depth(depth, source, target, np.eye(4))
+    reproject_depth_averaged(depth, pinhole, pinhole.scaled(0.5), np.eye(4))  # a coarser target: _block_surface_mean
     project_points_f32(target, np.zeros(1), np.zeros(1), np.ones(1))
 
