@@ -148,6 +148,30 @@ def fit_intrinsics_raw(obj: Sequence[np.ndarray], img: Sequence[np.ndarray], siz
     return float(rms), K, d
 
 
+def maps_image_one_to_one(K: np.ndarray, dist: np.ndarray, size: tuple[int, int]) -> bool:
+    """Whether the radial part of the lens model maps rays to image radii one-to-one out to the image's
+    corners: r_d(r) = r (1 + k1 r² + k2 r⁴ + k3 r⁶) / (1 + k4 r² + k5 r⁴ + k6 r⁶) rises, with a positive
+    denominator, until it reaches the farthest corner's normalised radius. A lens does; a fit whose
+    terms cancel (rational k1..k3 ~ k4..k6, ~10 each, on a distortion-free VGA lens: a pole inside the
+    image) matches the board's corners but sends the rest of the image, and a stereo fit, astray.
+    (Tangential and thin-prism terms are left out: they are small next to the radial ones.)"""
+    w, h = size
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    r_corner = max(np.hypot((u - cx) / fx, (v - cy) / fy) for u in (0, w - 1) for v in (0, h - 1))
+    c = np.zeros(8)
+    d = np.ravel(dist)[:8]
+    c[: d.size] = d
+    k1, k2, p1, p2, k3, k4, k5, k6 = c
+    r = np.linspace(0.0, 3.0 * r_corner, 3001)
+    r2 = r * r
+    den = 1 + r2 * (k4 + r2 * (k5 + r2 * k6))
+    g = r * (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / np.where(den > 0, den, 1.0)
+    bad = (den <= 0)[1:] | (np.diff(g) <= 0)
+    reach = np.nonzero(g >= r_corner)[0]
+    end = reach[0] if reach.size else len(r) - 1  # never reached (a strong barrel lens): what was sampled must hold
+    return not bool(bad[:end].any())
+
+
 def held_out_sq_errors(obj: np.ndarray, img: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray | None:
     """Squared reprojection errors (N,) px² of one view placed by solvePnP under fixed intrinsics."""
     import cv2
@@ -224,6 +248,9 @@ def select_model(obj: Sequence[np.ndarray], img: Sequence[np.ndarray], size: tup
             continue
         full = fit_intrinsics_raw(obj, img, size, m)
         if full is None:
+            continue
+        if not maps_image_one_to_one(full[1], full[2], size):  # its terms cancel: no lens, whatever its held-out error
+            scores.append(ModelScore(name, float("inf"), float("inf"), full[0], m.complexity))
             continue
         ms = cross_validate(obj, img, size, m, folds)
         if ms is None or not np.all(np.isfinite(ms)):

@@ -125,3 +125,18 @@ class TestRefineRig:
                          (get_model("k1k2k3+tangential"), get_model("k1k2")), intrinsics_free=False)
         assert rotation_angle_deg(T[:3, :3].T @ fit.T_phone_from_sensor[:3, :3]) < 1e-6
         assert fit.rms_px < 1e-6
+
+
+def test_a_fit_whose_terms_cancel_is_no_lens():
+    """A rational fit to a distortion-free VGA sensor (simulated d405 boards) came out with k1..k3 ~ k4..k6
+    (numerator and denominator cancel over the board's corners, a pole inside the image); selection chose it
+    by a held-out error 0.4 % below k1-k2's and the stereo fit then diverged (sensor errors of 1e9 px)."""
+    from dfdcap.calib.distortion import maps_image_one_to_one
+
+    K = np.array([[385.0, 0, 320.8], [0, 385.0, 238.7], [0, 0, 1]])
+    cancelling = [-6.848, 15.724, -6e-5, -1e-4, -11.852, -6.848, 15.724, -11.852]
+    assert not maps_image_one_to_one(K, cancelling, (640, 480))
+    assert maps_image_one_to_one(K, [0, 0, 0, 0, 0], (640, 480))
+    strong = np.array([[1500.0, 0, 1010], [0, 1500.0, 752], [0, 0, 1]])  # the foreign rig's phone lens
+    assert maps_image_one_to_one(strong, [-0.28, 0.13, 0.0012, -0.0009, -0.035], (2016, 1512))
+    assert not maps_image_one_to_one(strong, [-0.9, 0, 0, 0, 0], (2016, 1512))  # folds over before the corners
