@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -313,24 +314,50 @@ class _SlowWriter(SessionWriter):
         return super().save_sensor_frame(*a, **k)
 
 
-@pytest.mark.parametrize("on_full", ["drop", "wait"])
-def test_bounded_queue_drops_or_waits_and_keeps_order(tmp_path, on_full):
+class _StalledWriter(SessionWriter):
+    """A disk that accepts nothing until `go` is set (a stalled disk): no frame finishes meanwhile."""
+
+    go: threading.Event
+
+    def save_sensor_frame(self, *a, **k):
+        assert self.go.wait(600)  # ends a hang only
+        return super().save_sensor_frame(*a, **k)
+
+
+def test_full_queue_drops_every_frame_beyond_max_pending(tmp_path):
+    """A live sensor's frames beyond max_pending are dropped, counted, and never block the producer;
+    the frames taken are written in order. The disk is stalled, not slow: the outcome is exact."""
+    from dfdcap.capture.session import DeviceInfo
+
+    w = _StalledWriter.create(tmp_path, "q", DeviceInfo("f", "s", "1"), DeviceInfo("f", "p", "2"))
+    w.go = threading.Event()
+    sink = SensorFrameSink(w, workers=2, max_pending=3, on_full="drop")
+    try:
+        taken = [sink.submit(f) for f in FakeSensor(n_frames=40, realtime=False).frames()]
+        depth = sink.depth
+    finally:
+        w.go.set()
+        sink.close()
+    assert taken == [True] * 3 + [False] * 37 and depth == 3
+    w.finish("complete")
+    s = Session(w.path)
+    assert (sink.written, sink.dropped) == (3, 37) and [r.index for r in s.sensor_frames] == [0, 1, 2]
+    assert_indexes_consistent(s)
+
+
+def test_full_queue_waits_for_a_recording_file_and_keeps_order(tmp_path):
     from dfdcap.capture.session import DeviceInfo
 
     w = _SlowWriter.create(tmp_path, "q", DeviceInfo("f", "s", "1"), DeviceInfo("f", "p", "2"))
-    sink = SensorFrameSink(w, workers=2, max_pending=3, on_full=on_full)
+    sink = SensorFrameSink(w, workers=2, max_pending=3, on_full="wait")
     sensor = FakeSensor(n_frames=40, realtime=False)
     for f in sensor.frames():
-        sink.submit(f)
+        assert sink.submit(f)
         assert sink.depth <= 3
     sink.close()
     w.finish("complete")
     s = Session(w.path)
-    assert sink.written + sink.dropped == 40 and sink.written == len(s.sensor_frames)
-    if on_full == "drop":
-        assert sink.dropped > 0
-    else:
-        assert sink.dropped == 0 and [r.index for r in s.sensor_frames] == list(range(40))
+    assert (sink.written, sink.dropped) == (40, 0) and [r.index for r in s.sensor_frames] == list(range(40))
     assert_indexes_consistent(s)
 
 
