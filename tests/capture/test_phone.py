@@ -66,18 +66,23 @@ def adb_env(adb_server, monkeypatch):
     return adb_server
 
 
-def _sweep(phone: AdbPhone, writer: SessionWriter, schedule: FocusSchedule, fps: float, probe_s: float = 0.05) -> None:
-    """A minimal recording loop: probes before, during (every probe_s) and after the sweep."""
+def _sweep(phone: AdbPhone, writer: SessionWriter, schedule: FocusSchedule, fps: float, probe_s: float = 0.05) -> int:
+    """A minimal recording loop: probes before, during (every probe_s) and after the sweep; returns how many."""
     writer.write_phone_camera(phone.hello())
+    n = 0
     for _ in range(3):
         writer.append_probe(phone.probe())
+        n += 1
     phone.start(schedule, fps)
     while not phone.is_done():
         writer.append_probe(phone.probe())
+        n += 1
         time.sleep(probe_s)
     for _ in range(3):
         writer.append_probe(phone.probe())
+        n += 1
     phone.stop()
+    return n
 
 
 def _files(root: Path) -> set[Path]:
@@ -146,7 +151,7 @@ def test_full_sweep_recorded_and_pulled(adb_server, tmp_path):
     with SimAdbPhone(sim, adb_server) as sp:
         with AdbPhone(sp.serial, adb_port=adb_server.port, keep_on_phone=True, progress=False) as phone:
             with SessionWriter.create(tmp_path, "sweep", DeviceInfo("none", "-", "-"), phone.info, SCHEDULE.to_dict()) as w:
-                _sweep(phone, w, SCHEDULE, PHONE_FPS)
+                n_probes = _sweep(phone, w, SCHEDULE, PHONE_FPS)
                 assert phone.fetch(w) == SCHEDULE.n_frames
             (rec_dir,) = sp.recording_dirs()
             s = Session(w.path)
@@ -165,13 +170,12 @@ def test_full_sweep_recorded_and_pulled(adb_server, tmp_path):
             assert s.read_phone_frame(s.phone_frames[0]).shape == (PHONE_SIZE[1], PHONE_SIZE[0], 3)
             assert len(list((w.path / "truth" / "phone_depth").glob("*.npz"))) == SCHEDULE.n_frames
             # clock probes in clock/phone_probes.csv agree with the simulated phone's true clock
-            probes = s.probes()
-            assert len(probes) >= 8
+            probes = s.probes()  # every probe _sweep took (their spacing is _sweep's and the host's, not judged here)
+            assert len(probes) == n_probes >= 6
             clock = rig.truth_rig()["clocks"]["phone"]
             t_host = clock["t0_host_ns"] + (probes[:, 1] - clock["t0_dev_ns"]) * (1 + clock["drift_ppm"] * 1e-6)
             assert np.all(probes[:, 0] <= probes[:, 2])
             assert np.all(t_host >= probes[:, 0] - 1e6) and np.all(t_host <= probes[:, 2] + 1e6)
-            assert np.diff(probes[:, 0]).max() < 1e9  # at least one probe a second
             # a second pull of the same recording: nothing moves, the phone's copy goes
             r2 = resume_pull(w.path, adb_port=adb_server.port, progress=False)
             assert (r2.frames, r2.pulled, r2.skipped, r2.deleted_on_phone) == (SCHEDULE.n_frames, 0, SCHEDULE.n_frames, True)
