@@ -10,6 +10,7 @@ from dfdcap.capture.base import Phone
 from dfdcap.capture.session import Session, SessionWriter
 from dfdcap.errors import DeviceError, DfdcapError
 from dfdcap.lens import FocusSchedule
+import dfdcap.sim.phone as sim_phone
 from dfdcap.sim.rig import RigConfig, SimRig, shared_rig
 from dfdcap.sim.scene import wall_scene
 
@@ -20,11 +21,30 @@ def _rig(**kw):
     return SimRig(RigConfig(**kw))
 
 
-def _wait(phone, timeout=300.0):  # a hang guard only
-    t = time.monotonic() + timeout
+def _wait(phone):
     while not phone.is_done():
-        assert time.monotonic() < t
-        time.sleep(0.005)
+        sim_phone.time.sleep(0.005)  # the virtual clock's
+
+
+class VirtualTime:
+    """The host clock the simulated phone reads, advanced only by its sleeps (and the test's): the
+    phone's schedule, stops and probe round trips are then exact, whatever the host's load."""
+
+    def __init__(self):
+        self.now = time.monotonic_ns()
+
+    def monotonic_ns(self) -> int:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += int(round(s * 1e9))
+
+
+@pytest.fixture(autouse=True)
+def virtual_time(monkeypatch):
+    vt = VirtualTime()
+    monkeypatch.setattr(sim_phone, "time", vt)
+    return vt
 
 
 class TestSimPhone:
@@ -59,14 +79,19 @@ class TestSimPhone:
         dt = np.diff(planned)
         assert np.all(dt >= 1e9 / fps) and np.all(dt <= 1e9 / fps + 10e6)
 
-    def test_stop_keeps_only_captured_frames(self):
+    def test_stop_keeps_only_captured_frames(self, virtual_time):
         phone = _rig().phone()
         phone.start(FocusSchedule(0.1, 1.0, 5, 5), fps=20.0)  # 25 frames over 1.25 s
-        time.sleep(0.3)
+        t_stop = virtual_time.now + 300_000_000
+        virtual_time.sleep(0.3)
         phone.stop()
         assert phone.is_done()
-        n = len([1 for _ in phone.recorded_frames()])
-        assert 2 <= n < 25
+        virtual_time.sleep(2.0)  # long past the schedule's end: nothing after the stop counts
+        got = [rec for rec, _, _ in phone.recorded_frames()]
+        # 50 ms start latency, then a frame every 50 ms + 0-10 ms of settling: frames 0-4 by 0.3 s
+        planned = phone.planned_frames()
+        assert [rec.index for rec in got] == [0, 1, 2, 3, 4] == [p.record.index for p in planned if p.t_host_ns <= t_stop]
+        assert got == [p.record for p in planned[:5]]
 
     def test_too_close_focus_is_refused(self):
         phone = _rig().phone()
