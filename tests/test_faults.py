@@ -418,12 +418,14 @@ class TestBuildDataset:
         assert_one_line_error(cli(*self.args(world["session"], cal, tmp_path / "d.h5")), 1, cal.name)
         assert not (tmp_path / "d.h5").exists()
 
-    @pytest.mark.parametrize("case", [
-        "sync.json truncated", "sync.json empty object", "intrinsics.json truncated", "camera.json truncated",
-        "phone JPEG truncated", "phone JPEG not an image", "sensor depth PNG truncated", "sensor depth PNG missing",
-        "phone PNG truncated",
+    @pytest.mark.parametrize("case, says", [
+        ("sync.json truncated", "sync.json: not valid JSON"), ("sync.json empty object", "sync.json: schema"),
+        ("intrinsics.json truncated", "intrinsics.json: not valid JSON"), ("camera.json truncated", "camera.json: not valid JSON"),
+        ("phone JPEG truncated", "frames/0.jpg: JPEG is cut short"), ("phone JPEG not an image", "frames/0.jpg: cannot read image"),
+        ("sensor depth PNG truncated", ".png: PNG is cut short"), ("sensor depth PNG missing", "file(s) the folder lacks (depth/"),
+        ("phone PNG truncated", "frames/0.png: PNG is cut short"),
     ])
-    def test_corrupt_session_file(self, cli, world, tmp_path, case):
+    def test_corrupt_session_file(self, cli, world, tmp_path, case, says):
         s = _copy(world["session"], tmp_path)
         phone0 = s / "phone" / "frames" / "0.jpg"  # the recorder stores phone frames as JPEG by default
         depth_files = sorted((s / "sensor" / "depth").iterdir())
@@ -453,9 +455,12 @@ class TestBuildDataset:
                 cv2.imwrite(str(p.with_suffix(".png")), cv2.imread(str(p)))
                 p.unlink()
             (s / "phone" / "frames.csv").write_text(csv.replace(".jpg", ".png"))
+            from dfdcap.sync.io import sync_session
+
+            sync_session(s)  # sync.json follows the edited index (else: "sync.json is out of date", not the PNG)
             _truncate(s / "phone" / "frames" / "0.png")
         before = snapshot(s)
-        assert_one_line_error(cli(*self.args(s, world["cal"], tmp_path / "d.h5")), 1)
+        assert_one_line_error(cli(*self.args(s, world["cal"], tmp_path / "d.h5")), 1, says)
         assert not (tmp_path / "d.h5").exists() and snapshot(s) == before
 
 
