@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from faults_helpers import assert_one_line_error, calibration_from_truth, snapshot
@@ -110,9 +111,18 @@ class TestOutOfRange:
         assert snapshot(sess) == before
 
     def test_sensor_latency_within_a_second_is_used(self, cli, sess):
+        """0.5 ms of stated latency: sync.json records it and every sensor frame maps 0.5 ms earlier."""
+        from dfdcap.sync.io import read_sync
+
+        assert "sensor_latency_ns" not in json.loads((sess / "session.json").read_text())
+        before = read_sync(sess)  # the fixture's sync, with no stated latency
         _edit_json(sess / "session.json", sensor_latency_ns=500_000)
         rc, out, err = cli("sync", sess)
         assert rc == 0, out + err
+        assert json.loads((sess / "sync.json").read_text())["sensor"]["latency_ns"] == 500_000
+        t = before.sensor.t0_dev_ns + np.array([0, 10**9])
+        shift = read_sync(sess).sensor.to_host_ns(t) - before.sensor.to_host_ns(t)
+        assert np.all(np.abs(shift + 500_000) <= 1), shift
 
 
 # ----------------------------------------------------------------- session.json status (item 2)
