@@ -238,18 +238,26 @@ class TestPredict:
         # rounded to whole mm (+ float noise of a second forward pass, << 0.1 mm)
         assert np.abs(mm.astype(float) - d * 1000).max() <= 0.6
 
-    def test_alignment_undoes_breathing_before_inference(self):
-        """predict registers the slices to the middle one (by focus) as build-dataset stores them."""
+    @staticmethod
+    def _breathing_stack() -> tuple[list[np.ndarray], list[float]]:
+        """One texture magnified 0.98, 1.02 and 1.0 (focus breathing), given out of focus order: the middle
+        by focus is the last (0.2 m)."""
         import cv2
 
-        from dfdcap.models.predict import align_input_stack
         from dfdcap.sim.render import random_texture
 
         tex = (random_texture(np.random.default_rng(3), 120, 160, fine_px=1.5) * 255).astype(np.uint8)
-        frames, focus = [], [0.3, 0.1, 0.2]  # given out of focus order: the middle by focus is 0.2 m
+        frames, focus = [], [0.3, 0.1, 0.2]
         for s in (0.98, 1.02, 1.0):
             A = np.array([[s, 0, 80 * (1 - s)], [0, s, 60 * (1 - s)]])
             frames.append(cv2.warpAffine(tex, A, (160, 120), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
+        return frames, focus
+
+    def test_alignment_undoes_breathing_before_inference(self):
+        """align_input_stack registers the slices to the middle one (by focus) as build-dataset stores them."""
+        from dfdcap.models.predict import align_input_stack
+
+        frames, focus = self._breathing_stack()
         out = align_input_stack(frames, focus)
         inner = (slice(15, 105), slice(20, 140))
         for k in (0, 1):
@@ -257,6 +265,24 @@ class TestPredict:
             after = np.abs(out[k][inner].astype(float) - frames[2][inner]).mean()
             assert after < 0.3 * before, (k, before, after)
         assert out[2] is frames[2]
+
+    def test_predict_aligns_by_default(self, tmp_path):
+        """predict (without align=False / --no-align) runs on the registered slices: its depth is that of the
+        stack align_input_stack makes, not that of the breathing stack as given."""
+        from dfdcap.fileio import write_image
+        from dfdcap.models.predict import align_input_stack, predict, read_frames
+
+        frames, focus = self._breathing_stack()
+        paths, aligned_paths = [tmp_path / f"{k}.png" for k in range(3)], [tmp_path / f"a{k}.png" for k in range(3)]
+        for p, f in zip(paths, frames):
+            write_image(p, f)
+        for p, f in zip(aligned_paths, align_input_stack(read_frames(paths), focus)):
+            write_image(p, f)  # lossless: read back as registered
+        got = predict(None, paths, focus, tmp_path / "d.png").depth_m
+        want = predict(None, aligned_paths, focus, tmp_path / "w.png", align=False).depth_m
+        unaligned = predict(None, paths, focus, tmp_path / "u.png", align=False).depth_m
+        np.testing.assert_array_equal(got, want)
+        assert not np.array_equal(got, unaligned)
 
     def test_focus_count_mismatch(self, tmp_path):
         res = CliRunner().invoke(app, ["predict", "x.pt", "a.png", "b.png", "--focus", "0.1"])
