@@ -144,8 +144,15 @@ def _import(cli, folder: Path, out: Path, *opts):
 
 class TestImportOpenCamera:
     def test_good_bracket_imports(self, cli, tmp_path):
+        """Both photos indexed, their local EXIF times (12:00:00.000 and .500) taken at UTC+05:30."""
+        from dfdcap.capture.session import Session
+
         code, _out, err = _import(cli, _bracket(tmp_path / "p"), tmp_path / "s", "--utc-offset", "+05:30")
         assert code == 0 and "warning" not in err, err
+        (path,) = (tmp_path / "s").iterdir()
+        frames = Session(path).phone_frames
+        utc_0630 = 1_767_249_000 * 10**9  # 2026-01-01 06:30:00 UTC
+        assert [(r.ramp, r.step, r.t_phone_ns) for r in frames] == [(0, 0, utc_0630), (0, 1, utc_0630 + 500_000_000)]
 
     @pytest.mark.parametrize("offset", ["+25:00", "+15:00", "-14:30", "+05:99", "+05:60"])
     def test_utc_offset_out_of_range(self, cli, tmp_path, offset):
