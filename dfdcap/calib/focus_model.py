@@ -101,6 +101,12 @@ def read_focus_csv(path: Path) -> dict[str, float]:
             out[name], lines[name] = d, line
     except csv.Error as e:
         raise CalibrationError(f"{path}:{reader.line_num}: not a CSV line ({e})") from None
+    header = [f.strip() for f in reader.fieldnames or []]
+    if not {"name", "focus_diopters"} <= set(header):  # an empty file, or one header line of something else
+        raise CalibrationError(f"{path}:1: expected the header 'name,focus_diopters', got {','.join(header) or 'an empty file'!r}")
+    if not out:
+        raise CalibrationError(f"{path}: a header and no rows; give each phone view's focus (name,focus_diopters) "
+                               f"or remove the file")
     return out
 
 

@@ -183,3 +183,19 @@ def test_focus_csv_that_cannot_be_meant(tmp_path, cli, lines, expect):
     assert_one_line_error(cli("calibrate", root, "--board", "9x6", "--square", "1.0", "-o", out), 1,
                           str(root / "phone" / "focus.csv"), expect)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("name,focus_diopters\n", "a header and no rows"),
+    ("", "expected the header 'name,focus_diopters', got 'an empty file'"),
+    ("hello\n", "expected the header 'name,focus_diopters', got 'hello'"),
+])
+def test_focus_csv_without_rows_or_header(tmp_path, cli, text, expect):
+    """An empty focus.csv, or one with only a header (its own or another), was ignored without a word:
+    calibrate wrote a calibration without the focus model the file was put there for."""
+    root = _focus_pairs(tmp_path)
+    (root / "phone" / "focus.csv").write_text(text)
+    out = tmp_path / "c.json"
+    assert_one_line_error(cli("calibrate", root, "--board", "9x6", "--square", "1.0", "-o", out), 1,
+                          str(root / "phone" / "focus.csv"), expect)
+    assert not out.exists()
