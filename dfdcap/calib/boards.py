@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from dfdcap.errors import CalibrationError, DfdcapError
-from dfdcap.fileio import imread, jpeg_complete
+from dfdcap.fileio import imread, jpeg_complete, png_complete
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 DEFAULT_DICTIONARY = "DICT_5X5_100"
@@ -374,6 +374,8 @@ def detect_file(path: str | os.PathLike, name: str, board: Board, max_detect_px:
         return f"unreadable (a link to {os.readlink(path)}, which does not exist)"
     if Path(path).suffix.lower() in (".jpg", ".jpeg") and not jpeg_complete(path):
         return "unreadable (JPEG cut short: an interrupted copy?)"
+    if Path(path).suffix.lower() == ".png" and not png_complete(path):  # else libpng prints its own error line too
+        return "unreadable (PNG cut short: an interrupted copy?)"
     try:
         gray = imread(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)  # the sensor's pixel grid (fileio.read_image)
     except DfdcapError as e:  # larger than OpenCV decodes
