@@ -301,7 +301,9 @@ def calibrate(
             highlight=False,
         )
         out.print(
-            f"lens models: phone {models['phone']['chosen']}, sensor {models['sensor']['chosen']}; "
+            f"lens models: phone {models['phone']['chosen']}"
+            + (f" (refitted as {models['phone']['focus_refit']} with the focus model)" if models["phone"].get("focus_refit") else "")
+            + f", sensor {models['sensor']['chosen']}; "
             f"T uncertainty (1 sigma): rotation {u['rotation_std_deg']:.4f} deg, translation "
             f"{u['translation_std']:.5f} {u['translation_unit']}", highlight=False,
         )

@@ -407,5 +407,17 @@ def attach_focus_model(cal, board: Board, dets: dict[str, Detection], source: Pa
         pairs = [n for n in cal.stereo.get("views_used", []) if n in focus and n in sensor]
         fit, T, sensor_cam = refine_focus_rig(board, fit, focus, dets, sensor, pairs, cal.sensor, T,
                                               models["phone"], models["sensor"])
+    stereo = cal.stereo
+    if models["phone"] is None and "phone" in entries:  # say so in the file: dist may hold terms "chosen" fixes
+        stereo = {**stereo, "distortion_models": {**entries, "phone": {**entries["phone"],
+                                                                       "focus_refit": _all_free_model(fit.camera.dist)}}}
     return dataclasses.replace(cal, phone=fit.camera, focus_model=fit.model, focus_fit_rms_px=fit.rms_px,
-                               T_phone_from_sensor=T, sensor=sensor_cam)
+                               T_phone_from_sensor=T, sensor=sensor_cam, stereo=stereo)
+
+
+def _all_free_model(dist: np.ndarray) -> str:
+    """The lens model that frees every coefficient of a stored vector of this length (5, 8 or 12)."""
+    from dfdcap.calib.distortion import MODELS
+
+    n = len(np.ravel(dist))
+    return next(m.name for m in MODELS.values() if m.n_coeffs == n and m.complexity == n)

@@ -7,7 +7,8 @@ Stereo file:
    "stereo": {"rms_px", "per_view_px" ([phone, sensor] per used pair), "views_used", "views_dropped",
               "drop_reasons", "refined", "outlier_rule",
               "distortion_models": {"phone"|"sensor": {"chosen", "folds", "rule", "candidates": {name:
-                  {"cv_rms_px", "cv_se_px", "train_rms_px", "free_coefficients"}}} or {"chosen", "forced": true}},
+                  {"cv_rms_px", "cv_se_px", "train_rms_px", "free_coefficients"}}, "focus_refit"} or
+                  {"chosen", "forced": true}},
               "uncertainty": {"rotation_std_deg", "translation_std", "translation_unit", "covariance_rt" (6x6,
                   Rodrigues r then t), "depth_range", "reprojection_shift_px_2sigma", "tolerance_px", "method"}},
    "T_phone_from_sensor": 4x4 (translation in metres, or board units when square_m = 1),
@@ -20,7 +21,10 @@ per_view_px and the residuals belong to each camera's own fit (calibrateCameraEx
 A single-camera file (`dfdcap calibrate --single`) has "camera" instead of phone/sensor/stereo
 ("camera" then holds "distortion_model" as above).
 A camera's "dist" has 5, 8 or 12 coefficients (OpenCV order) by its chosen model; coefficients
-the model holds fixed are stored as 0.
+the model holds fixed are stored as 0. The exception: a phone whose model was chosen automatically
+and then refitted with a focus model (the choice was made on views at mixed focus, whose breathing
+hides small terms); its entry's "focus_refit" names the model the refit used (every stored
+coefficient free).
 """
 
 from __future__ import annotations

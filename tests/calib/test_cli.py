@@ -168,6 +168,7 @@ def test_focus_csv_in_the_dirs_folder_with_file_names(tmp_path, cli):
     code, stdout, err = cli("calibrate", root, "--board", "9x6", "--square", "1.0", "-o", out, "--dirs", "right,left")
     assert code == 0, err
     assert json.loads(out.read_text())["phone"].get("focus_model") and "focus breathing" in stdout
+    assert "(refitted as k1k2k3+tangential with the focus model)" in " ".join(stdout.split())  # an automatic choice
 
 
 @pytest.mark.parametrize("lines, expect", [

@@ -88,3 +88,17 @@ def test_focus_model_keeps_the_chosen_lens_model(stereo_pairs_dir, tmp_path):
     np.testing.assert_array_equal(np.ravel(cal.phone.dist)[2:], 0)
     np.testing.assert_array_equal(np.ravel(cal.sensor.dist)[2:], 0)
     assert np.ravel(cal.phone.dist)[0] != 0
+    assert "focus_refit" not in cal.stereo["distortion_models"]["phone"]  # a named model is kept, so nothing to say
+
+
+def test_focus_model_after_an_automatic_choice_says_what_it_freed(stereo_pairs_dir, tmp_path):
+    """With the lens model chosen automatically, the focus bundle frees every stored coefficient (the
+    choice was made on views at mixed focus). The file named only the choice while dist held terms it
+    fixes; the phone's entry now says which model the refit used."""
+    names = sorted(p.stem for p in (stereo_pairs_dir / "phone").iterdir())
+    root = _pairs_with_focus(stereo_pairs_dir, tmp_path, {n: 2 + 2 * (i % 3) for i, n in enumerate(names)})
+    cal = calibrate_rig(root, CalibrateOptions(Board("checkerboard", 9, 6, 1.0))).calibration
+    entry = cal.stereo["distortion_models"]["phone"]
+    assert cal.focus_model is not None and not entry.get("forced")
+    assert entry["focus_refit"] == {5: "k1k2k3+tangential", 8: "rational", 12: "rational+thin-prism"}[np.size(cal.phone.dist)]
+    assert np.all(np.ravel(cal.phone.dist)[[0, 2, 3]] != 0)  # the tangential terms the refit freed
