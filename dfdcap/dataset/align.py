@@ -11,7 +11,9 @@ pixels, in two steps:
    images, so that the different defocus of two slices matters little (defocus keeps local means;
    ECC's correlation ignores contrast; the blur evens out sharpness), from the prior. Slices
    are registered directly to the reference, starting from the neighbour's (nearer the reference)
-   result, so large sweeps (10 % scale) converge. A registration that fails, correlates poorly or
+   result, so large sweeps (10 % scale) converge. The finest level's map is then checked tile by
+   tile: tiles whose content moves otherwise (aliasing moire, a moving object) are left out and
+   ECC runs again without them (_consistent_ecc). A registration that fails, correlates poorly or
    moves far from its start falls back to the prior, and says so in `status`.
 
 Pure numerics (arrays in, arrays out) except `align_files`, the I/O entry of `dfdcap align`.
@@ -48,7 +50,11 @@ MOTIONS = ("affine", "similarity", "homography", "translation", "none")
 class AlignOptions:
     """motion: what registration fits ("none" = prior only); max_side_px: most pixels on the long side of the finest
     registration level; min_cc: lowest accepted ECC correlation; max_correction: largest accepted
-    move away from the starting estimate, as a fraction of the image diagonal (RMS over the image)."""
+    move away from the starting estimate, as a fraction of the image diagonal (RMS over the image);
+    tile_grid, outlier_px, outlier_spread, outlier_rounds: the check of ECC's map tile by tile
+    (rows x cols; a tile whose shift after the map lies off the tiles' common affine field by more
+    than outlier_px finest-level px and outlier_spread x the tiles' median is left out and ECC runs
+    again, at most outlier_rounds times; outlier_rounds 0 = no check)."""
 
     motion: str = "affine"
     max_side_px: int = 256
@@ -58,6 +64,10 @@ class AlignOptions:
     max_correction: float = 0.03
     iterations: int = 40
     eps: float = 1e-4
+    tile_grid: tuple[int, int] = (6, 8)
+    outlier_px: float = 0.25
+    outlier_rounds: int = 2
+    outlier_spread: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_side_px < 16 or self.levels < 1 or self.iterations < 1:  # 0 px was a ZeroDivisionError
@@ -126,8 +136,10 @@ def _scaled(H: np.ndarray, s: float) -> np.ndarray:
     return S @ H @ np.linalg.inv(S)
 
 
-def _ecc(ref: np.ndarray, src: np.ndarray, H0: np.ndarray, motion: str, opts: AlignOptions) -> tuple[np.ndarray, float]:
-    """ECC: H (src -> ref pixels) refined from H0 on one level. Raises cv2.error when it fails."""
+def _ecc(ref: np.ndarray, src: np.ndarray, H0: np.ndarray, motion: str, opts: AlignOptions,
+         src_mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """ECC: H (src -> ref pixels) refined from H0 on one level, on the src pixels where src_mask
+    (uint8, src's shape) is set (all without one). Raises cv2.error when it fails."""
     import cv2
 
     mode = {"affine": cv2.MOTION_AFFINE, "similarity": cv2.MOTION_AFFINE, "homography": cv2.MOTION_HOMOGRAPHY,
@@ -136,7 +148,7 @@ def _ecc(ref: np.ndarray, src: np.ndarray, H0: np.ndarray, motion: str, opts: Al
     W = (W / W[2, 2]).astype(np.float32)
     warp = W if motion == "homography" else W[:2].copy()
     crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, opts.iterations, opts.eps)
-    cc, warp = cv2.findTransformECC(ref, src, warp, mode, crit, None, 1)
+    cc, warp = cv2.findTransformECC(ref, src, warp, mode, crit, src_mask, 1)
     Wf = np.eye(3)
     Wf[: warp.shape[0]] = warp
     if motion == "similarity":  # project the affine onto scale + rotation + shift
@@ -144,6 +156,94 @@ def _ecc(ref: np.ndarray, src: np.ndarray, H0: np.ndarray, motion: str, opts: Al
         a, b = 0.5 * (A[0, 0] + A[1, 1]), 0.5 * (A[1, 0] - A[0, 1])
         Wf[:2, :2] = [[a, -b], [b, a]]
     return np.linalg.inv(Wf), float(cc)
+
+
+def tile_shifts(ref: np.ndarray, src: np.ndarray, H: np.ndarray, grid: tuple[int, int]
+                ) -> tuple[np.ndarray, list, np.ndarray]:
+    """Where the content of each tile of ref (grid rows x cols) still moves after src is warped by
+    H (src -> ref pixels, one level's images): pyramidal Lucas-Kanade on each tile as one window,
+    (rows, cols, 2) px, nan where the tile has too little texture to tell; the tiles' ((row, col),
+    slice); and their centres (rows, cols, 2) px."""
+    import cv2
+
+    h, w = ref.shape
+    warped = cv2.warpPerspective(src, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    rows, cols = grid
+    tiles, centres = [], []
+    for a in range(rows):
+        for b in range(cols):
+            y0, y1, x0, x1 = a * h // rows, (a + 1) * h // rows, b * w // cols, (b + 1) * w // cols
+            tiles.append(((a, b), np.s_[y0:y1, x0:x1]))
+            centres.append(((x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2))
+    win = (max(5, (w // cols) | 1), max(5, (h // rows) | 1))
+    p0 = np.array(centres, np.float32).reshape(-1, 1, 2)
+    u8 = [np.clip(x, 0, 255).astype(np.uint8) for x in (ref, warped)]
+    p1, st, _ = cv2.calcOpticalFlowPyrLK(u8[0], u8[1], p0, None, winSize=win, maxLevel=2,
+                                         criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.01),
+                                         minEigThreshold=1e-3)
+    d = (p1 - p0).reshape(rows, cols, 2).astype(np.float64)
+    d[st.reshape(rows, cols) == 0] = np.nan
+    return d, tiles, p0.reshape(rows, cols, 2).astype(np.float64)
+
+
+def _consistent_ecc(r: np.ndarray, m: np.ndarray, H: np.ndarray, cc: float, start: np.ndarray, opts: AlignOptions
+                    ) -> tuple[np.ndarray, float]:
+    """ECC's map H on one level, refitted without the tiles whose content does not follow it.
+
+    ECC fits one map to the whole image, so a region whose content moves otherwise between slices
+    pulls the map off everywhere else: moire of a fine texture (its pattern depends on where the
+    pixels sample the scene, so it moves many times as far as the scene when the magnification
+    changes), a moving object, a highlight. Measured on the simulated breathing sweep (seed 9, a
+    striped floor aliased into chevrons): the floor's tiles move 2-7 level px against the rest's
+    <= 0.1 and pull the affine map 0.8 px (full resolution) off the truth; ECC does the same on the
+    sharp frames and not on 4x supersampled ones, so it is aliasing, not defocus.
+
+    Each tile's remaining shift after H (tile_shifts) is compared with the affine field that the
+    tiles' shifts follow (least median of squares: what H still misses everywhere). Tiles further
+    off that field than opts.outlier_px and opts.outlier_spread x the tiles' median distance are
+    left out, with the registration blur's reach around them, and ECC runs again from `start`;
+    up to opts.outlier_rounds times. When more than half of the textured tiles would go, H stays
+    (nothing tells the scene from the outliers). Cost: one Lucas-Kanade call for all tiles (~1 ms a
+    slice at 252x189: a 5-slice stack 16 -> 21 ms), and one more ECC per round that drops tiles
+    (seed 9: 20 -> 47 ms). Simulated seeds 0-14: max error 0.85 -> 0.15 px (seed 9), 0.27 -> 0.12
+    (seed 11), the rest within 0.08 px of before (<= 0.15); real PCB sweeps: unchanged within the
+    SIFT judge's scatter."""
+    import cv2
+
+    bad = None
+    for _ in range(opts.outlier_rounds):
+        t, tiles, centres = tile_shifts(r, m, H, opts.tile_grid)
+        textured = np.isfinite(t[..., 0])
+        if textured.sum() < 6:
+            break
+        # the tiles' shifts that one affine explains (least median of squares) are what H still
+        # misses everywhere; a tile far off that field moves otherwise
+        c, moved = centres[textured], centres[textured] + t[textured]
+        A, _ = cv2.estimateAffine2D(c, moved, method=cv2.LMEDS)
+        if A is None:
+            break
+        dev = np.full(textured.shape, np.nan)
+        dev[textured] = np.linalg.norm(moved - (c @ A[:, :2].T + A[:, 2]), axis=1)
+        limit = max(opts.outlier_px, opts.outlier_spread * float(np.median(dev[textured])))
+        new = textured & (dev > limit)
+        if bad is not None:
+            new |= bad
+        if not new.any() or (bad is not None and (new == bad).all()) or new.sum() * 2 > textured.sum():
+            break
+        bad = new
+        keep = np.ones(r.shape, np.uint8)
+        for (a, b), sl in tiles:
+            if bad[a, b]:
+                keep[sl] = 0
+        # and the registration blur's reach beside them: their content leaks that far into the rest
+        reach = 2 * math.ceil(3 * opts.blur_sigma_px) + 1
+        keep = cv2.erode(keep, np.ones((reach, reach), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=1)
+        src_mask = cv2.warpPerspective(keep, np.linalg.inv(H), (m.shape[1], m.shape[0]), flags=cv2.INTER_NEAREST)
+        try:
+            H, cc = _ecc(r, m, start, opts.motion, opts, src_mask)
+        except cv2.error:
+            break
+    return H, cc
 
 
 def register(ref_rgb: np.ndarray, src_rgb: np.ndarray, H0: np.ndarray, opts: AlignOptions = AlignOptions(),
@@ -163,6 +263,8 @@ def register(ref_rgb: np.ndarray, src_rgb: np.ndarray, H0: np.ndarray, opts: Ali
             if li == len(scales) - 1:
                 raise DatasetError(f"ECC registration did not converge ({(e.err or str(e)).strip()[:100]})") from None
             continue
+        if li == len(scales) - 1 and opts.outlier_rounds > 0:
+            Hs, cc = _consistent_ecc(r, m, Hs, cc, _scaled(H, s), opts)
         H = _scaled(Hs, 1.0 / s)
     return H, cc
 
