@@ -66,6 +66,8 @@ class PredictResult:
 def parse_focus(text: str, option: str = "--focus", unit: str = "distances in metres") -> list[float]:
     """"0.1,0.15,0.2" -> [0.1, 0.15, 0.2]; ModelError on anything that is not positive numbers."""
     try:
+        if "_" in text:  # float() reads "1_0" as 10: a typo, not a number anyone writes
+            raise ValueError
         vals = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise ModelError(f"{option}: expected comma-separated {unit}, got {text!r}") from None

@@ -102,6 +102,8 @@ class TestClassicalThroughPredict:
         assert code == 1 and "5 images but 1 --focus values" in err and "comma-separated" in err
         code, _, err = cli("predict", "--classical", *paths, "--focus", "0.5,0.5,0.5,0.5,0.5", "-o", tmp_path / "f.png")
         assert code == 1 and "same focus" in err
+        code, _, err = cli("predict", "--classical", *paths, "--focus", "0.1,0.2,0.3,0.4,0_5", "-o", tmp_path / "f.png")
+        assert code == 1 and "expected comma-separated distances in metres" in err  # float() read 0_5 as 5 m
         assert not list(tmp_path.iterdir())
 
     @pytest.mark.parametrize("model", ["fvnet", "run/best.pt"])
