@@ -218,6 +218,10 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path, kept:
         if len(lines) > 1 and lines[0].startswith("Caught "):
             raise type(e)(lines[-1].split(": ", 1)[-1]) from None
         raise
+    except Exception:  # cleanup that failed on the interrupted state: Lightning's rich bar makes its refresh
+        if not hit.is_set():  # thread, starts the display, then the thread; a Ctrl-C in between leaves a
+            raise  # thread that its stop() joins unstarted (RuntimeError)
+        raise TrainingInterrupted(message(trainer.global_step)) from None
     finally:
         if own_sigint:
             signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
