@@ -177,34 +177,24 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path, kept:
     that swallows exceptions it is lost and training would go on. So the handler also sets a flag
     that a callback turns into `trainer.should_stop` at the next batch: either way the run stops.
     """
-    import signal
-    import threading
-
     from lightning.pytorch.callbacks import Callback
     from lightning.pytorch.trainer.states import TrainerStatus
 
+    from dfdcap.interrupts import CtrlCFlag
     from dfdcap.models.run_folder import TrainingInterrupted
-
-    hit = threading.Event()
 
     class _StopOnCtrlC(Callback):
         def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
             if hit.is_set():
                 trainer.should_stop = True
 
-    def on_sigint(signum, frame):
-        hit.set()
-        raise KeyboardInterrupt
-
     def message(step: int, by: str = "Ctrl-C") -> str:
         return f"{run_dir}: training stopped by {by} at step {step}; {kept if kept is not None else _kept(run_dir)}"
 
-    main_thread = threading.current_thread() is threading.main_thread()
-    handler = signal.getsignal(signal.SIGINT)
-    own_sigint = main_thread and handler is not signal.SIG_IGN  # ignored (nohup, a background job): leave it so
-    if own_sigint:
+    ctrl_c = CtrlCFlag()
+    hit = ctrl_c.hit
+    if ctrl_c.installed:
         trainer.callbacks.append(_StopOnCtrlC())
-        signal.signal(signal.SIGINT, on_sigint)
     try:
         trainer.fit(module, train, val, ckpt_path=str(resumed) if resumed else None)
     except SystemExit:  # Lightning's exit(1) after a KeyboardInterrupt, whatever state it reached
@@ -223,8 +213,7 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path, kept:
             raise  # thread that its stop() joins unstarted (RuntimeError)
         raise TrainingInterrupted(message(trainer.global_step)) from None
     finally:
-        if own_sigint:
-            signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
+        ctrl_c.restore()  # Lightning ignores Ctrl-C after the first
     if hit.is_set():  # the KeyboardInterrupt was lost, the flag stopped the run
         raise TrainingInterrupted(message(trainer.global_step))
 

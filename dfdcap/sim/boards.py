@@ -24,6 +24,7 @@ import numpy as np
 from dfdcap.cameras import CameraModel, make_transform
 from dfdcap.errors import DfdcapError
 from dfdcap.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from dfdcap.interrupts import CtrlCFlag
 from dfdcap.lens import ThinLens
 from dfdcap.sim.render import composite_layers, layer_indices, random_texture
 from dfdcap.sim.scene import _Rays, fast_pixel_rays
@@ -386,40 +387,6 @@ def _board_focus_settings(board: BoardSpec, sensor: CameraModel, focus_diopters:
     return vals, float(np.median(sorted(set(vals))))
 
 
-class _CtrlCFlag:
-    """Ctrl-C also sets a flag that the render loop checks once a view: Python raises the
-    KeyboardInterrupt wherever the main thread is, and now and then it was lost there (1 run in 12 on
-    a loaded machine rendered all views and exited 0). Only in the main thread, and not where
-    Ctrl-C is ignored (nohup, a background job)."""
-
-    def __init__(self) -> None:
-        import signal
-        import threading
-
-        self.hit = threading.Event()
-        self.handler = None
-        if threading.current_thread() is threading.main_thread():
-            handler = signal.getsignal(signal.SIGINT)
-            if handler is not signal.SIG_IGN:
-                self.handler = handler
-                signal.signal(signal.SIGINT, self._on_sigint)
-
-    def _on_sigint(self, signum, frame) -> None:
-        self.hit.set()
-        raise KeyboardInterrupt
-
-    def check(self) -> None:
-        if self.hit.is_set():
-            raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        import signal
-
-        if self.handler is not None:
-            signal.signal(signal.SIGINT, self.handler)
-            self.handler = None
-
-
 def write_board_pairs(
     out_dir: str | os.PathLike,
     n_views: int,
@@ -503,7 +470,7 @@ def write_board_pairs(
         bar = Progress()
         bar.start()
         task = bar.add_task("rendering board pairs", total=n_views)
-    stop = _CtrlCFlag()
+    stop = CtrlCFlag()
     try:
         for k in range(n_views):
             stop.check()
