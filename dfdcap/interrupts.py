@@ -8,8 +8,8 @@ class CtrlCFlag:
     Python raises the KeyboardInterrupt wherever the main thread is, and in a finalizer or a callback
     that swallows exceptions it is lost (sim checkerboard: 1 loaded run in 12 rendered all its views
     and exited 0; training went on). Installed only in the main thread, and not where Ctrl-C is
-    ignored (nohup, a background job): `installed` says whether it was. restore() puts the previous
-    handler back."""
+    ignored (nohup, a background job): `installed` says whether it was. restore(), or the end of a
+    `with CtrlCFlag() as flag:` block, puts the previous handler back."""
 
     def __init__(self) -> None:
         import signal
@@ -22,6 +22,12 @@ class CtrlCFlag:
             if handler is not signal.SIG_IGN:
                 self.handler = handler
                 signal.signal(signal.SIGINT, self._on_sigint)
+
+    def __enter__(self) -> "CtrlCFlag":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
 
     def _on_sigint(self, signum, frame) -> None:
         self.hit.set()

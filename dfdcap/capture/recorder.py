@@ -26,6 +26,7 @@ from dfdcap.capture.base import Phone, Sensor, SensorFrame, unreachable_focus
 from dfdcap.capture.sensor_models import DepthRule, clear_invalid_depth, depth_rule, known_latency_ns, sensor_facts
 from dfdcap.capture.session import SensorFormat, SessionWriter
 from dfdcap.errors import DeviceError, DfdcapError, SessionError
+from dfdcap.interrupts import CtrlCFlag
 from dfdcap.lens import FocusSchedule
 
 
@@ -390,7 +391,8 @@ def _update_stats(stats: RecordStats, stream: _Stream, sensor: Sensor) -> None:
 def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, monitor: "PhoneMonitor",
                        schedule: FocusSchedule, phone_fps: float, tail_s: float, timeout_s: float) -> None:
     """The sensor loop: first frame, phone start, frames until the phone is done + tail_s (or
-    the end of a recording file, then wait for the phone)."""
+    the end of a recording file, then wait for the phone). Ctrl-C also sets a flag checked once a frame:
+    its KeyboardInterrupt can be lost in a finalizer (sim checkerboard's was, 1 loaded run in 12)."""
     sweep_s = schedule.n_frames / phone_fps
     sink = stream.sink
 
@@ -399,7 +401,7 @@ def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, mo
             raise DeviceError(f"phone {phone.info.serial}: did not finish the sweep of {schedule.n_frames} frames "
                               f"within {timeout_s:.0f} s")
 
-    with _progress(stream.progress) as bar:
+    with CtrlCFlag() as ctrl_c, _progress(stream.progress) as bar:
         fields = lambda phone_state: dict(  # noqa: E731
             written=sink.written, queue=sink.depth, dropped=sink.dropped, phone=phone_state,
             lost=_sensor_lost(stream.tracker, sensor))
@@ -414,6 +416,7 @@ def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, mo
         monitor.start()
         last_ui = 0.0
         for frame in frames:
+            ctrl_c.check()
             stream.submit(frame)
             if monitor.error is not None:
                 raise monitor.error
@@ -431,6 +434,7 @@ def _stream_until_done(frames, stream: _Stream, sensor: Sensor, phone: Phone, mo
         else:  # the sensor stream ended (end of a recording file): let the phone finish
             stream.notes.append(f"sensor stream ended after {sink.submitted + sink.dropped} frames")
             while monitor.done_host_ns is None:
+                ctrl_c.check()
                 if monitor.error is not None:
                     raise monitor.error
                 timed_out(t_sweep)
