@@ -14,7 +14,8 @@ What a real phone with Open Camera shows the host, played by a SimPhone:
   image saver does: a file may appear after the next exposure. In standard photo mode a press
   takes one photo IMG_<time>.jpg;
 - `date +%s%N` (the phone's wall clock: its SimClock plus an epoch offset) and `date +%z`;
-- `lose_photos`: photos whose file never appears (a failed save), for tests;
+- `lose_photos`: photos whose file never appears (a failed save), and `press_before`: photos
+  before which the user presses the key again (cancelling that ramp), for tests;
 - `cmd media.camera watch` on Android 13+ (sdk >= 33): start/stop/dump, each photo's focus
   distance and lens state as camera server's TagMonitor prints result events
   (`f<frame>:<sensor ns>ns:  0   RES: android.lens.focusDistance: [4.44875097]`, last 100 kept).
@@ -79,7 +80,8 @@ class SimOpenCamera:
     def __init__(self, sim_phone, storage: str | os.PathLike, *,
                  settings: BracketingSettings = BracketingSettings(10.0, 2.0, 5), time_scale: float = 1.0,
                  utc_offset: str = "+0100", write_offset_tag: bool = False, android_sdk: int = 34, seed: int = 0,
-                 lose_photos: frozenset[tuple[int, int]] = frozenset()):
+                 lose_photos: frozenset[tuple[int, int]] = frozenset(),
+                 press_before: frozenset[tuple[int, int]] = frozenset()):
         self.sim = sim_phone
         self.storage = Path(storage)
         self.period_s = FRAME_PERIOD_S * time_scale
@@ -94,6 +96,8 @@ class SimOpenCamera:
         self.presses = 0
         self.ramps_started = 0
         self.lose_photos = lose_photos  # (ramp, step) whose file never reaches storage (a failed save)
+        self.press_before = press_before  # (ramp, step) before which the key is pressed again, in the ramp's own
+        # time: a test thread watching the ramp could wake after it ended on a busy host
         self._watch: collections.deque | None = None
         self._frame_number = 0
         self._stamps: set[str] = set()
@@ -198,6 +202,8 @@ class SimOpenCamera:
         stamp = self._stamp(self.wall_ns(), "_")
         ramp, self.ramps_started = self.ramps_started, self.ramps_started + 1
         for i, f in enumerate(focus):
+            if (ramp, i) in self.press_before:
+                self.press()
             time.sleep(self.period_s)  # the app waits 500 ms after setting the focus
             if self._cancel.is_set():
                 return

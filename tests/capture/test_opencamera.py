@@ -7,8 +7,6 @@ import io
 import json
 import re
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -202,13 +200,11 @@ def test_ramps_recorded_pulled_and_indexed(adb_server, tmp_path):
         assert not (tmp_path / "sdcard").exists() and not list(tmp_path.glob("IMG_*"))
 
 
-def _interrupted(adb_server, tmp_path, ramps: int, during=None, **dev_kw):
+def _interrupted(adb_server, tmp_path, ramps: int, **dev_kw):
     from dfdcap.capture.recorder import RecordingInterrupted
 
     with sim_device(adb_server, **dev_kw) as dev:
         with host(dev, slack_s=1.0) as phone:
-            if during is not None:
-                threading.Thread(target=during, args=(dev,), daemon=True).start()
             with pytest.raises(RecordingInterrupted) as exc:
                 record(phone, tmp_path, ramps)
     return exc.value, Session(exc.value.path)
@@ -216,12 +212,8 @@ def _interrupted(adb_server, tmp_path, ramps: int, during=None, **dev_kw):
 
 @needs_adb
 def test_cancelled_ramp_keeps_the_complete_ones(adb_server, tmp_path):
-    def second_press(dev):  # someone presses the volume key again during ramp 2
-        while dev.app.ramps_started < 2:
-            time.sleep(0.002)
-        dev.app.press()
-
-    err, s = _interrupted(adb_server, tmp_path, 3, during=second_press)
+    # someone presses the volume key again during ramp 2, after its first two photos
+    err, s = _interrupted(adb_server, tmp_path, 3, press_before=frozenset({(1, 2)}))
     assert "\n" not in str(err) and "ramp 2 of 3" in str(err) and "complete ramps are kept" in str(err)
     assert s.status == "interrupted"
     assert [(r.ramp, r.step) for r in s.phone_frames] == [(0, i) for i in range(5)]

@@ -233,7 +233,14 @@ def test_disconnect_mid_recording_then_resumed_pull(adb_env, tmp_path, fake_sens
 
     rig, sim = make_sim_phone()
     schedule = FocusSchedule(near_m=0.15, far_m=1.0, steps=4, ramps=4)  # 16 frames, ~0.27 s at 60 fps
-    with SimAdbPhone(sim, adb_env) as sp:
+    pulled = threading.Event()
+
+    class CableFirst(CompanionApp):
+        def _run(self, rec, msg) -> None:  # the sweep is not over before the cable goes, however late that
+            pulled.wait(60)  # thread wakes on a busy host (the recording could otherwise complete first)
+            super()._run(rec, msg)
+
+    with SimAdbPhone(sim, adb_env, app_cls=CableFirst) as sp:
         phone = AdbPhone(sp.serial, progress=False)
 
         def pull_cable() -> None:  # once the sweep runs, the cable goes
@@ -241,6 +248,7 @@ def test_disconnect_mid_recording_then_resumed_pull(adb_env, tmp_path, fake_sens
                 time.sleep(0.005)
             time.sleep(0.05)
             sp.disconnect()
+            pulled.set()
 
         puller = threading.Thread(target=pull_cable)
         puller.start()
