@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class CtrlCFlag:
     """Ctrl-C raises KeyboardInterrupt and also sets `hit`, which a long loop checks (check()):
@@ -17,10 +19,13 @@ class CtrlCFlag:
 
         self.hit = threading.Event()
         self.handler = None
+        self._unraisable = None
         if threading.current_thread() is threading.main_thread():
             handler = signal.getsignal(signal.SIGINT)
             if handler is not signal.SIG_IGN:
                 self.handler = handler
+                self._unraisable = sys.unraisablehook
+                sys.unraisablehook = self._on_unraisable
                 signal.signal(signal.SIGINT, self._on_sigint)
 
     def __enter__(self) -> "CtrlCFlag":
@@ -28,6 +33,13 @@ class CtrlCFlag:
 
     def __exit__(self, *exc) -> None:
         self.restore()
+
+    def _on_unraisable(self, unraisable) -> None:
+        """A finalizer that swallowed the Ctrl-C printed "Exception ignored in ... Traceback" under the
+        one-line message; the flag carries that Ctrl-C, so it is not printed. Anything else still is."""
+        if issubclass(unraisable.exc_type, KeyboardInterrupt) and self.hit.is_set():
+            return
+        (self._unraisable or sys.__unraisablehook__)(unraisable)
 
     def _on_sigint(self, signum, frame) -> None:
         self.hit.set()
@@ -47,3 +59,7 @@ class CtrlCFlag:
         if self.handler is not None:
             signal.signal(signal.SIGINT, self.handler)
             self.handler = None
+        if self._unraisable is not None:
+            if sys.unraisablehook == self._on_unraisable:  # not replaced since (then leave it)
+                sys.unraisablehook = self._unraisable
+            self._unraisable = None
