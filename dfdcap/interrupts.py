@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+_INSTALLED: list["CtrlCFlag"] = []  # the flags whose handler is installed, outermost (the CLI's) first
+
 
 class CtrlCFlag:
     """Ctrl-C raises KeyboardInterrupt and also sets `hit`, which a long loop checks (check()):
@@ -11,7 +13,11 @@ class CtrlCFlag:
     that swallows exceptions it is lost (sim checkerboard: 1 loaded run in 12 rendered all its views
     and exited 0; training went on). Installed only in the main thread, and not where Ctrl-C is
     ignored (nohup, a background job): `installed` says whether it was. restore(), or the end of a
-    `with CtrlCFlag() as flag:` block, puts the previous handler back."""
+    `with CtrlCFlag() as flag:` block, puts the previous handler back.
+
+    `pressed` (and check()) also see a Ctrl-C that an enclosing flag caught before this one was
+    installed: the CLI holds one for every command, and a Ctrl-C during a command's imports was
+    swallowed there (in abc's isinstance check), so the loop's own flag never saw it."""
 
     def __init__(self) -> None:
         import signal
@@ -27,6 +33,7 @@ class CtrlCFlag:
                 self._unraisable = sys.unraisablehook
                 sys.unraisablehook = self._on_unraisable
                 signal.signal(signal.SIGINT, self._on_sigint)
+                _INSTALLED.append(self)
 
     def __enter__(self) -> "CtrlCFlag":
         return self
@@ -37,7 +44,7 @@ class CtrlCFlag:
     def _on_unraisable(self, unraisable) -> None:
         """A finalizer that swallowed the Ctrl-C printed "Exception ignored in ... Traceback" under the
         one-line message; the flag carries that Ctrl-C, so it is not printed. Anything else still is."""
-        if issubclass(unraisable.exc_type, KeyboardInterrupt) and self.hit.is_set():
+        if issubclass(unraisable.exc_type, KeyboardInterrupt) and self.pressed:
             return
         (self._unraisable or sys.__unraisablehook__)(unraisable)
 
@@ -49,8 +56,13 @@ class CtrlCFlag:
     def installed(self) -> bool:
         return self.handler is not None
 
+    @property
+    def pressed(self) -> bool:
+        """Ctrl-C since this flag, or an enclosing one, was installed."""
+        return self.hit.is_set() or any(f.hit.is_set() for f in _INSTALLED)
+
     def check(self) -> None:
-        if self.hit.is_set():
+        if self.pressed:
             raise KeyboardInterrupt
 
     def restore(self) -> None:
@@ -59,6 +71,8 @@ class CtrlCFlag:
         if self.handler is not None:
             signal.signal(signal.SIGINT, self.handler)
             self.handler = None
+            if self in _INSTALLED:
+                _INSTALLED.remove(self)
         if self._unraisable is not None:
             if sys.unraisablehook == self._on_unraisable:  # not replaced since (then leave it)
                 sys.unraisablehook = self._unraisable

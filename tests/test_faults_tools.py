@@ -105,7 +105,8 @@ class TestSimCheckerboardFolder:
 
     def test_ctrl_c_leaves_no_folder(self, tmp_path):
         proc = dfdcap_process("sim", "checkerboard", str(tmp_path / "b"), "--views", "200")
-        wait_for(lambda: any((d / "phone").glob("view_*") for d in tmp_path.glob(".b.*")), proc, "a first view")
+        # any() of the glob itself: a generator is always true, so this waited for the folder alone
+        wait_for(lambda: any(any((d / "phone").glob("view_*")) for d in tmp_path.glob(".b.*")), proc, "a first view")
         proc.send_signal(signal.SIGINT)
         out, err = finish(proc)
         assert proc.returncode == 130 and "Traceback" not in out + err, out + err

@@ -40,6 +40,22 @@ def test_a_swallowed_ctrl_c_is_kept_and_not_printed(monkeypatch):
     assert sys.unraisablehook is hook  # the previous hook is back
 
 
+def test_a_ctrl_c_caught_by_an_enclosing_flag_is_seen_by_the_loop(monkeypatch):
+    """The CLI's flag caught a Ctrl-C during a command's imports and a finalizer swallowed its
+    KeyboardInterrupt; the render loop's own flag, installed after, must still stop (sim checkerboard
+    rendered all its views and exited 0, 1 loaded run in 12)."""
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: None)
+    with CtrlCFlag() as outer:
+        _CtrlCInFinalizer()
+        with CtrlCFlag() as inner:
+            assert not inner.hit.is_set() and inner.pressed
+            with pytest.raises(KeyboardInterrupt):
+                inner.check()
+    with CtrlCFlag() as later:  # a flag outlives no block: nothing is left pressed
+        assert not later.pressed
+    assert outer.pressed
+
+
 def test_not_installed_where_ctrl_c_is_ignored():
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # nohup, a background job
     try:

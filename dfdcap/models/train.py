@@ -185,22 +185,21 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path, kept:
 
     class _StopOnCtrlC(Callback):
         def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
-            if hit.is_set():
+            if ctrl_c.pressed:
                 trainer.should_stop = True
 
     def message(step: int, by: str = "Ctrl-C") -> str:
         return f"{run_dir}: training stopped by {by} at step {step}; {kept if kept is not None else _kept(run_dir)}"
 
     ctrl_c = CtrlCFlag()
-    hit = ctrl_c.hit
     if ctrl_c.installed:
         trainer.callbacks.append(_StopOnCtrlC())
     try:
         trainer.fit(module, train, val, ckpt_path=str(resumed) if resumed else None)
     except SystemExit:  # Lightning's exit(1) after a KeyboardInterrupt, whatever state it reached
-        if not hit.is_set() and trainer.state.status != TrainerStatus.INTERRUPTED:
+        if not ctrl_c.pressed and trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
-        if trainer.received_sigterm and not hit.is_set():  # Lightning's own SIGTERM handler stopped it
+        if trainer.received_sigterm and not ctrl_c.pressed:  # Lightning's own SIGTERM handler stopped it
             raise TrainingInterrupted(message(trainer.global_step, "SIGTERM"), exit_code=143) from None
         raise TrainingInterrupted(message(trainer.global_step)) from None
     except DfdcapError as e:  # raised in a DataLoader worker, torch re-raises it with the worker's traceback
@@ -209,12 +208,12 @@ def _fit(trainer, module, train, val, resumed: Path | None, run_dir: Path, kept:
             raise type(e)(lines[-1].split(": ", 1)[-1]) from None
         raise
     except Exception:  # cleanup that failed on the interrupted state: Lightning's rich bar makes its refresh
-        if not hit.is_set():  # thread, starts the display, then the thread; a Ctrl-C in between leaves a
+        if not ctrl_c.pressed:  # thread, starts the display, then the thread; a Ctrl-C in between leaves a
             raise  # thread that its stop() joins unstarted (RuntimeError)
         raise TrainingInterrupted(message(trainer.global_step)) from None
     finally:
         ctrl_c.restore()  # Lightning ignores Ctrl-C after the first
-    if hit.is_set():  # the KeyboardInterrupt was lost, the flag stopped the run
+    if ctrl_c.pressed:  # the KeyboardInterrupt was lost, the flag stopped the run
         raise TrainingInterrupted(message(trainer.global_step))
 
 
