@@ -754,7 +754,7 @@ def main(args: Optional[list[str]] = None) -> None:
     try:
         with CtrlCFlag() as ctrl_c:  # a Ctrl-C a finalizer swallowed is neither printed nor lost
             rv = app(args=args, prog_name="dfdcap", standalone_mode=False)
-        if ctrl_c.hit.is_set() and not (isinstance(rv, int) and rv != 0):
+        if ctrl_c.pressed and not (isinstance(rv, int) and rv != 0):
             raise KeyboardInterrupt  # the command ran on to its end: its outputs are complete
     except DfdcapError as e:
         code = getattr(e, "exit_code", 1)

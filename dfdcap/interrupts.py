@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 _INSTALLED: list["CtrlCFlag"] = []  # the flags whose handler is installed, outermost (the CLI's) first
 
@@ -20,9 +22,6 @@ class CtrlCFlag:
     swallowed there (in abc's isinstance check), so the loop's own flag never saw it."""
 
     def __init__(self) -> None:
-        import signal
-        import threading
-
         self.hit = threading.Event()
         self.handler = None
         self._unraisable = None
@@ -66,13 +65,10 @@ class CtrlCFlag:
             raise KeyboardInterrupt
 
     def restore(self) -> None:
-        import signal
-
         if self.handler is not None:
             signal.signal(signal.SIGINT, self.handler)
             self.handler = None
-            if self in _INSTALLED:
-                _INSTALLED.remove(self)
+            _INSTALLED.remove(self)
         if self._unraisable is not None:
             if sys.unraisablehook == self._on_unraisable:  # not replaced since (then leave it)
                 sys.unraisablehook = self._unraisable
