@@ -160,7 +160,7 @@ def sim_checkerboard(
     if focus_diopters is not None:
         nearest = rig.phone_min_focus_diopters  # the sim phone's closest focus
         try:
-            focus_list = [float(v) for v in focus_diopters.split(",") if v.strip()]
+            focus_list = [_float(v) for v in focus_diopters.split(",") if v.strip()]
         except ValueError:
             focus_list = []
         if not focus_list or not all(0 <= v <= nearest for v in focus_list):
@@ -345,12 +345,20 @@ def devices() -> None:
         console.print(f"[yellow]note:[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
+def _float(text: str) -> float:
+    """float(), but "1_0" is a ValueError: Python reads it as 10, a typo nobody means as a number
+    (as `predict --focus` refuses it)."""
+    if "_" in text:
+        raise ValueError(text)
+    return float(text)
+
+
 def _parse_floats(text: str, option: str, n: int) -> tuple[float, ...]:
     """'0.1,-0.2,...' -> n finite floats."""
     import math
 
     try:
-        vals = tuple(float(x) for x in text.split(","))
+        vals = tuple(_float(x) for x in text.split(","))
     except ValueError:
         raise DfdcapError(f"{option} {text!r}: expected {n} comma-separated numbers") from None
     if len(vals) != n or not all(math.isfinite(v) for v in vals):
@@ -361,7 +369,7 @@ def _parse_floats(text: str, option: str, n: int) -> tuple[float, ...]:
 def _parse_range(text: str, option: str) -> tuple[float, float]:
     """'0.1,0.5' -> (0.1, 0.5): two finite positive numbers, the first smaller."""
     try:
-        near, far = (float(x) for x in text.split(","))
+        near, far = (_float(x) for x in text.split(","))
     except ValueError:
         raise DfdcapError(f"{option} {text!r}: expected NEAR,FAR in metres, e.g. 0.1,0.5") from None
     if not (0 < near < far < float("inf")):

@@ -86,6 +86,8 @@ class TestSimCheckerboardFolder:
         (("--phone-dist", "1e308,0,0,0,0"), "--phone-dist"),
         (("--focus-diopters", "1e308"), "--focus-diopters"),
         (("--focus-diopters", "0.5,11"), "to 10"),
+        (("--focus-diopters", "0_5"), "--focus-diopters"),  # float() read 5 D
+        (("--phone-dist", "0_1,0,0,0,0"), "--phone-dist"),
         (("--board", "1000x1000"), "--board"),
         (("--views", "100000000000000000000"), "--views"),
         (("--views", "1001"), "at most 1000"),
