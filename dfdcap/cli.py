@@ -749,6 +749,35 @@ def _out_of_memory(detail: str) -> None:
     sys.exit(1)
 
 
+def _refuse_underscores(cmd) -> None:  # type: ignore[no-untyped-def]
+    """Make every number parameter of `cmd` and its sub-commands refuse "1_0".
+
+    Python's int() and float() read "1_0" as 10, so `--stacks 1_0` or `--fps 1_0` would quietly run
+    with 10: a typo nobody means as a number. Checked on the parsed value (a number from a string with
+    an underscore), so it holds for the real click and for typer's own copy of it alike."""
+    for param in cmd.params:
+        param.process_value = _no_underscores(param, param.process_value)
+    for sub in getattr(cmd, "commands", {}).values():
+        _refuse_underscores(sub)
+
+
+def _no_underscores(param, process_value):  # type: ignore[no-untyped-def]
+    def check(ctx, value):  # type: ignore[no-untyped-def]
+        rv = process_value(ctx, value)
+        if isinstance(value, str) and "_" in value and isinstance(rv, (int, float)) and not isinstance(rv, bool):
+            raise typer.BadParameter(f"{value!r} is not a number (no underscores in numbers)", ctx=ctx, param=param)
+        return rv
+
+    return check
+
+
+def command():  # type: ignore[no-untyped-def]
+    """The click command of the whole CLI, as main() runs it (numbers refuse underscores)."""
+    cmd = typer.main.get_command(app)
+    _refuse_underscores(cmd)
+    return cmd
+
+
 def main(args: Optional[list[str]] = None) -> None:
     """The entry point: one error path for the whole CLI.
 
@@ -761,7 +790,7 @@ def main(args: Optional[list[str]] = None) -> None:
 
     try:
         with CtrlCFlag() as ctrl_c:  # a Ctrl-C a finalizer swallowed is neither printed nor lost
-            rv = app(args=args, prog_name="dfdcap", standalone_mode=False)
+            rv = command()(args=args, prog_name="dfdcap", standalone_mode=False)
         if ctrl_c.pressed and not (isinstance(rv, int) and rv != 0):
             raise KeyboardInterrupt  # the command ran on to its end: its outputs are complete
     except DfdcapError as e:

@@ -73,3 +73,11 @@ class CtrlCFlag:
             if sys.unraisablehook == self._on_unraisable:  # not replaced since (then leave it)
                 sys.unraisablehook = self._unraisable
             self._unraisable = None
+
+
+def raise_if_pressed() -> None:
+    """KeyboardInterrupt if an installed flag (the CLI's, for every command) caught a Ctrl-C: for a
+    loop with no flag of its own, checked once an item, so that a Ctrl-C a finalizer swallowed
+    stops it there instead of at its end (calibrate's detections, build-dataset's stacks)."""
+    if any(f.hit.is_set() for f in _INSTALLED):
+        raise KeyboardInterrupt

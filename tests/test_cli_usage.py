@@ -52,6 +52,27 @@ def test_other_usage_errors(cli, args):
     assert "Traceback" not in out + err
 
 
+@pytest.mark.parametrize("args", [["record", "--stacks", "1_0"], ["record", "--fps", "1_0"], ["record", "--near", "0_2"],
+                                  ["sim", "checkerboard", "b", "--square", "0_025"], ["pretrain", "--lr", "1_0"],
+                                  ["associate", "a.txt", "b.txt", "--max-difference", "0_1"]],  # option, value last
+                         ids=["int", "float", "distance", "sub-command", "learning rate", "seconds"])
+def test_numbers_with_underscores_are_usage_errors(cli, tmp_path, monkeypatch, args):
+    """int() and float() read "1_0" as 10: `record --stacks 1_0` recorded 10 stacks and `--fps 1_0`
+    10 frames/s without a word. Every int and float option now refuses it, before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli(*args)
+    assert rc == 2 and "Traceback" not in out + err, out + err
+    option = args[-2]
+    assert f"'{option}'" in err and "is not a number (no underscores in numbers)" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_underscores_stay_welcome_in_names(cli, tmp_path):
+    """The check is on numbers only: a file name with underscores reaches the command."""
+    rc, out, err = cli("associate", tmp_path / "rgb_stamps.txt", tmp_path / "depth_stamps.txt", "--max-difference", "0.02")
+    assert rc == 1 and "rgb_stamps.txt" in err and "Invalid value" not in err, err
+
+
 def test_out_of_memory_is_one_line(cli, monkeypatch, tmp_path):
     """Sizes or counts beyond the machine (`record --stacks 100000 --steps 100000` asks numpy for
     75 GB) end in one line, not a MemoryError traceback."""

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from dfdcap.interrupts import CtrlCFlag
+from dfdcap.interrupts import CtrlCFlag, raise_if_pressed
 
 
 class _FailingFinalizer:
@@ -74,9 +74,30 @@ def test_the_cli_exits_130_after_a_swallowed_ctrl_c(monkeypatch, capsys):
         _CtrlCInFinalizer()
         return 0
 
-    monkeypatch.setattr(cli, "app", command)
+    monkeypatch.setattr(cli, "command", lambda: command)
     with pytest.raises(SystemExit) as exc:
         cli.main([])
     assert exc.value.code == 130
     out, err = capsys.readouterr()
     assert "interrupted" in out + err and "Traceback" not in out + err and "Exception ignored" not in out + err
+
+
+def test_loops_without_a_flag_of_their_own_stop_at_their_next_item(monkeypatch, tmp_path):
+    """calibrate's board detection has no flag of its own: after a Ctrl-C that the CLI's flag caught
+    and a finalizer swallowed, it stops at its next image instead of detecting them all."""
+    from dfdcap.calib.boards import Board, detect_files
+
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: None)
+    raise_if_pressed()  # no flag installed, nothing pressed
+    items = [(f"v{i}", tmp_path / f"v{i}.png") for i in range(4)]
+    for _, path in items:
+        path.write_bytes(b"not a picture")  # unreadable: each one fails fast
+    done = []
+    with CtrlCFlag():
+        detect_files(items, Board("checkerboard", 9, 6, 0.025), workers=1, on_done=lambda: done.append(1))
+        assert len(done) == 4  # nothing pressed: every image was tried
+        _CtrlCInFinalizer()
+        with pytest.raises(KeyboardInterrupt):
+            detect_files(items, Board("checkerboard", 9, 6, 0.025), workers=1, on_done=lambda: done.append(1))
+    assert len(done) == 4
+    raise_if_pressed()  # the flag is gone: nothing is left pressed

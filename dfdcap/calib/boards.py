@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from dfdcap.errors import CalibrationError, DfdcapError
+from dfdcap.interrupts import raise_if_pressed
 from dfdcap.fileio import imread, jpeg_complete, png_complete
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -426,6 +427,7 @@ def detect_files(
                     found[name] = res
                 else:
                     failed[name] = (Path(path), res)
+                raise_if_pressed()
                 if on_done is not None:
                     on_done()
     finally:

@@ -31,6 +31,7 @@ from dfdcap.dataset.stacks import REFERENCE_FRAME, OutputGeometry, coc_maps, mak
 from dfdcap.dataset.validate import check_depth_png, check_files_exist
 from dfdcap.dataset.visibility import hidden_from_sensor, warm_up
 from dfdcap.errors import DatasetError, DfdcapError
+from dfdcap.interrupts import raise_if_pressed
 
 
 MAX_PLAUSIBLE_BASELINE_M = 1.0  # a phone clamped to an RGB-D sensor: centimetres; beyond 1 m, a unit error
@@ -515,6 +516,7 @@ def build_dataset(
                 w.append(split, sample)
                 n_frames += sample.stack.shape[0]
                 valid.append(sample.provenance["valid_fraction"])
+                raise_if_pressed()
                 if progress:
                     progress(k + 1, len(jobs))
             if max(valid) == 0:  # raised inside the block: the file is discarded

@@ -243,3 +243,26 @@ class TestWorkers:
             build_dataset([bad, box_sessions[1]], RIG, tmp_path / "x.h5", BuildOptions(workers=2))
         assert frame.name in str(e.value) and "\n" not in str(e.value)
         assert not (tmp_path / "x.h5").exists()
+
+
+def test_a_swallowed_ctrl_c_stops_at_the_next_stack(box_sessions, tmp_path, monkeypatch):
+    """A Ctrl-C that the CLI's flag caught but a finalizer swallowed stops the build at its next stack
+    (before, it ran to its end and only then exited 130), and leaves no file."""
+    import os
+    import signal
+    import sys
+
+    from dfdcap.interrupts import CtrlCFlag
+
+    class CtrlCInFinalizer:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: None)
+    done = []
+    out = tmp_path / "dataset.h5"
+    with CtrlCFlag():
+        CtrlCInFinalizer()  # the KeyboardInterrupt is raised inside __del__ and swallowed
+        with pytest.raises(KeyboardInterrupt):
+            build_dataset(box_sessions[:1], RIG, out, BuildOptions(workers=1), progress=lambda k, n: done.append(k))
+    assert done == [] and list(tmp_path.iterdir()) == []
