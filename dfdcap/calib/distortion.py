@@ -17,6 +17,7 @@ Pure numerics: arrays in, a frozen result out.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -97,7 +98,8 @@ def get_model(name: str) -> DistortionModel:
 @dataclass(frozen=True)
 class ModelScore:
     """One candidate: held-out RMS (px) and its standard error, training RMS (px) on all views;
-    per_view_ms: (V,) held-out mean square error of each view (px²), for paired comparisons."""
+    per_view_ms: (V,) held-out mean square error of each view (px²), for paired comparisons;
+    failed: why the candidate has no held-out score (cv_rms_px is then inf), "" when it has one."""
 
     name: str
     cv_rms_px: float
@@ -105,6 +107,7 @@ class ModelScore:
     train_rms_px: float
     complexity: int
     per_view_ms: tuple[float, ...] = ()
+    failed: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,12 +122,19 @@ class ModelSelection:
             "chosen": self.chosen,
             "folds": self.folds,
             "rule": self.rule,
-            "candidates": {
-                s.name: {"cv_rms_px": s.cv_rms_px, "cv_se_px": s.cv_se_px, "train_rms_px": s.train_rms_px,
-                         "free_coefficients": s.complexity}
-                for s in self.scores
-            },
+            "candidates": {s.name: _score_dict(s) for s in self.scores},
         }
+
+
+def _score_dict(s: ModelScore) -> dict:
+    """A candidate's scores for the calibration file: a candidate without a held-out score has null
+    there and says why ("failed"); JSON has no Infinity (jq, JavaScript and most readers refuse it)."""
+    def number(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    d = {"cv_rms_px": number(s.cv_rms_px), "cv_se_px": number(s.cv_se_px), "train_rms_px": number(s.train_rms_px),
+         "free_coefficients": s.complexity}
+    return d | ({"failed": s.failed} if s.failed else {})
 
 
 def fit_intrinsics_raw(obj: Sequence[np.ndarray], img: Sequence[np.ndarray], size: tuple[int, int], model: DistortionModel):
@@ -250,11 +260,13 @@ def select_model(obj: Sequence[np.ndarray], img: Sequence[np.ndarray], size: tup
         if full is None:
             continue
         if not maps_image_one_to_one(full[1], full[2], size):  # its terms cancel: no lens, whatever its held-out error
-            scores.append(ModelScore(name, float("inf"), float("inf"), full[0], m.complexity))
+            scores.append(ModelScore(name, float("inf"), float("inf"), full[0], m.complexity,
+                                     failed="its terms cancel: does not map the image one-to-one"))
             continue
         ms = cross_validate(obj, img, size, m, folds)
         if ms is None or not np.all(np.isfinite(ms)):
-            scores.append(ModelScore(name, float("inf"), float("inf"), full[0], m.complexity))
+            scores.append(ModelScore(name, float("inf"), float("inf"), full[0], m.complexity,
+                                     failed="a cross-validation fold could not be fitted or placed"))
             continue
         rms = float(np.sqrt(ms.mean()))
         # standard error of the mean square, carried to the RMS (d sqrt(x) = dx / (2 sqrt(x)))

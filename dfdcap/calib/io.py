@@ -7,7 +7,7 @@ Stereo file:
    "stereo": {"rms_px", "per_view_px" ([phone, sensor] per used pair), "views_used", "views_dropped",
               "drop_reasons", "refined", "outlier_rule",
               "distortion_models": {"phone"|"sensor": {"chosen", "folds", "rule", "candidates": {name:
-                  {"cv_rms_px", "cv_se_px", "train_rms_px", "free_coefficients"}}, "focus_refit"} or
+                  {"cv_rms_px", "cv_se_px", "train_rms_px", "free_coefficients", "failed"}}, "focus_refit"} or
                   {"chosen", "forced": true}},
               "uncertainty": {"rotation_std_deg", "translation_std", "translation_unit", "covariance_rt" (6x6,
                   Rodrigues r then t), "depth_range", "reprojection_shift_px_2sigma", "tolerance_px", "method"}},
@@ -18,6 +18,8 @@ Stereo file:
 are additions beyond DESIGN.md's keys; readers that do not know them ignore them.
 K and dist are the final ones (after the joint refinement when "stereo.refined"); rms_px, std,
 per_view_px and the residuals belong to each camera's own fit (calibrateCameraExtended).
+A candidate that has no held-out score (its fit failed, or its terms cancel) has null cv_rms_px and
+cv_se_px and a "failed" reason (earlier files held Infinity there, which is still read).
 A single-camera file (`dfdcap calibrate --single`) has "camera" instead of phone/sensor/stereo
 ("camera" then holds "distortion_model" as above).
 A camera's "dist" has 5, 8 or 12 coefficients (OpenCV order) by its chosen model; coefficients
@@ -332,8 +334,8 @@ def _model_rows(key: str) -> list[tuple[str, Check, str]]:
         (f"{key}.chosen", _kind(str, "a model name"), REQUIRED),
         (f"{key}.candidates", _kind(dict, "an object {model name: scores}"), NULLABLE),
         (f"{key}.candidates.*", _kind(dict, "an object with cv_rms_px and train_rms_px"), REQUIRED),
-        (f"{key}.candidates.*.cv_rms_px", _number(finite=False), REQUIRED),
-        (f"{key}.candidates.*.train_rms_px", _number(finite=False), REQUIRED),
+        (f"{key}.candidates.*.cv_rms_px", _number(finite=False), NULLABLE),  # null: no held-out score ("failed" says why)
+        (f"{key}.candidates.*.train_rms_px", _number(finite=False), NULLABLE),
     ]
 
 

@@ -109,6 +109,11 @@ def _residuals(ax, title: str, cam: CameraModel, views: list[ViewResiduals]) -> 
                  fontsize=10)
 
 
+def _px(v) -> float:
+    """A score from the file: null (no score) as nan."""
+    return float("nan") if v is None else float(v)
+
+
 def _models(ax, title: str, entry: dict) -> None:
     cands = entry.get("candidates") or {}
     if not cands:
@@ -117,8 +122,8 @@ def _models(ax, title: str, entry: dict) -> None:
         return
     names = list(cands)
     x = np.arange(len(names))
-    cv = np.array([cands[n]["cv_rms_px"] for n in names], np.float64)
-    tr = np.array([cands[n]["train_rms_px"] for n in names], np.float64)
+    cv = np.array([_px(cands[n].get("cv_rms_px")) for n in names], np.float64)
+    tr = np.array([_px(cands[n].get("train_rms_px")) for n in names], np.float64)
     cv_plot = np.where(np.isfinite(cv), cv, np.nan)
     ax.bar(x - 0.2, tr, 0.4, color="0.7", label="training RMS")
     colors = ["tab:green" if n == entry["chosen"] else "tab:blue" for n in names]
@@ -126,7 +131,11 @@ def _models(ax, title: str, entry: dict) -> None:
     finite = np.concatenate([tr[np.isfinite(tr)], cv[np.isfinite(cv)]])
     if finite.size:
         lo, hi = float(finite.min()), float(finite.max())
-        ax.set_ylim(max(0.0, lo - 0.5 * (hi - lo) - 1e-3), hi + 0.15 * (hi - lo) + 1e-3)
+        bottom = max(0.0, lo - 0.5 * (hi - lo) - 1e-3)
+        ax.set_ylim(bottom, hi + 0.15 * (hi - lo) + 1e-3)
+        for k in np.flatnonzero(~np.isfinite(cv)):  # no held-out score: say so where its bar would stand
+            ax.text(x[k] + 0.2, bottom, " no held-out score", rotation=90, ha="center", va="bottom", fontsize=7,
+                    color="tab:red")
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=20, fontsize=7)
     ax.set_ylabel("RMS (px)")

@@ -102,3 +102,24 @@ def test_focus_model_after_an_automatic_choice_says_what_it_freed(stereo_pairs_d
     assert cal.focus_model is not None and not entry.get("forced")
     assert entry["focus_refit"] == {5: "k1k2k3+tangential", 8: "rational", 12: "rational+thin-prism"}[np.size(cal.phone.dist)]
     assert np.all(np.ravel(cal.phone.dist)[[0, 2, 3]] != 0)  # the tangential terms the refit freed
+
+
+def test_the_file_is_strict_json_when_a_candidate_has_no_score(default_calibration, tmp_path):
+    """On these pairs the rational model's terms cancel for the left camera (no held-out score). The file
+    held `Infinity` there, which is not JSON: jq, JavaScript and most readers refuse the whole file.
+    Now such a candidate has null scores and says why, and the file still loads."""
+    import json
+
+    from dfdcap.calib.io import load_calibration, save_calibration
+
+    path = tmp_path / "calibration.json"
+    save_calibration(default_calibration.calibration, path)
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    doc = json.loads(path.read_text(), parse_constant=refuse)
+    rational = doc["stereo"]["distortion_models"]["sensor"]["candidates"]["rational"]
+    assert rational["cv_rms_px"] is None and rational["cv_se_px"] is None
+    assert "one-to-one" in rational["failed"] and rational["train_rms_px"] > 0
+    assert load_calibration(path).stereo["distortion_models"]["sensor"]["chosen"] == "k1k2+tangential"
