@@ -396,11 +396,42 @@ def check_decoded_size(paths: Sequence[str | os.PathLike], bytes_per_pixel: int)
                           f"this machine's {ram / 1e9:.0f} GB; downscale them (or give fewer) first")
 
 
+def _read_8bit(paths: Sequence[str | os.PathLike]) -> list[np.ndarray]:
+    """RGB uint8 frames of one sweep; 16-bit files keep the top 8 of the bits the sweep uses.
+
+    OpenCV's 8-bit read keeps the top 8 of 16 bits: 12-bit data in 16-bit files (0-4095, as raw
+    converters and machine-vision cameras write them) came out with 16 grey levels. One shift for
+    the whole sweep, from its brightest 16-bit pixel, so the slices keep their relative brightness.
+    A 16-bit file is decoded twice (its peak, then its pixels): memory stays one 16-bit frame."""
+    frames: list[np.ndarray | None] = []
+    peaks: dict[int, int] = {}
+    for i, p in enumerate(paths):
+        f = read_image(p, keep_depth=True)
+        if f.dtype == np.uint16:
+            peaks[i], f = int(f.max()), None
+        frames.append(f)
+    if peaks:
+        peak = max(peaks.values())
+        for i in peaks:
+            frames[i] = top_8_bits(read_image(paths[i], keep_depth=True), peak)
+    return frames  # type: ignore[return-value]
+
+
+def top_8_bits(img: np.ndarray, peak: int | None = None) -> np.ndarray:
+    """A 16-bit image as uint8: the top 8 of the bits its data use (those of `peak`, default its own
+    maximum), not of all 16. 12-bit data (0-4095) keep 256 levels, not 16; full-range data give
+    OpenCV's own 16 -> 8-bit read. uint8 images pass as they are."""
+    if img.dtype == np.uint8:
+        return img
+    peak = int(img.max()) if peak is None else peak
+    return (img >> (max(8, peak.bit_length()) - 8)).astype(np.uint8)
+
+
 def read_images_one_size(paths: Sequence[str | os.PathLike], keep_depth: bool = False) -> list[np.ndarray]:
-    """Images that must share one size (a focal sweep): RGB uint8 each (keep_depth: uint16 where a file
-    holds 16 bits); the error names the odd file. Refused before decoding when they would not fit in memory."""
+    """Images that must share one size (a focal sweep): RGB uint8 each, 16-bit files by the sweep's bit
+    depth (_read_8bit) (keep_depth: uint16 where a file holds 16 bits); the error names the odd file. Refused before decoding when they would not fit in memory."""
     check_decoded_size(paths, 6 if keep_depth else 3)
-    frames = [read_image(p, keep_depth=keep_depth) for p in paths]
+    frames = [read_image(p, keep_depth=True) for p in paths] if keep_depth else _read_8bit(paths)
     for p, f in zip(paths[1:], frames[1:]):
         if f.shape[:2] != frames[0].shape[:2]:
             (h, w), (h0, w0) = f.shape[:2], frames[0].shape[:2]

@@ -165,3 +165,31 @@ def test_images_that_would_fill_memory_are_refused_before_decoding(tmp_path, cli
     res = cli(command, *args)
     assert_one_line_error(res, 1, str(frames[0]), "these 3 images need", "more than half of this machine's")
     assert not (tmp_path / "out").exists() and not (tmp_path / "d.png").exists()
+
+
+SWEEP7 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "focal_stack_pcb" / "sweep7"
+
+
+def test_12_bit_sweeps_in_16_bit_files_read_as_their_8_bit_originals(tmp_path):
+    """A real sweep stored as 12-bit data in 16-bit PNGs (values 0-4080, as raw converters write them)
+    read as 8 bits: OpenCV's own read kept the top 8 of 16 bits, 16 grey levels, and `predict` gave
+    another depth map. One shift for the whole sweep gives back the 8-bit frames exactly."""
+    import cv2
+    import numpy as np
+
+    from dfdcap.fileio import read_images_one_size
+
+    if not SWEEP7.is_dir():
+        pytest.skip(f"{SWEEP7} missing")
+    originals, wide = [], []
+    for k, src in enumerate(sorted(SWEEP7.glob("pcb_*.jpg"))[:3]):
+        rgb8 = cv2.resize(cv2.imread(str(src)), (256, 192), interpolation=cv2.INTER_AREA)
+        originals.append(cv2.cvtColor(rgb8, cv2.COLOR_BGR2RGB))
+        wide.append(tmp_path / f"f{k}.png")
+        cv2.imwrite(str(wide[-1]), rgb8.astype(np.uint16) * 16)
+    assert max(int(f.max()) for f in originals) > 127  # the brightest pixel sets the shift: 12 bits here
+    frames = read_images_one_size(wide)
+    assert all(f.dtype == np.uint8 and np.array_equal(f, o) for f, o in zip(frames, originals))
+    full = tmp_path / "full.png"  # a full-range 16-bit file reads as before: its top 8 bits
+    cv2.imwrite(str(full), cv2.cvtColor(originals[0], cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)
+    assert np.array_equal(read_images_one_size([full])[0], originals[0])

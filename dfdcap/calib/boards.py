@@ -28,7 +28,7 @@ import numpy as np
 
 from dfdcap.errors import CalibrationError, DfdcapError
 from dfdcap.interrupts import raise_if_pressed
-from dfdcap.fileio import imread, jpeg_complete, png_complete
+from dfdcap.fileio import imread, jpeg_complete, png_complete, top_8_bits
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 DEFAULT_DICTIONARY = "DICT_5X5_100"
@@ -378,11 +378,16 @@ def detect_file(path: str | os.PathLike, name: str, board: Board, max_detect_px:
     if Path(path).suffix.lower() == ".png" and not png_complete(path):  # else libpng prints its own error line too
         return "unreadable (PNG cut short: an interrupted copy?)"
     try:
-        gray = imread(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)  # the sensor's pixel grid (fileio.read_image)
+        # the sensor's pixel grid (fileio.read_image); 16-bit views (a RealSense's 10-bit Y16 infrared, 12-bit
+        # raw conversions) by the bits they use: OpenCV's 8-bit read left 12-bit data 16 grey levels
+        gray = imread(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION)
     except DfdcapError as e:  # larger than OpenCV decodes
         return f"unreadable ({str(e).removeprefix(f'{path}: ')})"
     if gray is None:
         return "unreadable (not an image?)"
+    if gray.dtype not in (np.uint8, np.uint16):  # a float TIFF: no agreed scale
+        return f"unreadable ({gray.dtype} pixels; expected 8- or 16-bit images)"
+    gray = top_8_bits(gray)
     if half_window and 2 * half_window + 5 >= min(gray.shape):  # cornerSubPix's own limit, else an OpenCV assertion
         raise CalibrationError(f"--subpix-window {half_window}: too large for {path} ({gray.shape[1]}x{gray.shape[0]} px); "
                                f"at most {(min(gray.shape) - 6) // 2} px there")
