@@ -397,6 +397,8 @@ def _model_options(options: Optional[list[str]]) -> dict:
                     cfg[key] = float(val)
                 except ValueError:
                     cfg[key] = val
+            if "_" in val and not isinstance(cfg[key], str):  # int() and float() read "1_6" as 16
+                raise ModelError(f"--set {opt}: {val!r} is not a number (no underscores in numbers)")
     return cfg
 
 

@@ -84,6 +84,18 @@ def test_cli_set_out_of_range_before_any_file(tmp_path, opt):
     assert not any(tmp_path.iterdir())
 
 
+def test_cli_set_refuses_numbers_with_underscores(tmp_path):
+    """int() reads "1_6" as 16: `--set width=1_6` built a width-16 network without a word. Text values
+    with underscores (names) stay text."""
+    from dfdcap.cli import _model_options
+
+    out = tmp_path / "p.pt"
+    res = CliRunner().invoke(app, ["pretrain", "--model", "poolnet", "--set", "width=1_6", "--steps", "1", "-o", str(out)])
+    assert isinstance(res.exception, ModelError) and "'1_6' is not a number" in str(res.exception)
+    assert not any(tmp_path.iterdir())
+    assert _model_options(["norm=group_norm", "width=8"]) == {"norm": "group_norm", "width": 8}
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_weights_refused(poolnet_ckpt, value):
     base, write = poolnet_ckpt
