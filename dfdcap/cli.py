@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from dfdcap.capture.limits import MAX_STACKS, MAX_STEPS
 from dfdcap.errors import DfdcapError
+from dfdcap.parse import plain_number
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Record depth-from-focus datasets and train DFF networks.")
 console = Console(stderr=True, emoji=False)
@@ -160,7 +161,7 @@ def sim_checkerboard(
     if focus_diopters is not None:
         nearest = rig.phone_min_focus_diopters  # the sim phone's closest focus
         try:
-            focus_list = [_float(v) for v in focus_diopters.split(",") if v.strip()]
+            focus_list = [plain_number(v) for v in focus_diopters.split(",") if v.strip()]
         except ValueError:
             focus_list = []
         if not focus_list or not all(0 <= v <= nearest for v in focus_list):
@@ -345,20 +346,12 @@ def devices() -> None:
         console.print(f"[yellow]note:[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
-def _float(text: str) -> float:
-    """float(), but "1_0" is a ValueError: Python reads it as 10, a typo nobody means as a number
-    (as `predict --focus` refuses it)."""
-    if "_" in text:
-        raise ValueError(text)
-    return float(text)
-
-
 def _parse_floats(text: str, option: str, n: int) -> tuple[float, ...]:
     """'0.1,-0.2,...' -> n finite floats."""
     import math
 
     try:
-        vals = tuple(_float(x) for x in text.split(","))
+        vals = tuple(plain_number(x) for x in text.split(","))
     except ValueError:
         raise DfdcapError(f"{option} {text!r}: expected {n} comma-separated numbers") from None
     if len(vals) != n or not all(math.isfinite(v) for v in vals):
@@ -369,7 +362,7 @@ def _parse_floats(text: str, option: str, n: int) -> tuple[float, ...]:
 def _parse_range(text: str, option: str) -> tuple[float, float]:
     """'0.1,0.5' -> (0.1, 0.5): two finite positive numbers, the first smaller."""
     try:
-        near, far = (_float(x) for x in text.split(","))
+        near, far = (plain_number(x) for x in text.split(","))
     except ValueError:
         raise DfdcapError(f"{option} {text!r}: expected NEAR,FAR in metres, e.g. 0.1,0.5") from None
     if not (0 < near < far < float("inf")):

@@ -88,6 +88,7 @@ class TestSimCheckerboardFolder:
         (("--focus-diopters", "0.5,11"), "to 10"),
         (("--focus-diopters", "0_5"), "--focus-diopters"),  # float() read 5 D
         (("--phone-dist", "0_1,0,0,0,0"), "--phone-dist"),
+        (("--phone-size", "1_008x756"), "--phone-size"),  # int() read 1008
         (("--board", "1000x1000"), "--board"),
         (("--views", "100000000000000000000"), "--views"),
         (("--views", "1001"), "at most 1000"),

@@ -28,6 +28,7 @@ from dfdcap.capture.session import SensorFormat, SessionWriter
 from dfdcap.errors import DeviceError, DfdcapError, SessionError
 from dfdcap.interrupts import CtrlCFlag
 from dfdcap.lens import FocusSchedule
+from dfdcap.parse import plain_number
 
 
 SENSOR_FORMATS = ("jpeg", "png", "fast", "compact")
@@ -640,7 +641,7 @@ def parse_size(text: str, what: str, form: str = "WIDTHxHEIGHT", example: str = 
     """'640x480' -> (640, 480); a one-line error naming `what` otherwise."""
     w, sep, h = text.lower().partition("x")
     try:
-        size = (int(w), int(h))
+        size = (plain_number(w, int), plain_number(h, int))
     except ValueError:
         size = (0, 0)
     if not sep or size[0] < 1 or size[1] < 1:

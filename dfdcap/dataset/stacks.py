@@ -15,6 +15,7 @@ import numpy as np
 from dfdcap.cameras import CameraModel
 from dfdcap.errors import DatasetError
 from dfdcap.lens import ThinLens
+from dfdcap.parse import plain_number
 
 REFERENCE_FRAME = "middle"
 
@@ -135,7 +136,7 @@ class OutputGeometry:
 def parse_size(text: str) -> tuple[int, int]:
     """'WxH' -> (W, H)."""
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
+        w, h = (plain_number(v, int) for v in text.lower().split("x"))
     except ValueError:
         raise DatasetError(f"size {text!r}: expected WIDTHxHEIGHT, e.g. 640x360") from None
     if w <= 0 or h <= 0:
@@ -154,7 +155,7 @@ def make_geometry(image_size: tuple[int, int], crop: str | None = None, size: st
         c = (0, 0, iw, ih)
     elif "," in crop:
         try:
-            c = tuple(int(v) for v in crop.split(","))
+            c = tuple(plain_number(v, int) for v in crop.split(","))
         except ValueError:
             c = ()
         if len(c) != 4:

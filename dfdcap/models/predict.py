@@ -28,6 +28,7 @@ import torch
 
 from dfdcap.errors import ModelError
 from dfdcap.fileio import read_images_one_size, write_image
+from dfdcap.parse import plain_number
 
 INDEX_DIOPTERS = (10.0, 2.0)  # --index: stand-in focus of the first and last frame (0.1 m ... 0.5 m)
 DEFAULT_TILE = 1024  # tile core side (pixels) at the run resolution; 0 = never tile
@@ -66,9 +67,7 @@ class PredictResult:
 def parse_focus(text: str, option: str = "--focus", unit: str = "distances in metres") -> list[float]:
     """"0.1,0.15,0.2" -> [0.1, 0.15, 0.2]; ModelError on anything that is not positive numbers."""
     try:
-        if "_" in text:  # float() reads "1_0" as 10: a typo, not a number anyone writes
-            raise ValueError
-        vals = [float(v) for v in text.replace(" ", "").split(",") if v]
+        vals = [plain_number(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise ModelError(f"{option}: expected comma-separated {unit}, got {text!r}") from None
     if not vals or any(not np.isfinite(v) or v <= 0 for v in vals):

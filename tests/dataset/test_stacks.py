@@ -84,3 +84,13 @@ class TestSessionSplits:
     def test_no_training_session_left(self):
         with pytest.raises(DatasetError, match="leaves no training session"):
             self.splits(2, val_fraction=0.5, test_fraction=0.5)
+
+
+@pytest.mark.parametrize("size, crop", [("2_40x135", None), (None, "1_0,0,64,64"), (None, "6_4x64")])
+def test_size_and_crop_refuse_numbers_with_underscores(size, crop):
+    """int() reads "2_40" as 240: `build-dataset --size 2_40x135` built 240x135 stacks without a word."""
+    from dfdcap.dataset.stacks import make_geometry
+
+    with pytest.raises(DatasetError, match="expected"):
+        make_geometry((1008, 756), crop=crop, size=size)
+    assert make_geometry((1008, 756), crop="10,0,64,64", size="32x32").crop == (10, 0, 64, 64)
