@@ -27,8 +27,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from dfdcap.errors import CalibrationError, DfdcapError
-from dfdcap.interrupts import raise_if_pressed
 from dfdcap.fileio import imread, jpeg_complete, png_complete, top_8_bits
+from dfdcap.interrupts import raise_if_pressed
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 DEFAULT_DICTIONARY = "DICT_5X5_100"
