@@ -348,8 +348,6 @@ def devices() -> None:
 
 def _parse_floats(text: str, option: str, n: int) -> tuple[float, ...]:
     """'0.1,-0.2,...' -> n finite floats."""
-    import math
-
     try:
         vals = tuple(plain_number(x) for x in text.split(","))
     except ValueError:

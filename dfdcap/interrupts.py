@@ -58,7 +58,7 @@ class CtrlCFlag:
     @property
     def pressed(self) -> bool:
         """Ctrl-C since this flag, or an enclosing one, was installed."""
-        return self.hit.is_set() or any(f.hit.is_set() for f in _INSTALLED)
+        return self.hit.is_set() or _any_hit()
 
     def check(self) -> None:
         if self.pressed:
@@ -79,5 +79,10 @@ def raise_if_pressed() -> None:
     """KeyboardInterrupt if an installed flag (the CLI's, for every command) caught a Ctrl-C: for a
     loop with no flag of its own, checked once an item, so that a Ctrl-C a finalizer swallowed
     stops it there instead of at its end (calibrate's detections, build-dataset's stacks)."""
-    if any(f.hit.is_set() for f in _INSTALLED):
+    if _any_hit():
         raise KeyboardInterrupt
+
+
+def _any_hit() -> bool:
+    """Whether an installed flag caught a Ctrl-C."""
+    return any(f.hit.is_set() for f in _INSTALLED)
