@@ -99,8 +99,8 @@ class _PreferWideVectors(FunctionAttributes):
     """A function's LLVM attributes plus "prefer-vector-width"="512" (llvmlite's own set only
     takes attributes without a value)."""
 
-    def _to_list(self, ret_type):
-        return [*super()._to_list(ret_type), '"prefer-vector-width"="512"']
+    def _to_list(self, *args):
+        return [*super()._to_list(*args), '"prefer-vector-width"="512"']
 
     def __bool__(self) -> bool:  # llvmlite writes no attributes for an empty set
         return True
@@ -116,8 +116,11 @@ def _wide_vectors(typingctx):
     def codegen(context, builder, sig, args):
         fn = builder.function
         if not isinstance(fn.attributes, _PreferWideVectors):
-            wide = _PreferWideVectors(fn.attributes)
-            wide.alignstack, wide.personality = fn.attributes.alignstack, fn.attributes.personality
+            try:
+                wide = _PreferWideVectors(fn.attributes)
+                wide.alignstack, wide.personality = fn.attributes.alignstack, fn.attributes.personality
+            except (AttributeError, TypeError, ValueError):  # an llvmlite that builds attributes otherwise: LLVM's default width
+                return context.get_dummy_value()
             fn.attributes = wide
         return context.get_dummy_value()
 
