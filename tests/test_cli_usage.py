@@ -6,6 +6,8 @@ without editing this file.
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 import typer
 
@@ -65,6 +67,25 @@ def test_numbers_with_underscores_are_usage_errors(cli, tmp_path, monkeypatch, a
     option = args[-2]
     assert f"'{option}'" in err and "is not a number (no underscores in numbers)" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "fvnet", "a.png", "b.png", "--index", "--size", "2_40", "-o", "d.png"], "--size: expected WxH or W in pixels, got '2_40'"),
+    (["calibrate", ".", "--charuco", "7x5,0.0_4,0.03"], "square and marker sizes must be numbers"),
+    (["pretrain", "--model", "fvnet", "-o", "p.pt", "--devices", "1_0"], "--devices '1_0': expected auto"),
+    (["pretrain", "--model", "fvnet", "-o", "p.pt", "--devices", "0,1_0"], "--devices '0,1_0': expected auto"),
+], ids=["predict size", "charuco square", "device count", "device ids"])
+def test_values_parsed_from_text_refuse_underscores(cli, tmp_path, monkeypatch, args, message):
+    """Values the commands parse from text themselves: `predict --size 2_40` ran at 240 px wide,
+    `--devices 1_0` asked for 10 devices."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((24, 32, 3), 128, np.uint8))
+    before = sorted(tmp_path.iterdir())
+    rc, out, err = cli(*args)
+    assert rc == 1 and "Traceback" not in out + err, out + err
+    assert message in err, err
+    assert sorted(tmp_path.iterdir()) == before
 
 
 def test_underscores_stay_welcome_in_names(cli, tmp_path):

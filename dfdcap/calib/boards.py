@@ -29,6 +29,7 @@ import numpy as np
 from dfdcap.errors import CalibrationError, DfdcapError
 from dfdcap.fileio import imread, jpeg_complete, png_complete, top_8_bits
 from dfdcap.interrupts import raise_if_pressed
+from dfdcap.parse import plain_number
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 DEFAULT_DICTIONARY = "DICT_5X5_100"
@@ -125,7 +126,7 @@ def parse_board(board: str | None, square_m: float | None, charuco: str | None =
             raise CalibrationError(f"--charuco {charuco!r}: expected COLSxROWS,SQUARE_M,MARKER_M[,DICTIONARY]")
         cols, rows = parse_board_size(parts[0], "--charuco", "charuco")
         try:
-            sq, mk = float(parts[1]), float(parts[2])
+            sq, mk = plain_number(parts[1]), plain_number(parts[2])
         except ValueError:
             raise CalibrationError(f"--charuco {charuco!r}: square and marker sizes must be numbers (metres)") from None
         check_square(sq, "--charuco square")

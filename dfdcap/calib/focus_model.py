@@ -29,6 +29,7 @@ from dfdcap.breathing import FocusModel
 from dfdcap.calib.boards import Board, Detection
 from dfdcap.cameras import CameraModel
 from dfdcap.errors import CalibrationError
+from dfdcap.parse import plain_number
 
 MAX_FOCUS_DIOPTERS = 100.0  # 1 cm: closer than any phone lens focuses; larger values are typos or other units
 PIN_PX = 0.5  # keep the principal-point drift when its effect over the range is known to this (px, 1 sigma)
@@ -87,7 +88,7 @@ def read_focus_csv(path: Path) -> dict[str, float]:
             line = reader.line_num
             try:
                 name, value = row["name"].strip(), row["focus_diopters"].strip()
-                d = float(value)
+                d = plain_number(value)
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise CalibrationError(f"{path}:{line}: expected 'name,focus_diopters' with a number, got {row}") from None
             if not 0.0 <= d <= MAX_FOCUS_DIOPTERS:  # NaN fails too

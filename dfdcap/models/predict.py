@@ -202,7 +202,7 @@ def parse_scale(scale: float | None, size: str | None, w: int, h: int) -> tuple[
     if size is None:
         return w, h
     try:
-        parts = [int(v) for v in size.lower().split("x")]
+        parts = [plain_number(v, int) for v in size.lower().split("x")]
     except ValueError:
         raise ModelError(f"--size: expected WxH or W in pixels, got {size!r}") from None
     if len(parts) not in (1, 2) or min(parts) < 8:

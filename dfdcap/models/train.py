@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from dfdcap.errors import DatasetError, DfdcapError, ModelError
 from dfdcap.fileio import atomic_write_json, physical_memory_bytes
 from dfdcap.models.registry import MODELS, TINY_CONFIGS, build_model
+from dfdcap.parse import plain_number
 
 DEFAULT_LR = 1e-3
 
@@ -81,8 +82,8 @@ def parse_devices(text: str | int) -> int | str | tuple[int, ...]:
     t = str(text).strip()
     try:
         if "," in t:
-            return tuple(int(x) for x in t.split(",") if x.strip())
-        return "auto" if t == "auto" else int(t)
+            return tuple(plain_number(x.strip(), int) for x in t.split(",") if x.strip())
+        return "auto" if t == "auto" else plain_number(t, int)
     except ValueError:
         raise ModelError(f"--devices {text!r}: expected auto, a count (2, -1 = all) or ids (0,1)") from None
 

@@ -175,6 +175,7 @@ def test_focus_csv_in_the_dirs_folder_with_file_names(tmp_path, cli):
     ([f"{n},{2 + 2 * (i % 3)}" for i, n in enumerate(NAMES)] + ["01,9"], "focus.csv:15: '01' has focus_diopters 9"),
     ([f"left{n}.jpg,{2 + 2 * (i % 3)}" for i, n in enumerate(NAMES)], "names none of the 13 phone views"),
     (["01,2", "02,4"], "only 2 of the 13 phone views have a focus setting"),
+    (["01,0_5"], "focus.csv:2: expected 'name,focus_diopters' with a number"),  # float() read it as 5 diopters
 ])
 def test_focus_csv_that_cannot_be_meant(tmp_path, cli, lines, expect):
     """A view given two focus settings took the last one silently; a focus.csv naming no view was ignored;
