@@ -231,7 +231,24 @@ def read_frames(images: list[str | Path]) -> list[np.ndarray]:
         raise ModelError(f"{missing}: no such image file")
     if len(images) < 2:
         raise ModelError("predict: a focus stack needs at least 2 images")
-    return read_images_one_size(images)
+    frames = read_images_one_size(images)
+    check_distinct_frames(images, frames)
+    return frames
+
+
+def check_distinct_frames(images: list[str | Path], frames: list[np.ndarray]) -> None:
+    """ModelError where two frames hold the same pixels (one file given twice, or a copy): a focus
+    stack's frames differ in focus, and a repeated frame only skews the depth toward its focus."""
+    import hashlib
+
+    seen: dict[bytes, str | Path] = {}
+    for path, frame in zip(images, frames):
+        key = hashlib.blake2b(np.ascontiguousarray(frame).data, digest_size=16).digest()
+        if key in seen:
+            first = seen[key]
+            what = "is given twice" if Path(first) == Path(path) else f"holds the same pixels as {first}"
+            raise ModelError(f"{path}: {what}; the frames of a focus stack are focused at different distances")
+        seen[key] = path
 
 
 def stack_method(checkpoint: str | Path | None, focus_m: list[float], window: int = 9) -> Callable[[np.ndarray], np.ndarray]:

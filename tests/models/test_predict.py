@@ -196,3 +196,20 @@ def test_real_pcb_sweep_classical_index(cli, tmp_path):
     idx = read_image(tmp_path / "pcb_index.png", unchanged=True) / 65535 * (len(frames) - 1)
     assert idx.shape == (384, 512)
     assert np.percentile(idx, 95) - np.percentile(idx, 5) > 3  # several frames deep, not one plane
+
+
+@pytest.mark.parametrize("copy", [False, True], ids=["one file twice", "a copy"])
+def test_a_repeated_frame_is_refused(cli, stack_files, tmp_path, copy):
+    """`predict fvnet a.png a.png b.png` ran and wrote a depth map: a repeated frame only pulls the
+    depth toward its focus. Same file or same pixels: one line naming it, nothing written."""
+    paths, _, _ = stack_files
+    again = paths[1]
+    if copy:
+        again = tmp_path / "copy.png"
+        again.write_bytes(paths[1].read_bytes())
+    out = tmp_path / "d.png"
+    code, stdout, err = cli("predict", "--classical", paths[0], paths[1], again, "--index", "-o", out)
+    assert code == 1 and "Traceback" not in stdout + err
+    what = f"holds the same pixels as {paths[1]}" if copy else "is given twice"
+    assert err.strip() == f"error: {again}: {what}; the frames of a focus stack are focused at different distances"
+    assert not out.exists() and not (tmp_path / "d_index.png").exists()
