@@ -158,6 +158,29 @@ def pairs_from_truth(session: Session) -> dict[int, PairInfo]:
     return out
 
 
+def _check_distinct_recordings(sessions: list[Session]) -> None:
+    """DatasetError where two session folders hold one recording (a copied folder): in two splits the
+    copy puts test stacks into training, in one it doubles them. A recording is known by its phone
+    index and first phone frame, byte for byte: phone timestamps and sensor noise make every
+    recording's differ, even on the simulator."""
+    import hashlib
+
+    seen: dict[bytes, Path] = {}
+    for s in sessions:
+        h = hashlib.blake2b(digest_size=16)
+        try:
+            h.update((s.path / "phone" / "frames.csv").read_bytes())
+            if s.phone_frames:
+                h.update((s.path / "phone" / s.phone_frames[0].file).read_bytes())
+        except OSError:  # a missing file is reported where the build reads it
+            continue
+        key = h.digest()
+        if key in seen:
+            raise DatasetError(f"{s.path}: the same recording as {seen[key]} (identical phone/frames.csv and first phone "
+                               "frame): a copied session would put one recording into the dataset twice")
+        seen[key] = s.path
+
+
 def _split_of(sessions: list[Session], opts: BuildOptions) -> list[str]:
     seen: dict[str, Path] = {}
     for s in sessions:  # the dataset keys sessions by folder name; one given twice would double its stacks
@@ -167,6 +190,7 @@ def _split_of(sessions: list[Session], opts: BuildOptions) -> list[str]:
                                f"{s.path}: a second session folder named {s.path.name!r} (also {seen[s.path.name]}); "
                                "session folder names must differ")
         seen[s.path.name] = s.path
+    _check_distinct_recordings(sessions)
     both = sorted({Path(n).name for n in opts.val} & {Path(n).name for n in opts.test})
     if both:
         raise DatasetError(f"session {both[0]!r} is named by both --val and --test; a session belongs to one split")

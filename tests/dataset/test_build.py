@@ -132,6 +132,21 @@ class TestBuild:
             build_dataset(box_sessions, RIG, tmp_path / "y.h5", BuildOptions(val=("nope",)))
 
 
+def test_a_copied_session_is_refused(box_sessions, tmp_path):
+    """A session folder copied under another name built as two sessions: given as --test, the copy
+    put the training recording into the test split. Now one line names both; nothing is written."""
+    import shutil
+
+    copy = tmp_path / "a_copy"
+    shutil.copytree(box_sessions[0], copy)
+    out = tmp_path / "x.h5"
+    with pytest.raises(DatasetError) as e:
+        build_dataset([box_sessions[0], box_sessions[1], copy], RIG, out, BuildOptions(test=("a_copy",)))
+    assert str(e.value) == (f"{copy}: the same recording as {box_sessions[0]} (identical phone/frames.csv and first "
+                            "phone frame): a copied session would put one recording into the dataset twice")
+    assert not out.exists() and not list(tmp_path.glob(".x.h5*"))
+
+
 class TestDdff12Reader:
     def test_opens_a_ddff12_layout_file(self, tmp_path):
         p = tmp_path / "ddff.h5"
