@@ -542,6 +542,8 @@ def predict(
         check_output_file(path, what="depth PNG", create_parent=True)
     check_distinct({"depth picture": colour, "16-bit depth PNG": raw}, [*images, *([model] if model else [])])
     r = run(model, images, coords, output, scale=scale, size=size, tile=tile, align=not no_align)
+    for note in r.notes:
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     d = r.depth_m
     what = f"depth {d.min():.3f}-{d.max():.3f} m" if r.unit == "m" else f"best-focus frame index {d.min():.2f}-{d.max():.2f}"
     out.print(f"wrote {r.colour_png} and {r.depth_png} ({r.size[0]}x{r.size[1]}, {r.tiles} tile(s), {what})",

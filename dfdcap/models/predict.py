@@ -62,6 +62,7 @@ class PredictResult:
     unit: str = "m"
     size: tuple[int, int] = (0, 0)  # (W, H) the method ran at
     tiles: int = 1
+    notes: tuple[str, ...] = ()  # what the user should know (frames alignment could not register)
 
 
 def parse_focus(text: str, option: str = "--focus", unit: str = "distances in metres") -> list[float]:
@@ -144,9 +145,10 @@ def predict_depth(model: torch.nn.Module, frames: list[np.ndarray] | np.ndarray,
         return model(x, f)["depth"][0, 0].numpy().astype(np.float32)
 
 
-def align_input_stack(frames: list[np.ndarray], focus_m: list[float]) -> list[np.ndarray]:
+def align_input_stack(frames: list[np.ndarray], focus_m: list[float]) -> tuple[list[np.ndarray], dict[int, str]]:
     """The stack registered to its middle slice by focus distance, as build-dataset stores slices
-    (dfdcap.dataset.align; no focus model here, registration only; a slice that fails stays as it is)."""
+    (dfdcap.dataset.align; no focus model here, registration only), and {frame: why} of the frames
+    that could not be registered: they stay as they are."""
     from dfdcap.dataset.align import align_stack, warp_to_reference
 
     order = list(np.argsort(focus_m))
@@ -154,9 +156,12 @@ def align_input_stack(frames: list[np.ndarray], focus_m: list[float]) -> list[np
     sorted_frames = [frames[i] for i in order]
     maps = align_stack(sorted_frames, order.index(ref), None)
     out = list(frames)
+    failed = {}
     for pos, i in enumerate(order):
         out[i] = warp_to_reference(frames[i], maps[pos].H)
-    return out
+        if maps[pos].status.startswith("fallback"):
+            failed[int(i)] = maps[pos].status.removeprefix("fallback: ")
+    return out, failed
 
 
 def tile_windows(h: int, w: int, tile: int, margin: int) -> list[tuple[slice, slice, slice, slice]]:
@@ -326,8 +331,10 @@ def predict(
     out = Path(out)
     method = stack_method(checkpoint, coords.focus_m)  # a bad checkpoint fails before any image is read
     frames = read_frames(images)
+    notes: list[str] = []
     if align:  # focus breathing: slices to the middle slice's geometry, as in training data
-        frames = align_input_stack(frames, coords.focus_m)
+        frames, failed = align_input_stack(frames, coords.focus_m)
+        notes += [f"{images[i]}: not registered to the middle frame ({why}); used as it is" for i, why in sorted(failed.items())]
     run_size = parse_scale(scale, size, frames[0].shape[1], frames[0].shape[0])
     stack = np.stack(rescale(frames, run_size))
     del frames
@@ -335,4 +342,4 @@ def predict(
     result = coords.to_output(depth)
     out.parent.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folders (the CLI checked it can)
     colour_png, data_png = write_outputs(out, result, coords)
-    return PredictResult(colour_png, data_png, result, coords.unit, run_size, n_tiles)
+    return PredictResult(colour_png, data_png, result, coords.unit, run_size, n_tiles, tuple(notes))

@@ -213,3 +213,18 @@ def test_a_repeated_frame_is_refused(cli, stack_files, tmp_path, copy):
     what = f"holds the same pixels as {paths[1]}" if copy else "is given twice"
     assert err.strip() == f"error: {again}: {what}; the frames of a focus stack are focused at different distances"
     assert not out.exists() and not (tmp_path / "d_index.png").exists()
+
+
+def test_a_frame_that_cannot_be_registered_is_named(cli, stack_files, tmp_path):
+    """predict registers the frames to the middle one first; one that fails (here a black frame) is
+    used as it is, which was silent. Now a warning names it; the depth is still written."""
+    paths, _, _ = stack_files
+    black = tmp_path / "black.png"
+    write_image(black, np.zeros((48, 64, 3), np.uint8))
+    out = tmp_path / "d.png"
+    code, stdout, err = cli("predict", "--classical", paths[0], paths[2], black, "--index", "-o", out)
+    assert code == 0, stdout + err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {black}: not registered to the middle frame ("), err
+    assert warnings[0].endswith("); used as it is")
+    assert out.exists() and (tmp_path / "d_index.png").exists()

@@ -283,7 +283,8 @@ class TestPredict:
         from dfdcap.models.predict import align_input_stack
 
         frames, focus = self._breathing_stack()
-        out = align_input_stack(frames, focus)
+        out, failed = align_input_stack(frames, focus)
+        assert failed == {}
         inner = (slice(15, 105), slice(20, 140))
         for k in (0, 1):
             before = np.abs(frames[k][inner].astype(float) - frames[2][inner]).mean()
@@ -301,7 +302,7 @@ class TestPredict:
         paths, aligned_paths = [tmp_path / f"{k}.png" for k in range(3)], [tmp_path / f"a{k}.png" for k in range(3)]
         for p, f in zip(paths, frames):
             write_image(p, f)
-        for p, f in zip(aligned_paths, align_input_stack(read_frames(paths), focus)):
+        for p, f in zip(aligned_paths, align_input_stack(read_frames(paths), focus)[0]):
             write_image(p, f)  # lossless: read back as registered
         got = predict(None, paths, focus, tmp_path / "d.png").depth_m
         want = predict(None, aligned_paths, focus, tmp_path / "w.png", align=False).depth_m
