@@ -126,6 +126,7 @@ def find_folder_pairs(folder: Path, dirs: tuple[str, str] = ("phone", "sensor"))
             if p.stem in stems:
                 raise CalibrationError(f"{sub}: two images named {p.stem!r} ({stems[p.stem].name}, {p.name})")
             stems[p.stem] = p
+        _refuse_copies(stems.values())
         cams.append(stems)
     phone, sensor = cams
     common = sorted(set(phone) & set(sensor))
@@ -139,6 +140,24 @@ def find_folder_pairs(folder: Path, dirs: tuple[str, str] = ("phone", "sensor"))
         warnings.append(f"{len(lonely)} image(s) without a partner (used for one camera's intrinsics only): "
                         + ", ".join(lonely[:8]) + (" ..." if len(lonely) > 8 else ""))
     return RigInputs(sorted(phone.items()), sorted(sensor.items()), str(folder), warnings)
+
+
+def _refuse_copies(images) -> None:
+    """CalibrationError where two files of one camera's folder are byte for byte the same (a copied
+    view): it would count twice in the fit and sit on both sides of a cross-validation split, so the
+    held-out score that picks the lens model would test it on a view it was fitted to."""
+    import hashlib
+
+    seen: dict[bytes, Path] = {}
+    for p in images:
+        try:
+            with open(p, "rb") as f:
+                key = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).digest()
+        except OSError:  # detection names an unreadable image
+            continue
+        if key in seen:
+            raise CalibrationError(f"{p}: the same file as {seen[key]} (a copied view would count twice); remove one")
+        seen[key] = p
 
 
 def find_session_pairs(session_dir: Path) -> RigInputs:

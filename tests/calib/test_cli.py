@@ -187,6 +187,20 @@ def test_focus_csv_that_cannot_be_meant(tmp_path, cli, lines, expect):
     assert not out.exists()
 
 
+def test_a_copied_view_is_refused(tmp_path, cli):
+    """A board view copied under a second name calibrated as 14 views: it counted twice, and in the
+    cross-validation that picks the lens model it was held out while its copy was fitted."""
+    import shutil
+
+    root = _focus_pairs(tmp_path)
+    for side in ("phone", "sensor"):
+        shutil.copy(root / side / f"{NAMES[3]}.jpg", root / side / "99.jpg")
+    out = tmp_path / "c.json"
+    assert_one_line_error(cli("calibrate", root, "--board", "9x6", "--square", "1.0", "-o", out), 1,
+                          str(root / "phone" / "99.jpg"), f"the same file as {root / 'phone' / NAMES[3]}.jpg")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("text, expect", [
     ("name,focus_diopters\n", "a header and no rows"),
     ("", "expected the header 'name,focus_diopters', got 'an empty file'"),
