@@ -54,8 +54,8 @@ Speed (640x480 -> 1920x1080 in ~3.5 ms on one core; see benchmarks/reproject.py)
   them, so the z-buffer is a ring of 128 rows that stays in cache; where source rows reach the
   target out of order (a rotated camera), the whole z-buffer is used instead.
 - every kernel asks LLVM for the CPU's widest vectors (_wide_vectors): on AVX-512 CPUs that LLVM
-  tunes for 256-bit vectors it otherwise spills registers (5.1 instead of 4.2 ms on a Sapphire
-  Rapids VM, where registerDepth takes 50 ms and Open3D 6.8 ms).
+  tunes for 256-bit vectors it otherwise spills registers (5.1 ms instead of 3.6-4.2 ms on a
+  Sapphire Rapids VM, where registerDepth takes 47-50 ms and Open3D 6.1-6.8 ms).
 Scratch arrays are kept per thread; the kernels release the GIL (nogil), one thread each.
 First use compiles the kernels (~7 s); numba caches them on disk (`cache=True`) beside this
 module, or in the user's cache folder, or NUMBA_CACHE_DIR (~0.4 s to load).
