@@ -79,8 +79,8 @@ def test_values_parsed_from_text_refuse_underscores(cli, tmp_path, monkeypatch, 
     """Values the commands parse from text themselves: `predict --size 2_40` ran at 240 px wide,
     `--devices 1_0` asked for 10 devices."""
     monkeypatch.chdir(tmp_path)
-    for name in ("a.png", "b.png"):
-        cv2.imwrite(str(tmp_path / name), np.full((24, 32, 3), 128, np.uint8))
+    for grey, name in enumerate(("a.png", "b.png")):
+        cv2.imwrite(str(tmp_path / name), np.full((24, 32, 3), 100 + grey, np.uint8))
     before = sorted(tmp_path.iterdir())
     rc, out, err = cli(*args)
     assert rc == 1 and "Traceback" not in out + err, out + err
