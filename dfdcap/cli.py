@@ -529,6 +529,8 @@ def predict(
     no_align: bool = typer.Option(False, "--no-align", help="do not register the slices to the middle one (focus breathing) first"),
 ) -> None:
     """Predict depth from a focus stack: a colour-mapped picture and a 16-bit PNG (mm, or frame index with --index)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
     from dfdcap.fileio import check_distinct, check_output_file
     from dfdcap.models.predict import focus_coordinates, output_paths, predict as run
     from dfdcap.models.shipped import shipped_names
@@ -541,7 +543,11 @@ def predict(
     for path in (colour, raw):
         check_output_file(path, what="depth PNG", create_parent=True)
     check_distinct({"depth picture": colour, "16-bit depth PNG": raw}, [*images, *([model] if model else [])])
-    r = run(model, images, coords, output, scale=scale, size=size, tile=tile, align=not no_align)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:  # reading and registering the frames, then the tiles
+        task = bar.add_task("depth tiles", total=None)
+        r = run(model, images, coords, output, scale=scale, size=size, tile=tile, align=not no_align,
+                progress=lambda done, total: bar.update(task, completed=done, total=total))
     for note in r.notes:
         console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     d = r.depth_m
