@@ -241,6 +241,18 @@ def read_frames(images: list[str | Path]) -> list[np.ndarray]:
     return frames
 
 
+def _repeated_focus(focus_m: list[float]) -> list[tuple[int, int]]:
+    """(i, j) for each frame i whose focus equals an earlier frame j's."""
+    first: dict[float, int] = {}
+    out = []
+    for i, f in enumerate(focus_m):
+        if f in first:
+            out.append((i, first[f]))
+        else:
+            first[f] = i
+    return out
+
+
 def check_distinct_frames(images: list[str | Path], frames: list[np.ndarray]) -> None:
     """ModelError where two frames hold the same pixels (one file given twice, or a copy): a focus
     stack's frames differ in focus, and a repeated frame only skews the depth toward its focus."""
@@ -331,7 +343,9 @@ def predict(
     out = Path(out)
     method = stack_method(checkpoint, coords.focus_m)  # a bad checkpoint fails before any image is read
     frames = read_frames(images)
-    notes: list[str] = []
+    notes: list[str] = [f"{images[j]} and {images[i]} are given the same focus ({coords.focus_m[i]:g} m): a typo? "
+                        "(a lens held at the end of its range does repeat its focus)"
+                        for i, j in _repeated_focus(coords.focus_m)] if coords.unit == "m" else []
     if align:  # focus breathing: slices to the middle slice's geometry, as in training data
         frames, failed = align_input_stack(frames, coords.focus_m)
         notes += [f"{images[i]}: not registered to the middle frame ({why}); used as it is" for i, why in sorted(failed.items())]

@@ -228,3 +228,17 @@ def test_a_frame_that_cannot_be_registered_is_named(cli, stack_files, tmp_path):
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {black}: not registered to the middle frame ("), err
     assert warnings[0].endswith("); used as it is")
     assert out.exists() and (tmp_path / "d_index.png").exists()
+
+
+def test_a_repeated_focus_value_is_a_warning(cli, stack_files, tmp_path):
+    """`--focus 0.1,0.2,0.2,0.3` (a typo for 0.25?) ran without a word. A lens clamped at the end of its
+    range does repeat its focus, so it is a warning naming both frames, not an error."""
+    paths, focus, _ = stack_files
+    given = [focus[0], focus[1], focus[1]]
+    out = tmp_path / "d.png"
+    code, stdout, err = cli("predict", "--classical", paths[0], paths[1], paths[2], "--focus", _csv(given), "-o", out, "--no-align")
+    assert code == 0, stdout + err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {paths[1]} and {paths[2]} are given the same focus ({float(f'{focus[1]:.6f}'):g} m): a typo? "
+                        "(a lens held at the end of its range does repeat its focus)"], err
+    assert out.exists()
