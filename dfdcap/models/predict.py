@@ -62,7 +62,7 @@ class PredictResult:
     unit: str = "m"
     size: tuple[int, int] = (0, 0)  # (W, H) the method ran at
     tiles: int = 1
-    notes: tuple[str, ...] = ()  # what the user should know (frames alignment could not register)
+    notes: tuple[str, ...] = ()  # warnings: repeated focus values, frames that could not be registered
 
 
 def parse_focus(text: str, option: str = "--focus", unit: str = "distances in metres") -> list[float]:
@@ -241,16 +241,20 @@ def read_frames(images: list[str | Path]) -> list[np.ndarray]:
     return frames
 
 
-def _repeated_focus(focus_m: list[float]) -> list[tuple[int, int]]:
-    """(i, j) for each frame i whose focus equals an earlier frame j's."""
+def repeated_focus_notes(images: list[str | Path], coords: FocusCoordinates) -> list[str]:
+    """A warning for each frame given the focus of an earlier one: a typo, usually; but a lens held
+    at the end of its range repeats its focus, so it is not refused."""
+    if coords.unit != "m":
+        return []
     first: dict[float, int] = {}
-    out = []
-    for i, f in enumerate(focus_m):
+    notes = []
+    for i, f in enumerate(coords.focus_m):
         if f in first:
-            out.append((i, first[f]))
+            notes.append(f"{images[first[f]]} and {images[i]} are given the same focus ({f:g} m): a typo? "
+                         "(a lens held at the end of its range does repeat its focus)")
         else:
             first[f] = i
-    return out
+    return notes
 
 
 def check_distinct_frames(images: list[str | Path], frames: list[np.ndarray]) -> None:
@@ -343,9 +347,7 @@ def predict(
     out = Path(out)
     method = stack_method(checkpoint, coords.focus_m)  # a bad checkpoint fails before any image is read
     frames = read_frames(images)
-    notes: list[str] = [f"{images[j]} and {images[i]} are given the same focus ({coords.focus_m[i]:g} m): a typo? "
-                        "(a lens held at the end of its range does repeat its focus)"
-                        for i, j in _repeated_focus(coords.focus_m)] if coords.unit == "m" else []
+    notes = repeated_focus_notes(images, coords)
     if align:  # focus breathing: slices to the middle slice's geometry, as in training data
         frames, failed = align_input_stack(frames, coords.focus_m)
         notes += [f"{images[i]}: not registered to the middle frame ({why}); used as it is" for i, why in sorted(failed.items())]
