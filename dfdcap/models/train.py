@@ -76,6 +76,14 @@ class Hardware:
     strategy: str = "auto"
     workers: int = 0
 
+    def distributed(self) -> bool:
+        """More than one training process may run (a DDP-like strategy, several devices or nodes, or a
+        launcher such as torchrun or SLURM that set WORLD_SIZE)."""
+        d = self.devices
+        many = (isinstance(d, tuple) and len(d) > 1) or (isinstance(d, int) and not isinstance(d, bool) and d != 1)
+        return (many or self.num_nodes > 1 or str(self.strategy).startswith(("ddp", "fsdp", "deepspeed"))
+                or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1)
+
 
 def parse_devices(text: str | int) -> int | str | tuple[int, ...]:
     """--devices: "auto", a count ("2", "-1" = all) or a comma list of device ids ("0,2")."""
@@ -102,10 +110,18 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def _loader_kw(hw: Hardware) -> dict:
-    """DataLoader options: workers that stay up between epochs (each opens its own HDF5 handle)."""
+    """DataLoader options: workers that stay up between epochs (each opens its own HDF5 handle).
+
+    In a distributed run the workers start from a fork server, not by forking the training process:
+    that process already runs gloo's (or NCCL's) threads, and a worker forked while one of them held
+    a lock hung at its first instruction (a 2-process DDP fine-tune on a loaded 2-core machine waited
+    forever on such a worker). Pool tensors reach the workers through shared memory either way."""
     if hw.workers < 0:
         raise ModelError(f"--workers {hw.workers}: expected 0 (load in the training process) or more")
-    return {"num_workers": hw.workers, "persistent_workers": hw.workers > 0}
+    kw: dict = {"num_workers": hw.workers, "persistent_workers": hw.workers > 0}
+    if hw.workers > 0 and hw.distributed():
+        kw["multiprocessing_context"] = "forkserver"
+    return kw
 
 
 def _trainer(run_dir: Path, *, max_epochs: int | None = None, max_steps: int = -1, val_check_interval=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,16 @@ def test_two_process_ddp_finetune_trains_both_ranks_and_writes_once(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(RUNNER),
            str(data), str(run_dir), str(rec)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    # a hang (a DataLoader worker forked beside gloo's threads once waited forever) fails, not stalls CI
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                          start_new_session=True) as p:
+        try:
+            stdout, stderr = p.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)  # torchrun, both ranks and their loader workers
+            stdout, stderr = p.communicate()
+            pytest.fail(f"torchrun did not finish in 900 s: {stdout[-2000:]} {stderr[-2000:]}")
+    assert p.returncode == 0, stdout[-3000:] + stderr[-3000:]
 
     ranks = [json.loads((rec / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
@@ -60,6 +69,21 @@ class TestHardwareOptions:
         assert parse_devices("0,2") == (0, 2)
         with pytest.raises(ModelError, match="--devices 'two'"):
             parse_devices("two")
+
+    def test_distributed_runs_start_loader_workers_from_a_fork_server(self, monkeypatch):
+        """A worker forked from a rank that runs gloo's threads hung inside fork() (py-spy: popen_fork,
+        0 CPU seconds), and the other rank waited for it forever. Distributed runs fork from a fork
+        server instead; a single process keeps plain fork (its pool is shared copy-on-write)."""
+        from dfdcap.models.train import Hardware, _loader_kw
+
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+        for hw in (Hardware(strategy="ddp", workers=2), Hardware(devices=2, workers=1), Hardware(devices=(0, 1), workers=1),
+                   Hardware(devices=-1, workers=1), Hardware(num_nodes=2, workers=1)):
+            assert _loader_kw(hw)["multiprocessing_context"] == "forkserver", hw
+        for hw in (Hardware(workers=2), Hardware(devices=1, workers=2), Hardware(strategy="ddp", workers=0)):
+            assert "multiprocessing_context" not in _loader_kw(hw), hw
+        monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun or SLURM started the ranks
+        assert _loader_kw(Hardware(workers=1))["multiprocessing_context"] == "forkserver"
 
     def test_unavailable_accelerator_is_one_line_error(self, tmp_path):
         from dfdcap.errors import ModelError
