@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import errno
 import os
@@ -10,7 +11,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Hashable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -150,6 +151,27 @@ def check_distinct(outputs: dict[str, str | os.PathLike | None], inputs: Sequenc
         for what2, p2 in given[i + 1:]:
             if same_file(p, p2):
                 raise DfdcapError(f"{p}: the {what} and the {what2} name the same file; choose two names")
+
+
+T = TypeVar("T")
+
+
+def content_key(*parts) -> bytes:
+    """16-byte digest of the bytes-like parts: equal for copies, different for anything else in practice."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part)
+    return h.digest()
+
+
+def repeats(keyed: Iterable[tuple[Hashable, T]]) -> Iterator[tuple[T, T]]:
+    """(first, later) for each item whose key an earlier item had, in order: copies among inputs."""
+    first: dict[Hashable, T] = {}
+    for key, item in keyed:
+        if key in first:
+            yield first[key], item
+        else:
+            first[key] = item
 
 
 def check_writable_folder(folder: str | os.PathLike, what: str = "folder") -> Path:

@@ -193,3 +193,13 @@ def test_12_bit_sweeps_in_16_bit_files_read_as_their_8_bit_originals(tmp_path):
     full = tmp_path / "full.png"  # a full-range 16-bit file reads as before: its top 8 bits
     cv2.imwrite(str(full), cv2.cvtColor(originals[0], cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)
     assert np.array_equal(read_images_one_size([full])[0], originals[0])
+
+
+def test_repeats_and_content_key_find_every_copy_in_order():
+    """The copy checks of predict, build-dataset and calibrate: each later item whose key an earlier one had."""
+    from dfdcap.fileio import content_key, repeats
+
+    items = [b"a", b"b", b"a", b"c", b"b", b"a"]
+    keyed = ((content_key(x), k) for k, x in enumerate(items))
+    assert list(repeats(keyed)) == [(0, 2), (1, 4), (0, 5)]
+    assert content_key(b"ab") == content_key(b"a", b"b") != content_key(b"ba")

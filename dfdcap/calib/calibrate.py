@@ -146,18 +146,17 @@ def _refuse_copies(images) -> None:
     """CalibrationError where two files of one camera's folder are byte for byte the same (a copied
     view): it would count twice in the fit and sit on both sides of a cross-validation split, so the
     held-out score that picks the lens model would test it on a view it was fitted to."""
-    import hashlib
+    from dfdcap.fileio import content_key, repeats
 
-    seen: dict[bytes, Path] = {}
-    for p in images:
-        try:
-            with open(p, "rb") as f:
-                key = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).digest()
-        except OSError:  # detection names an unreadable image
-            continue
-        if key in seen:
-            raise CalibrationError(f"{p}: the same file as {seen[key]} (a copied view would count twice); remove one")
-        seen[key] = p
+    def keyed():
+        for p in images:
+            try:
+                yield content_key(Path(p).read_bytes()), p
+            except OSError:  # detection names an unreadable image
+                continue
+
+    for first, copy in repeats(keyed()):
+        raise CalibrationError(f"{copy}: the same file as {first} (a copied view would count twice); remove one")
 
 
 def find_session_pairs(session_dir: Path) -> RigInputs:

@@ -163,22 +163,20 @@ def _check_distinct_recordings(sessions: list[Session]) -> None:
     copy puts test stacks into training, in one it doubles them. A recording is known by its phone
     index and first phone frame, byte for byte: phone timestamps and sensor noise make every
     recording's differ, even on the simulator."""
-    import hashlib
+    from dfdcap.fileio import content_key, repeats
 
-    seen: dict[bytes, Path] = {}
-    for s in sessions:
-        h = hashlib.blake2b(digest_size=16)
-        try:
-            h.update((s.path / "phone" / "frames.csv").read_bytes())
-            if s.phone_frames:
-                h.update((s.path / "phone" / s.phone_frames[0].file).read_bytes())
-        except OSError:  # a missing file is reported where the build reads it
-            continue
-        key = h.digest()
-        if key in seen:
-            raise DatasetError(f"{s.path}: the same recording as {seen[key]} (identical phone/frames.csv and first phone "
-                               "frame): a copied session would put one recording into the dataset twice")
-        seen[key] = s.path
+    def keyed():
+        for s in sessions:
+            phone = s.path / "phone"
+            try:
+                first_frame = (phone / s.phone_frames[0].file).read_bytes() if s.phone_frames else b""
+                yield content_key((phone / "frames.csv").read_bytes(), first_frame), s.path
+            except OSError:  # a missing file is reported where the build reads it
+                continue
+
+    for first, copy in repeats(keyed()):
+        raise DatasetError(f"{copy}: the same recording as {first} (identical phone/frames.csv and first phone "
+                           "frame): a copied session would put one recording into the dataset twice")
 
 
 def _split_of(sessions: list[Session], opts: BuildOptions) -> list[str]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from dfdcap.errors import ModelError
-from dfdcap.fileio import read_images_one_size, write_image
+from dfdcap.fileio import content_key, read_images_one_size, repeats, write_image
 from dfdcap.parse import plain_number
 
 INDEX_DIOPTERS = (10.0, 2.0)  # --index: stand-in focus of the first and last frame (0.1 m ... 0.5 m)
@@ -246,30 +246,17 @@ def repeated_focus_notes(images: list[str | Path], coords: FocusCoordinates) -> 
     at the end of its range repeats its focus, so it is not refused."""
     if coords.unit != "m":
         return []
-    first: dict[float, int] = {}
-    notes = []
-    for i, f in enumerate(coords.focus_m):
-        if f in first:
-            notes.append(f"{images[first[f]]} and {images[i]} are given the same focus ({f:g} m): a typo? "
-                         "(a lens held at the end of its range does repeat its focus)")
-        else:
-            first[f] = i
-    return notes
+    return [f"{images[i]} and {images[j]} are given the same focus ({coords.focus_m[j]:g} m): a typo? "
+            "(a lens held at the end of its range does repeat its focus)"
+            for i, j in repeats((f, i) for i, f in enumerate(coords.focus_m))]
 
 
 def check_distinct_frames(images: list[str | Path], frames: list[np.ndarray]) -> None:
     """ModelError where two frames hold the same pixels (one file given twice, or a copy): a focus
     stack's frames differ in focus, and a repeated frame only skews the depth toward its focus."""
-    import hashlib
-
-    seen: dict[bytes, str | Path] = {}
-    for path, frame in zip(images, frames):
-        key = hashlib.blake2b(np.ascontiguousarray(frame).data, digest_size=16).digest()
-        if key in seen:
-            first = seen[key]
-            what = "is given twice" if Path(first) == Path(path) else f"holds the same pixels as {first}"
-            raise ModelError(f"{path}: {what}; the frames of a focus stack are focused at different distances")
-        seen[key] = path
+    for first, path in repeats((content_key(np.ascontiguousarray(f).data), p) for p, f in zip(images, frames)):
+        what = "is given twice" if Path(first) == Path(path) else f"holds the same pixels as {first}"
+        raise ModelError(f"{path}: {what}; the frames of a focus stack are focused at different distances")
 
 
 def stack_method(checkpoint: str | Path | None, focus_m: list[float], window: int = 9) -> Callable[[np.ndarray], np.ndarray]:

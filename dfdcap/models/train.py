@@ -82,7 +82,7 @@ class Hardware:
         d = self.devices
         many = (isinstance(d, tuple) and len(d) > 1) or (isinstance(d, int) and not isinstance(d, bool) and d != 1)
         return (many or self.num_nodes > 1 or str(self.strategy).startswith(("ddp", "fsdp", "deepspeed"))
-                or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1)
+                or os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"))
 
 
 def parse_devices(text: str | int) -> int | str | tuple[int, ...]:
