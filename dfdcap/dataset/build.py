@@ -169,8 +169,9 @@ def _check_distinct_recordings(sessions: list[Session]) -> None:
         for s in sessions:
             phone = s.path / "phone"
             try:
+                index = (phone / "frames.csv").read_bytes()
                 first_frame = (phone / s.phone_frames[0].file).read_bytes() if s.phone_frames else b""
-                yield content_key((phone / "frames.csv").read_bytes(), first_frame), s.path
+                yield content_key(index, first_frame), s.path
             except OSError:  # a missing file is reported where the build reads it
                 continue
 
