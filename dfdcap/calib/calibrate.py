@@ -279,8 +279,22 @@ def _choose_model(board: Board, dets: dict[str, Detection], names: list[str], wa
     if wanted != "auto":
         return wanted, None
     obj_all = board.object_points()
-    sel = select_model([obj_all[dets[n].ids] for n in names], [dets[n].image_points for n in names], dets[names[0]].size)
+    views = _distinct_views(dets, names)
+    sel = select_model([obj_all[dets[n].ids] for n in views], [dets[n].image_points for n in views], dets[names[0]].size)
     return sel.chosen, sel
+
+
+def _distinct_views(dets: dict[str, Detection], names: list[str]) -> list[str]:
+    """One name per image file, first come. In a session a faster phone pairs several of its frames
+    with one sensor frame; counted once per pair, that sensor view would be fitted in one fold and
+    held out in another, and the cross-validation would reward the model that memorises it."""
+    seen: set[str] = set()
+    out = []
+    for n in names:
+        if dets[n].path not in seen:
+            seen.add(dets[n].path)
+            out.append(n)
+    return out
 
 
 def _model_entry(name: str, sel: ModelSelection | None) -> dict:

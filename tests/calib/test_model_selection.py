@@ -84,6 +84,26 @@ class TestSelectModel:
         with pytest.raises(CalibrationError, match="at least 4 views"):
             select_model(obj, img, (640, 480))
 
+    def test_a_sensor_view_shared_by_several_pairs_counts_once(self):
+        """In a session a faster phone pairs several of its frames with one sensor frame. The sensor's
+        model is chosen on its distinct views: a view counted twice would be fitted in one fold and
+        held out in another."""
+        from dfdcap.calib.boards import Board, Detection
+        from dfdcap.calib.calibrate import _choose_model
+
+        obj, img, _ = _views(_camera([-0.25, 0.1, 0, 0, 0]), 8, 5)
+        board = Board("checkerboard", 9, 6, 0.03)
+        assert np.allclose(board.object_points(), BOARD)
+        ids = np.arange(len(BOARD), dtype=np.int32)
+        sensor_of_pair = [0, 0, 1, 2, 2, 2, 3, 4, 5, 5, 6, 7]  # 12 pairs, 8 sensor frames
+        dets = {f"{p:06d}": Detection(f"{p:06d}", f"/s/sensor/{q:06d}.png", (640, 480), ids, img[q].astype(np.float32))
+                for p, q in enumerate(sensor_of_pair)}
+        chosen, sel = _choose_model(board, dets, list(dets), "auto")
+        alone = select_model(obj, [i.astype(np.float32) for i in img], (640, 480))
+        assert sel.folds == 5 and all(len(s.per_view_ms) in (0, 8) for s in sel.scores)
+        assert chosen == alone.chosen
+        assert [s.cv_rms_px for s in sel.scores] == pytest.approx([s.cv_rms_px for s in alone.scores], rel=1e-4)  # float32 board
+
 
 class TestRefineRig:
     def _rig(self, seed: int, sigma_px: float):
