@@ -179,7 +179,7 @@ def sim_checkerboard(
 def sync(
     session: Path = typer.Argument(..., help="a session folder (from `dfdcap record`)"),
     mode: str = typer.Option("many-to-one", "--mode", help="pairing: many-to-one (each phone frame its nearest depth) or one-to-one"),
-    max_gap_ms: Optional[float] = typer.Option(None, "--max-gap-ms", help="largest phone-sensor gap to pair (default: half the sensor frame period)"),
+    max_gap_ms: Optional[float] = typer.Option(None, "--max-gap-ms", help="largest phone-sensor gap to pair (default: half the longest sensor frame spacing short of a dropout, ~half the period)"),
     sensor_latency_ms: Optional[float] = typer.Option(None, "--sensor-latency-ms", help="fixed sensor latency subtracted from the arrival envelope (default: the session's, else 0)"),
 ) -> None:
     """Fit the phone and sensor clocks of a session, pair phone frames with depth frames, write sync.json."""

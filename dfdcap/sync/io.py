@@ -202,6 +202,17 @@ def _sensor_gaps(t_host: np.ndarray, idx: np.ndarray, period: float) -> list[dic
     return out
 
 
+def default_max_gap_ns(sensor_host_ns: np.ndarray, period: int) -> int:
+    """Half the longest sensor spacing that is no dropout (<= 1.5 periods, as _sensor_gaps counts
+    them), rounded up. Half the median period alone left a sliver in the middle of every spacing a
+    little longer than the median (device stamps jitter by ~0.2 ms) where a phone frame between two
+    regular sensor frames had no partner; pairs across a dropout stay refused."""
+    d = np.diff(np.asarray(sensor_host_ns, dtype=np.int64))
+    regular = d[d <= 1.5 * period]
+    longest = int(regular.max()) if regular.size else period
+    return -(-longest // 2)
+
+
 def pair_frames(
     phone_host_ns: np.ndarray,
     sensor_host_ns: np.ndarray,
@@ -212,7 +223,8 @@ def pair_frames(
 
     phone_host_ns: (N,) int64; sensor_host_ns: (M,) int64 strictly increasing.
     Returns j (N,) sensor position or -1, gap_ns (N,) int64 (sensor - phone, 0 where unmatched),
-    max_gap_ns used (default half the median sensor frame period) and the period (ns)."""
+    max_gap_ns used (default: half the longest sensor spacing that is no dropout, see
+    default_max_gap_ns) and the period (median spacing, ns)."""
     if mode not in MODES:
         raise SyncError(f"association mode {mode!r}: expected one of {', '.join(MODES)}")
     s = np.asarray(sensor_host_ns, dtype=np.int64)
@@ -221,7 +233,7 @@ def pair_frames(
     if max_gap_ns is None:
         if period <= 0:
             raise SyncError("cannot estimate the sensor frame period (fewer than 2 sensor frames); give a max gap")
-        max_gap_ns = period // 2
+        max_gap_ns = default_max_gap_ns(s, period)
     base = int(min(s.min(initial=0), p.min(initial=0))) if s.size and p.size else 0
     if mode == "many-to-one":
         j, gap = nearest_associate(p - base, s - base, int(max_gap_ns))

@@ -49,7 +49,8 @@ def test_five_minute_session_meets_the_bounds(seed, link):
     assert abs(pe) <= 0.2 * MS and abs(de) <= 1.0 and abs(se) <= 0.5 * MS, (pe, de, se)
     assert abs(sf.model.drift_ppm - s.sensor_clock.drift_ppm) <= 1.0
     j, gap, max_gap, period = pair_frames(pf.model.to_host_ns(s.phone_stamp), sf.model.to_host_ns(s.sensor_dev))
-    assert abs(period - s.period_ns) < 50_000 and max_gap == period // 2
+    # half the longest spacing short of a dropout: the stamps jitter by +-0.2 ms
+    assert abs(period - s.period_ns) < 50_000 and period // 2 < max_gap <= period // 2 + 250_000
     assert (s.true_j < 0).sum() > 50  # dropped sensor frames leave phone frames unmatched
     np.testing.assert_array_equal(j, s.true_j)
 
