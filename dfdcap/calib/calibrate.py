@@ -288,13 +288,10 @@ def _distinct_views(dets: dict[str, Detection], names: list[str]) -> list[str]:
     """One name per image file, first come. In a session a faster phone pairs several of its frames
     with one sensor frame; counted once per pair, that sensor view would be fitted in one fold and
     held out in another, and the cross-validation would reward the model that memorises it."""
-    seen: set[str] = set()
-    out = []
+    first: dict[str, str] = {}
     for n in names:
-        if dets[n].path not in seen:
-            seen.add(dets[n].path)
-            out.append(n)
-    return out
+        first.setdefault(dets[n].path, n)
+    return list(first.values())
 
 
 def _model_entry(name: str, sel: ModelSelection | None) -> dict:

@@ -193,22 +193,25 @@ class SyncResult:
         return [p for p in self.pairs if p.sensor_index is not None]
 
 
+DROPOUT_PERIODS = 1.5  # a sensor spacing longer than this many periods has frames missing
+
+
 def _sensor_gaps(t_host: np.ndarray, idx: np.ndarray, period: float) -> list[dict]:
-    """Sensor frames missing in the stream: spacing > 1.5 periods. t_host (N,) sorted."""
+    """Sensor frames missing in the stream: spacing > DROPOUT_PERIODS periods. t_host (N,) sorted."""
     d = np.diff(t_host)
     out = []
-    for k in np.flatnonzero(d > 1.5 * period):
+    for k in np.flatnonzero(d > DROPOUT_PERIODS * period):
         out.append({"after_sensor_index": int(idx[k]), "before_sensor_index": int(idx[k + 1]), "missing_frames": int(round(d[k] / period)) - 1, "gap_ns": int(d[k])})
     return out
 
 
 def default_max_gap_ns(sensor_host_ns: np.ndarray, period: int) -> int:
-    """Half the longest sensor spacing that is no dropout (<= 1.5 periods, as _sensor_gaps counts
-    them), rounded up. Half the median period alone left a sliver in the middle of every spacing a
+    """Half the longest sensor spacing that is no dropout (<= DROPOUT_PERIODS periods, as
+    _sensor_gaps counts them), rounded up. Half the median period alone left a sliver in the middle of every spacing a
     little longer than the median (device stamps jitter by ~0.2 ms) where a phone frame between two
     regular sensor frames had no partner; pairs across a dropout stay refused."""
     d = np.diff(np.asarray(sensor_host_ns, dtype=np.int64))
-    regular = d[d <= 1.5 * period]
+    regular = d[d <= DROPOUT_PERIODS * period]
     longest = int(regular.max()) if regular.size else period
     return -(-longest // 2)
 
