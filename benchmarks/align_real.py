@@ -118,10 +118,10 @@ def main() -> None:
         for i, j in ((0, S - 1), (0, ref), (ref, S - 1), (1, S - 2)):
             row = [feature_motion(frames[i], frames[j])]
             for maps in (ours, peer):
-                row.append(feature_motion(warp_to_reference(frames[i], maps[i]), warp_to_reference(frames[j], maps[j])))
+                row.append(feature_motion(frames[i], frames[j], maps[i], maps[j]))
             cells = "   ".join(f"{m:6.2f} / {c:5.2f}" for m, c, _ in row)
             print(f"  {i}-{j:<3d}  {row[1][2]:5d}    {cells}")
-        m, c, _ = feature_motion(warp_to_reference(frames[0], ours[0]), warp_to_reference(frames[-1], ours[-1]))
+        m, c, _ = feature_motion(frames[0], frames[-1], ours[0], ours[-1])
         print(f"  first-last after dfdcap align: {m:.2f} px per match, {c:.2f} px consensus "
               f"(goal <= 1: {'MET' if c <= 1.0 else 'NOT MET'})")
         if name == "sweep10":

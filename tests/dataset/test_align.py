@@ -129,6 +129,23 @@ class TestDatasetGlue:
         assert out.shape == frames[4].shape
         assert covered_mask([maps[4]], (320, 240)).all()  # a magnified slice covers the whole reference
 
+    def test_a_breathing_rescale_keeps_the_detail_of_a_sharp_slice_everywhere(self):
+        """Resampling must not look like defocus: a 1.2 % rescale of a sharp texture keeps at least
+        60 % of its gradient energy in every 8-px band across the frame (bilinear keeps 41 % where the
+        sampling phase is half a pixel, and that reads as blur to depth from focus)."""
+        rng = np.random.default_rng(0)
+        img = (np.clip(random_texture(rng, 240, 320, fine_px=1.0) + 0.5, 0, 1) * 255 + 0.5).astype(np.uint8)
+        s = 1.012
+        H = np.array([[s, 0, (1 - s) * 160], [0, s, (1 - s) * 120], [0, 0, 1.0]])
+
+        def grad_energy(a: np.ndarray) -> np.ndarray:
+            g = a.astype(np.float32).mean(-1)
+            return np.diff(g, axis=1)[:-1] ** 2 + np.diff(g, axis=0)[:, :-1] ** 2
+
+        e0, e1 = grad_energy(img), grad_energy(warp_to_reference(img, H))
+        kept = [e1[20:-20, x : x + 8].mean() / e0[20:-20, x : x + 8].mean() for x in range(20, 300, 8)]
+        assert min(kept) >= 0.6, f"a band kept {min(kept):.2f} of its detail"
+
     @pytest.mark.parametrize("persp", [0.0, 2e-5])
     def test_rgb_warp_through_rgba_is_the_plain_warp(self, persp):
         """The RGBA detour (speed) changes no pixel against OpenCV's 3-channel warp, nor for grey images."""
@@ -138,7 +155,7 @@ class TestDatasetGlue:
         warp = cv2.warpAffine if persp == 0 else cv2.warpPerspective
         M = H[:2] if persp == 0 else H
         for img in (frames[0], frames[0][..., 1].copy()):
-            plain = warp(img, M, (320, 240), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            plain = warp(img, M, (320, 240), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
             out = warp_to_reference(img, H)
             assert out.shape == img.shape and out.dtype == np.uint8 and np.array_equal(out, plain)
 
