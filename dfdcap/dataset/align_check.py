@@ -42,7 +42,7 @@ def feature_motion(a: np.ndarray, b: np.ndarray, map_a: np.ndarray | None = None
     import cv2
 
     pa, pb = sift_matches(a, b)
-    pa, pb = _through(map_a, pa), _through(map_b, pb)
+    pa, pb = map_points(map_a, pa), map_points(map_b, pb)
     if len(pa) < 3:
         return float("nan"), float("nan"), 0
     A, inl = cv2.estimateAffine2D(pa, pb, ransacReprojThreshold=3.0)
@@ -54,7 +54,7 @@ def feature_motion(a: np.ndarray, b: np.ndarray, map_a: np.ndarray | None = None
     return float(np.median(per_match)), float(np.median(consensus)), int(inl.sum())
 
 
-def _through(H: np.ndarray | None, pts: np.ndarray) -> np.ndarray:
+def map_points(H: np.ndarray | None, pts: np.ndarray) -> np.ndarray:
     """(N, 2) float32 points carried through a 3x3 homography (unchanged when H is None)."""
     if H is None or len(pts) == 0:
         return pts
