@@ -160,6 +160,24 @@ class TestDatasetGlue:
             assert out.shape == img.shape and out.dtype == np.uint8 and np.array_equal(out, plain)
 
 
+class TestFeatureJudge:
+    def test_features_carried_through_the_true_map_do_not_move(self):
+        """The judge of alignment (align_check.feature_motion) matches on the frames as given and
+        carries the matches through the maps: with the map that made b from a, nothing moves; with
+        its inverse on the wrong side, the motion doubles."""
+        from dfdcap.dataset.align_check import feature_motion
+
+        rng = np.random.default_rng(1)
+        a = (np.clip(random_texture(rng, 240, 320, fine_px=1.5) + 0.5, 0, 1) * 255 + 0.5).astype(np.uint8)
+        H = np.array([[1.03, 0.0, 5.3 - 0.03 * 160], [0.0, 1.03, -2.7 - 0.03 * 120], [0, 0, 1.0]])
+        b = warp_to_reference(a, H)  # b's pixels are a's pixels carried through H
+        before = feature_motion(a, b)
+        assert before[2] > 100 and 5.0 < before[1] < 7.0  # 5.3, -2.7 px at the centre, 3 % scale
+        assert feature_motion(a, b, H, None)[1] < 0.05
+        assert feature_motion(a, b, None, np.linalg.inv(H))[1] < 0.05
+        assert feature_motion(a, b, np.linalg.inv(H), None)[1] > 1.8 * before[1]
+
+
 class TestAlignCommand:
     def test_writes_aligned_frames_and_alignment_json(self, cli, tmp_path):
         import json
