@@ -447,7 +447,7 @@ def finetune(
     init: Optional[str] = typer.Option(None, "--init", help="checkpoint to start from: a .pt file (e.g. from pretrain) or a shipped name (fvnet)"),
     epochs: int = typer.Option(20, "--epochs"),
     batch_size: int = typer.Option(2, "--batch-size"),
-    crop: int = typer.Option(256, "--crop", help="random crop size (pixels)"),
+    crop: int = typer.Option(256, "--crop", help="square random crop side (pixels); a value over the images' shorter side is reduced to it (run.json records the crop used)"),
     lr: float = typer.Option(1e-4, "--lr"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from the run folder's last.ckpt"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="sample order, crops, frame subsets: the same seed trains the same weights"),
