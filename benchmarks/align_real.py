@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from dfdcap.dataset.align import AlignOptions, align_stack
-from dfdcap.dataset.align_check import feature_motion, map_points, sift_matches
+from dfdcap.dataset.align_check import feature_motion, judged_matches, sift_matches
 from dfdcap.fileio import read_image
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "focal_stack_pcb"
@@ -88,19 +88,14 @@ def radial_move(a: np.ndarray, b: np.ndarray, map_a: np.ndarray, map_b: np.ndarr
     """Matches between two frames carried through their alignment maps (the judge's RANSAC inliers):
     the least-squares radial move per pixel of distance from the image centre (a scale change
     through the centre), the median scatter about it (px), and the number of inliers."""
-    import cv2
-
-    pa, pb = sift_matches(a, b)
-    pa, pb = map_points(map_a, pa), map_points(map_b, pb)
-    if len(pa) < 3:
+    pa, pb, A = judged_matches(a, b, map_a, map_b)
+    if A is None:
         return float("nan"), float("nan"), 0
-    _, inl = cv2.estimateAffine2D(pa, pb, ransacReprojThreshold=3.0)
-    inl = inl.ravel().astype(bool)
-    r = pa[inl] - np.array([(a.shape[1] - 1) / 2, (a.shape[0] - 1) / 2])
+    r = pa - np.array([(a.shape[1] - 1) / 2, (a.shape[0] - 1) / 2])
     rn = np.linalg.norm(r, axis=1)
-    radial = ((pb[inl] - pa[inl]) * r).sum(1) / rn
+    radial = ((pb - pa) * r).sum(1) / rn
     slope = float((radial * rn).sum() / (rn * rn).sum())
-    return slope, float(np.median(np.abs(radial - slope * rn))), int(inl.sum())
+    return slope, float(np.median(np.abs(radial - slope * rn))), len(pa)
 
 
 def main() -> None:

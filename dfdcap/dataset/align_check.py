@@ -39,19 +39,30 @@ def feature_motion(a: np.ndarray, b: np.ndarray, map_a: np.ndarray | None = None
 
     The consensus move is the steadier number: single SIFT matches on defocused JPEGs scatter by
     ~1.4 px even between perfectly aligned images. nan and 0 inliers when no affine is found."""
+    pa, pb, A = judged_matches(a, b, map_a, map_b)
+    if A is None:
+        return float("nan"), float("nan"), 0
+    per_match = np.linalg.norm(pa - pb, axis=1)
+    consensus = np.linalg.norm(pa @ A[:, :2].T + A[:, 2] - pa, axis=1)
+    return float(np.median(per_match)), float(np.median(consensus)), len(pa)
+
+
+def judged_matches(a: np.ndarray, b: np.ndarray, map_a: np.ndarray | None = None,
+                   map_b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The judge's matches: SIFT on the frames as given, carried through the maps (None: as is),
+    kept where they agree with the RANSAC affine a -> b (3 px). Returns (pa, pb) inliers (N, 2) and
+    the affine (2, 3), or empty arrays and None when no affine is found."""
     import cv2
 
     pa, pb = sift_matches(a, b)
     pa, pb = map_points(map_a, pa), map_points(map_b, pb)
-    if len(pa) < 3:
-        return float("nan"), float("nan"), 0
-    A, inl = cv2.estimateAffine2D(pa, pb, ransacReprojThreshold=3.0)
+    A = None
+    if len(pa) >= 3:
+        A, inl = cv2.estimateAffine2D(pa, pb, ransacReprojThreshold=3.0)
     if A is None:
-        return float("nan"), float("nan"), 0
+        return pa[:0], pb[:0], None
     inl = inl.ravel().astype(bool)
-    per_match = np.linalg.norm(pa[inl] - pb[inl], axis=1)
-    consensus = np.linalg.norm(pa[inl] @ A[:, :2].T + A[:, 2] - pa[inl], axis=1)
-    return float(np.median(per_match)), float(np.median(consensus)), int(inl.sum())
+    return pa[inl], pb[inl], A
 
 
 def map_points(H: np.ndarray | None, pts: np.ndarray) -> np.ndarray:

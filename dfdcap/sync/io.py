@@ -207,9 +207,9 @@ def _sensor_gaps(t_host: np.ndarray, idx: np.ndarray, period: float) -> list[dic
 
 def default_max_gap_ns(sensor_host_ns: np.ndarray, period: int) -> int:
     """Half the longest sensor spacing that is no dropout (<= DROPOUT_PERIODS periods, as
-    _sensor_gaps counts them), rounded up. Half the median period alone left a sliver in the middle of every spacing a
-    little longer than the median (device stamps jitter by ~0.2 ms) where a phone frame between two
-    regular sensor frames had no partner; pairs across a dropout stay refused."""
+    _sensor_gaps counts them), rounded up. Half the median period alone left a sliver in the middle
+    of every spacing a little longer than the median (device stamps jitter by ~0.2 ms) where a phone
+    frame between two regular sensor frames had no partner; pairs across a dropout stay refused."""
     d = np.diff(np.asarray(sensor_host_ns, dtype=np.int64))
     regular = d[d <= DROPOUT_PERIODS * period]
     longest = int(regular.max()) if regular.size else period

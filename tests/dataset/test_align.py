@@ -8,6 +8,7 @@ import pytest
 
 from dfdcap.breathing import FocusModel, grid_rms_px, thin_lens_model
 from dfdcap.dataset.align import AlignOptions, align_dataset_stack, align_stack, covered_mask, warp_to_reference
+from dfdcap.dataset.align_check import feature_motion
 from dfdcap.errors import DatasetError
 from dfdcap.sim.render import random_texture
 
@@ -165,8 +166,6 @@ class TestFeatureJudge:
         """The judge of alignment (align_check.feature_motion) matches on the frames as given and
         carries the matches through the maps: with the map that made b from a, nothing moves; with
         its inverse on the wrong side, the motion doubles."""
-        from dfdcap.dataset.align_check import feature_motion
-
         rng = np.random.default_rng(1)
         a = (np.clip(random_texture(rng, 240, 320, fine_px=1.5) + 0.5, 0, 1) * 255 + 0.5).astype(np.uint8)
         H = np.array([[1.03, 0.0, 5.3 - 0.03 * 160], [0.0, 1.03, -2.7 - 0.03 * 120], [0, 0, 1.0]])
