@@ -20,8 +20,13 @@ from torch.utils.data import Dataset
 BLUR_RANGE_PX = (4.0, 24.0)
 
 
-def _render_one(args: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:
-    """One pool stack (uint8 stack to keep the pool small); seeded by (seed, index) alone."""
+def _render_one(args: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+    """One pool stack (uint8 stack to keep the pool small); seeded by (seed, index) alone.
+
+    NumPy arrays, not tensors: a tensor returned from a worker process arrives in shared memory
+    and holds a file descriptor open in the receiving process for as long as it lives, one per
+    tensor: under the common 1,024-descriptor limit a 600-stack pool (2,400 tensors) died with
+    "received 0 items of ancdata", and under a lower one rendering hung. Arrays travel by value."""
     from dfdcap.models.data import draw_synthetic
 
     seed, i, size, frames = args
@@ -30,31 +35,65 @@ def _render_one(args: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:
     item = draw_synthetic(rng, size, frames, max_coc_px=float(rng.uniform(*BLUR_RANGE_PX)))
     item["stack"] = (item["stack"] * 255.0 + 0.5).to(torch.uint8)
     item.pop("coc_px")
-    return item
+    return {k: v.numpy() for k, v in item.items()}
+
+
+def packed(items: list[dict]) -> list[dict[str, torch.Tensor]]:
+    """The same items as views into one tensor per key (all items alike in shape).
+
+    Few storages, not four per stack: pickled to DataLoader workers started by a fork server
+    (distributed runs) each storage goes through shared memory with its own file descriptor."""
+    if not items or all(it[k].untyped_storage().data_ptr() == items[0][k].untyped_storage().data_ptr()
+                        for it in items for k in items[0]):
+        return items
+    return _PoolBuffer(len(items), items[0]).fill(items)
+
+
+class _PoolBuffer:
+    """One preallocated tensor per key, filled item by item (peak memory: the pool and one item)."""
+
+    def __init__(self, n: int, first: dict):
+        self.keys = list(first)
+        self.big = {k: torch.empty((n, *np.shape(first[k])), dtype=torch.as_tensor(first[k]).dtype) for k in self.keys}
+
+    def put(self, i: int, item: dict) -> None:
+        for k in self.keys:
+            self.big[k][i] = torch.as_tensor(item[k])
+
+    def items(self) -> list[dict[str, torch.Tensor]]:
+        n = len(self.big[self.keys[0]])
+        return [{k: self.big[k][i] for k in self.keys} for i in range(n)]
+
+    def fill(self, items) -> list[dict[str, torch.Tensor]]:
+        for i, it in enumerate(items):
+            self.put(i, it)
+        return self.items()
 
 
 def render_pool(n: int, size: int, frames: int, seed: int, workers: int | None = None, progress=None) -> list[dict]:
     """n stacks (size x size, `frames` frames) rendered by `workers` processes (default: all cores).
 
-    The result depends on (n, size, frames, seed) only, not on the number of workers.
+    The result depends on (n, size, frames, seed) only, not on the number of workers. The items
+    are views into one tensor per key (see `packed`).
     progress: optional callable(done) after each stack.
     """
     workers = max(1, workers or os.cpu_count() or 1)
     jobs = [(seed, i, size, frames) for i in range(n)]
+    buf = None
+    def keep(i: int, item: dict) -> None:  # noqa: E306
+        nonlocal buf
+        buf = buf or _PoolBuffer(n, item)
+        buf.put(i, item)
+        if progress:
+            progress(i + 1)
     if workers == 1:
-        out = []
-        for j in jobs:
-            out.append(_render_one(j))
-            if progress:
-                progress(len(out))
-        return out
-    with mp.get_context("spawn").Pool(workers) as p:
-        out = []
-        for item in p.imap(_render_one, jobs, chunksize=4):
-            out.append(item)
-            if progress:
-                progress(len(out))
-    return out
+        for i, j in enumerate(jobs):
+            keep(i, _render_one(j))
+    else:
+        with mp.get_context("spawn").Pool(workers) as p:
+            for i, item in enumerate(p.imap(_render_one, jobs, chunksize=4)):
+                keep(i, item)
+    return buf.items() if buf else []
 
 
 def augment(item: dict[str, torch.Tensor], crop: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:

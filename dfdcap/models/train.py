@@ -360,7 +360,7 @@ def _pool_items(run_dir: Path, n: int, size: int, frames: int, seed: int, worker
     from rich.progress import Progress
 
     from dfdcap.fileio import atomic_path
-    from dfdcap.models.pool import BLUR_RANGE_PX, render_pool
+    from dfdcap.models.pool import BLUR_RANGE_PX, packed, render_pool
 
     key = {"n": n, "size": size, "frames": frames, "seed": seed, "blur_px": list(BLUR_RANGE_PX)}
     cache = run_dir / "pool.pt"
@@ -368,7 +368,7 @@ def _pool_items(run_dir: Path, n: int, size: int, frames: int, seed: int, worker
         try:
             saved = torch.load(cache, weights_only=True)
             if saved.get("key") == key:
-                return saved["items"]
+                return packed(saved["items"])  # a cache written before pools were packed, too
         except Exception:  # a stale or damaged cache is rendered again
             pass
     with Progress(disable=not progress, transient=True) as bar:

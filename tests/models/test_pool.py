@@ -1,7 +1,12 @@
+import io
+import resource
+import subprocess
+import sys
+
 import torch
 from torch.utils.data import default_collate
 
-from dfdcap.models.pool import AugmentedPool, render_pool, shuffle_frames, subsample_keep_ends
+from dfdcap.models.pool import AugmentedPool, packed, render_pool, shuffle_frames, subsample_keep_ends
 
 
 def test_pool_is_seeded_and_augmented_draws_keep_depth_with_stack():
@@ -30,3 +35,37 @@ def test_subsets_keep_end_frames_and_shuffle_keeps_pairs():
     sh = shuffle_frames(default_collate([{"stack": batch["stack"][0], "focus_m": batch["focus_m"][0]}]), gen)
     assert torch.equal(sh["stack"][0, :, 0, 0, 0] + 1, sh["focus_m"][0])
     assert sorted(sh["focus_m"][0].tolist()) == list(range(1, 8))
+
+
+def _storages(items) -> set[int]:
+    return {it[k].untyped_storage().data_ptr() for it in items for k in it}
+
+
+def test_a_pool_rendered_by_workers_holds_no_descriptor_per_stack():
+    """Tensors returned by render workers used to arrive in shared memory, one open file descriptor
+    each: 160 stacks (640 tensors) hung under a 256-descriptor limit (600 stacks under the common
+    1,024 died with "received 0 items of ancdata"; pretrain's default pool is 512)."""
+    code = ("from dfdcap.models.pool import render_pool\n"
+            "items = render_pool(160, 16, 3, seed=2, workers=2)\n"
+            "assert len(items) == 160 and items[-1]['stack'].shape == (3, 3, 16, 16)\n"
+            "print('ok', len({it[k].untyped_storage().data_ptr() for it in items for k in it}))")
+    def limit() -> None:  # noqa: E306
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, preexec_fn=limit)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert r.stdout.split() == ["ok", "4"]  # one storage per key: stack, focus_m, depth_m, mask
+
+
+def test_pool_items_are_views_of_one_tensor_per_key_also_after_a_reload():
+    items = render_pool(3, 16, 3, seed=1, workers=1)
+    assert len(_storages(items)) == 4
+    buf = io.BytesIO()
+    torch.save({"items": items}, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)["items"]
+    assert len(_storages(loaded)) == 4 and packed(loaded) is loaded
+    # a cache written before packing (one tensor per item and key) is packed on load, values kept
+    old = [{k: v.clone() for k, v in it.items()} for it in items]
+    again = packed(old)
+    assert len(_storages(again)) == 4
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(again, items) for k in a)
