@@ -44,16 +44,23 @@ def _storages(items) -> set[int]:
 def test_a_pool_rendered_by_workers_holds_no_descriptor_per_stack():
     """Tensors returned by render workers used to arrive in shared memory, one open file descriptor
     each: 160 stacks (640 tensors) hung under a 256-descriptor limit (600 stacks under the common
-    1,024 died with "received 0 items of ancdata"; pretrain's default pool is 512)."""
-    code = ("from dfdcap.models.pool import render_pool\n"
-            "items = render_pool(160, 16, 3, seed=2, workers=2)\n"
-            "assert len(items) == 160 and items[-1]['stack'].shape == (3, 3, 16, 16)\n"
-            "print('ok', len({it[k].untyped_storage().data_ptr() for it in items for k in it}))")
+    1,024 died with "received 0 items of ancdata"; pretrain's default pool is 512). Loader workers
+    started by a fork server (distributed runs) get the pool through shared memory too: one
+    tensor per item and key died there with "Too many open files"."""
+    code = ("from torch.utils.data import DataLoader\n"
+            "from dfdcap.models.pool import AugmentedPool, render_pool\n"
+            "if __name__ == '__main__':\n"
+            "    items = render_pool(160, 16, 3, seed=2, workers=2)\n"
+            "    assert len(items) == 160 and items[-1]['stack'].shape == (3, 3, 16, 16)\n"
+            "    dl = DataLoader(AugmentedPool(items, 12, 8, 0), batch_size=4, num_workers=2,\n"
+            "                    multiprocessing_context='forkserver')\n"
+            "    print('ok', len({it[k].untyped_storage().data_ptr() for it in items for k in it}),\n"
+            "          sum(len(b['stack']) for b in dl))")
     def limit() -> None:  # noqa: E306
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, preexec_fn=limit)
     assert r.returncode == 0, r.stderr[-800:]
-    assert r.stdout.split() == ["ok", "4"]  # one storage per key: stack, focus_m, depth_m, mask
+    assert r.stdout.split() == ["ok", "4", "8"]  # one storage per key (stack, focus_m, depth_m, mask); 8 draws
 
 
 def test_pool_items_are_views_of_one_tensor_per_key_also_after_a_reload():
