@@ -67,7 +67,9 @@ def judged_matches(a: np.ndarray, b: np.ndarray, map_a: np.ndarray | None = None
 
 def map_points(H: np.ndarray | None, pts: np.ndarray) -> np.ndarray:
     """(N, 2) float32 points carried through a 3x3 homography (unchanged when H is None)."""
+    import cv2
+
     if H is None or len(pts) == 0:
         return pts
-    q = np.c_[pts.astype(np.float64), np.ones(len(pts))] @ np.asarray(H, np.float64).T
-    return (q[:, :2] / q[:, 2:]).astype(np.float32)
+    q = cv2.perspectiveTransform(pts.reshape(-1, 1, 2).astype(np.float64), np.asarray(H, np.float64))
+    return q.reshape(-1, 2).astype(np.float32)

@@ -43,31 +43,24 @@ def packed(items: list[dict]) -> list[dict[str, torch.Tensor]]:
 
     Few storages, not four per stack: pickled to DataLoader workers started by a fork server
     (distributed runs) each storage goes through shared memory with its own file descriptor."""
-    if not items or all(it[k].untyped_storage().data_ptr() == items[0][k].untyped_storage().data_ptr()
-                        for it in items for k in items[0]):
+    if all(it[k].untyped_storage().data_ptr() == items[0][k].untyped_storage().data_ptr() for it in items for k in it):
         return items
-    return _PoolBuffer(len(items), items[0]).fill(items)
+    return _pack(len(items), items)
 
 
-class _PoolBuffer:
-    """One preallocated tensor per key, filled item by item (peak memory: the pool and one item)."""
-
-    def __init__(self, n: int, first: dict):
-        self.keys = list(first)
-        self.big = {k: torch.empty((n, *np.shape(first[k])), dtype=torch.as_tensor(first[k]).dtype) for k in self.keys}
-
-    def put(self, i: int, item: dict) -> None:
-        for k in self.keys:
-            self.big[k][i] = torch.as_tensor(item[k])
-
-    def items(self) -> list[dict[str, torch.Tensor]]:
-        n = len(self.big[self.keys[0]])
-        return [{k: self.big[k][i] for k in self.keys} for i in range(n)]
-
-    def fill(self, items) -> list[dict[str, torch.Tensor]]:
-        for i, it in enumerate(items):
-            self.put(i, it)
-        return self.items()
+def _pack(n: int, items, progress=None) -> list[dict[str, torch.Tensor]]:
+    """n items (arrays or tensors, from any iterable) copied into one preallocated tensor per key,
+    one at a time (peak memory: the pool and one item); the result is views into those tensors."""
+    big: dict[str, torch.Tensor] = {}
+    for i, item in enumerate(items):
+        for k, v in item.items():
+            v = torch.as_tensor(v)
+            if k not in big:
+                big[k] = torch.empty((n, *v.shape), dtype=v.dtype)
+            big[k][i] = v
+        if progress:
+            progress(i + 1)
+    return [{k: t[i] for k, t in big.items()} for i in range(n)] if big else []
 
 
 def render_pool(n: int, size: int, frames: int, seed: int, workers: int | None = None, progress=None) -> list[dict]:
@@ -79,21 +72,10 @@ def render_pool(n: int, size: int, frames: int, seed: int, workers: int | None =
     """
     workers = max(1, workers or os.cpu_count() or 1)
     jobs = [(seed, i, size, frames) for i in range(n)]
-    buf = None
-    def keep(i: int, item: dict) -> None:  # noqa: E306
-        nonlocal buf
-        buf = buf or _PoolBuffer(n, item)
-        buf.put(i, item)
-        if progress:
-            progress(i + 1)
     if workers == 1:
-        for i, j in enumerate(jobs):
-            keep(i, _render_one(j))
-    else:
-        with mp.get_context("spawn").Pool(workers) as p:
-            for i, item in enumerate(p.imap(_render_one, jobs, chunksize=4)):
-                keep(i, item)
-    return buf.items() if buf else []
+        return _pack(n, map(_render_one, jobs), progress)
+    with mp.get_context("spawn").Pool(workers) as p:
+        return _pack(n, p.imap(_render_one, jobs, chunksize=4), progress)
 
 
 def augment(item: dict[str, torch.Tensor], crop: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:

@@ -148,8 +148,8 @@ class TestDatasetGlue:
         assert min(kept) >= 0.6, f"a band kept {min(kept):.2f} of its detail"
 
     @pytest.mark.parametrize("persp", [0.0, 2e-5])
-    def test_rgb_warp_through_rgba_is_the_plain_warp(self, persp):
-        """The RGBA detour (speed) changes no pixel against OpenCV's 3-channel warp, nor for grey images."""
+    def test_rgb_and_grey_slices_get_opencvs_bicubic_warp(self, persp):
+        """warp_to_reference is OpenCV's bicubic warp, pixel for pixel, for RGB and grey images."""
         frames, maps = _sweep(blurs=(0, 0, 0, 0, 0))
         H = maps[0].copy()
         H[2, 0] = persp
