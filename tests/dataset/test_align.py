@@ -132,8 +132,10 @@ class TestDatasetGlue:
 
     def test_a_breathing_rescale_keeps_the_detail_of_a_sharp_slice_everywhere(self):
         """Resampling must not look like defocus: a 1.2 % rescale of a sharp texture keeps at least
-        60 % of its gradient energy in every 8-px band across the frame (bilinear keeps 41 % where the
-        sampling phase is half a pixel, and that reads as blur to depth from focus)."""
+        55 % of its gradient energy in every 8-px band across the frame, and no band keeps 1.4x as
+        much as another (bilinear keeps 41 % where the sampling phase is half a pixel, 1.76x less
+        than where it is whole, and that pattern reads as blur to depth from focus; OpenCV's bicubic
+        warp: 68 %, 1.37x; this warp: 59 %, 1.30x)."""
         rng = np.random.default_rng(0)
         img = (np.clip(random_texture(rng, 240, 320, fine_px=1.0) + 0.5, 0, 1) * 255 + 0.5).astype(np.uint8)
         s = 1.012
@@ -145,20 +147,44 @@ class TestDatasetGlue:
 
         e0, e1 = grad_energy(img), grad_energy(warp_to_reference(img, H))
         kept = [e1[20:-20, x : x + 8].mean() / e0[20:-20, x : x + 8].mean() for x in range(20, 300, 8)]
-        assert min(kept) >= 0.6, f"a band kept {min(kept):.2f} of its detail"
+        assert min(kept) >= 0.55, f"a band kept {min(kept):.2f} of its detail"
+        assert max(kept) < 1.4 * min(kept), f"bands kept {min(kept):.2f}-{max(kept):.2f} of their detail"
 
     @pytest.mark.parametrize("persp", [0.0, 2e-5])
-    def test_rgb_and_grey_slices_get_opencvs_bicubic_warp(self, persp):
-        """warp_to_reference is OpenCV's bicubic warp, pixel for pixel, for RGB and grey images."""
+    def test_rgb_and_grey_slices_are_upsampled_bicubic_then_sampled_bilinear(self, persp):
+        """warp_to_reference, pixel for pixel, for RGB and grey images: OpenCV's 2x bicubic resize,
+        then its bilinear warp with the map moved onto the 2x grid (slice pixel x at 2x + 0.5); into
+        a stack's slot (dst) the same pixels."""
         frames, maps = _sweep(blurs=(0, 0, 0, 0, 0))
         H = maps[0].copy()
         H[2, 0] = persp
-        warp = cv2.warpAffine if persp == 0 else cv2.warpPerspective
-        M = H[:2] if persp == 0 else H
+        to_up = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1.0]])
+        M = H @ np.linalg.inv(to_up)
         for img in (frames[0], frames[0][..., 1].copy()):
-            plain = warp(img, M, (320, 240), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+            up = cv2.resize(img, (640, 480), interpolation=cv2.INTER_CUBIC)
+            if persp == 0:
+                plain = cv2.warpAffine(up, M[:2], (320, 240), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            else:
+                plain = cv2.warpPerspective(up, M, (320, 240), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             out = warp_to_reference(img, H)
             assert out.shape == img.shape and out.dtype == np.uint8 and np.array_equal(out, plain)
+            slots = np.zeros((2, *img.shape), np.uint8)
+            assert np.array_equal(warp_to_reference(img, H, slots[1]), plain) and np.array_equal(slots[1], plain)
+            warp_to_reference(img, np.eye(3), slots[0])
+            assert np.array_equal(slots[0], img)
+
+    def test_the_warp_stays_close_to_opencvs_bicubic(self):
+        """On a sharp texture rescaled by 1.2 % the fast warp differs from OpenCV's bicubic warp by
+        1.1 grey levels on average, a bilinear warp by 1.9."""
+        rng = np.random.default_rng(3)
+        img = (np.clip(random_texture(rng, 240, 320, fine_px=1.0) + 0.5, 0, 1) * 255 + 0.5).astype(np.uint8)
+        H = np.array([[1.012, 0.0004, -1.7], [-0.0003, 1.012, 0.9], [0, 0, 1.0]])
+        ref = cv2.warpAffine(img, H[:2], (320, 240), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).astype(float)
+        lin = cv2.warpAffine(img, H[:2], (320, 240), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(float)
+        ours = warp_to_reference(img, H).astype(float)
+        inner = np.s_[8:-8, 8:-8]
+        ours_off, lin_off = np.abs(ours - ref)[inner].mean(), np.abs(lin - ref)[inner].mean()
+        assert ours_off < 1.25 < 1.5 < lin_off, (ours_off, lin_off)
 
 
 class TestFeatureJudge:
