@@ -130,10 +130,14 @@ def registration_pyramid(rgb: np.ndarray, opts: "AlignOptions") -> list[np.ndarr
     return out[::-1]
 
 
+def _rescale(s: float) -> np.ndarray:
+    """Pixels of an image -> pixels of that image scaled by s (pixel centres kept: x' = s (x + 0.5) - 0.5)."""
+    return np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1.0]])
+
+
 def _scaled(H: np.ndarray, s: float) -> np.ndarray:
-    """H in the coordinates of an image scaled by s (pixel centres kept: x' = s (x + 0.5) - 0.5)."""
-    S = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1.0]])
-    return S @ H @ np.linalg.inv(S)
+    """H in the coordinates of an image scaled by s."""
+    return _rescale(s) @ H @ _rescale(1.0 / s)
 
 
 def _ecc(ref: np.ndarray, src: np.ndarray, H0: np.ndarray, motion: str, opts: AlignOptions,
@@ -353,8 +357,7 @@ def warp_to_reference(image: np.ndarray, H: np.ndarray, dst: np.ndarray | None =
         dst[...] = image
         return dst
     up = cv2.resize(image, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)
-    # slice pixel x sits at 2x + 0.5 on the 2x grid (pixel centres kept)
-    M = Hn @ np.array([[0.5, 0, -0.25], [0, 0.5, -0.25], [0, 0, 1.0]])
+    M = Hn @ _rescale(0.5)  # 2x-grid pixels -> slice pixels -> reference pixels
     if np.allclose(M[2], [0, 0, 1], atol=1e-12):
         return cv2.warpAffine(up, M[:2], (w, h), dst=dst, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.warpPerspective(up, M, (w, h), dst=dst, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
