@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from dfdcap.dataset.align import AlignOptions, align_stack
-from dfdcap.dataset.align_check import feature_motion, judged_matches, sift_matches
+from dfdcap.dataset.align_check import feature_motion, judged_matches, match_motion, sift_matches
 from dfdcap.fileio import read_image
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "focal_stack_pcb"
@@ -145,15 +145,15 @@ def main() -> None:
               f"dfdcap align {t_ours:.1f} s, SIFT chain {t_peer:.1f} s")
         print("  pair   inliers (places)  before (match / consensus px)   dfdcap align [judge's 90 % range]   SIFT chain")
         for i, j in ((0, S - 1), (0, ref), (ref, S - 1), (1, S - 2)):
-            row = [feature_motion(frames[i], frames[j])]
-            for maps in (ours, peer):
-                row.append(feature_motion(frames[i], frames[j], maps[i], maps[j]))
-            pa, pb, _ = judged_matches(frames[i], frames[j], ours[i], ours[j])
+            pa, pb, A = judged_matches(frames[i], frames[j], ours[i], ours[j])
+            row = [feature_motion(frames[i], frames[j]), match_motion(pa, pb, A),
+                   feature_motion(frames[i], frames[j], peer[i], peer[j])]
             lo, hi = consensus_range(pa, pb) if len(pa) >= 3 else (float("nan"), float("nan"))
             places = len(np.unique(np.round(pa), axis=0))
             cells = [f"{m:6.2f} / {c:5.2f}" for m, c, _ in row]
             print(f"  {i}-{j:<3d}  {row[1][2]:5d} ({places:4d})    {cells[0]}   {cells[1]} [{lo:.2f}-{hi:.2f}]   {cells[2]}")
-        m, c, _ = feature_motion(frames[0], frames[-1], ours[0], ours[-1])
+            if (i, j) == (0, S - 1):
+                m, c, _ = row[1]
         print(f"  first-last after dfdcap align: {m:.2f} px per match, {c:.2f} px consensus "
               f"(goal <= 1: {'MET' if c <= 1.0 else 'NOT MET'})")
         if name == "sweep10":

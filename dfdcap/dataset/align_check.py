@@ -39,7 +39,11 @@ def feature_motion(a: np.ndarray, b: np.ndarray, map_a: np.ndarray | None = None
 
     The consensus move is the steadier number: single SIFT matches on defocused JPEGs scatter by
     ~1.4 px even between perfectly aligned images. nan and 0 inliers when no affine is found."""
-    pa, pb, A = judged_matches(a, b, map_a, map_b)
+    return match_motion(*judged_matches(a, b, map_a, map_b))
+
+
+def match_motion(pa: np.ndarray, pb: np.ndarray, A: np.ndarray | None) -> tuple[float, float, int]:
+    """feature_motion's numbers from the judge's matches (judged_matches' result)."""
     if A is None:
         return float("nan"), float("nan"), 0
     per_match = np.linalg.norm(pa - pb, axis=1)
